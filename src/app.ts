@@ -1,0 +1,101 @@
+// Builds the Fastify application without listening: tests build it per file, src/server.ts
+// listens and shuts it down.
+
+import { randomUUID } from 'node:crypto';
+import Fastify, { type FastifyError, type FastifyInstance, LogController } from 'fastify';
+import { type Config, loadConfig } from './config.js';
+import { ERROR_CATALOGUE, type ErrorBody, type ErrorCode, ServiceError } from './errors.js';
+import executeRoutes from './routes/execute.js';
+import healthRoutes from './routes/health.js';
+import { ExecuteService } from './service/execute.js';
+import { WorkerPools } from './worker/pool.js';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    config: Config;
+    pools: WorkerPools;
+    executor: ExecuteService;
+    /** Set when shutdown begins: new work is refused with 503, readiness fails. */
+    draining: boolean;
+  }
+}
+
+export interface BuildOptions {
+  config?: Config;
+  /** Pino logger options or false; defaults to JSON lines at config.logLevel. */
+  logger?: boolean | object;
+}
+
+// Fastify's own refusals, mapped onto the catalogue.
+const FASTIFY_CODES: Readonly<Record<string, ErrorCode>> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: 'payload_too_large',
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'unsupported_media_type',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'invalid_request',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'invalid_request',
+  FST_ERR_CTP_INVALID_JSON_BODY: 'invalid_request',
+};
+
+export async function buildApp(options: BuildOptions = {}): Promise<FastifyInstance> {
+  const config = options.config ?? loadConfig();
+  const app = Fastify({
+    logger: options.logger ?? { level: config.logLevel, redact: ['req.headers.authorization', 'req.headers["x-api-key"]'] },
+    bodyLimit: config.bodyLimitBytes,
+    // One structured line per execution (routes/execute.ts) instead of two per request.
+    logController: new LogController({ disableRequestLogging: true }),
+    requestIdHeader: 'x-request-id',
+    genReqId: () => randomUUID(),
+    return503OnClosing: true,
+  });
+
+  app.decorate('config', config);
+  app.decorate('draining', false);
+  const pools = new WorkerPools(config);
+  app.decorate('pools', pools);
+  app.decorate('executor', new ExecuteService(config, pools));
+  app.addHook('onClose', async () => {
+    await pools.close();
+  });
+
+  // Only JSON bodies (more body forms arrive with the module store).
+  app.removeContentTypeParser('text/plain');
+
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+    if (app.draining && request.method !== 'GET') {
+      throw new ServiceError('overloaded', 'the server is shutting down; retry on another instance', { 'retry-after': '5' });
+    }
+  });
+
+  app.setErrorHandler((error: FastifyError | ServiceError, request, reply) => {
+    let code: ErrorCode;
+    let message = error.message;
+    if (error instanceof ServiceError) {
+      code = error.code;
+      reply.headers(error.headers);
+    } else if (error.code && FASTIFY_CODES[error.code]) {
+      code = FASTIFY_CODES[error.code]!;
+      if (code === 'payload_too_large') message = `the body is larger than this server's limit of ${config.bodyLimitBytes} bytes`;
+      if (code === 'unsupported_media_type') message = `unsupported content type ${JSON.stringify(request.headers['content-type'] ?? '')}; send application/json`;
+    } else if (error.statusCode && error.statusCode >= 400 && error.statusCode < 500) {
+      code = error.statusCode === 413 ? 'payload_too_large' : error.statusCode === 415 ? 'unsupported_media_type' : 'invalid_request';
+    } else {
+      request.log.error({ err: error }, 'internal error');
+      code = 'internal_error';
+      message = 'internal error; the request id identifies it in the server log';
+    }
+    const body: ErrorBody = { error: { code, message }, requestId: String(request.id) };
+    return reply.status(ERROR_CATALOGUE[code].status).send(body);
+  });
+
+  app.setNotFoundHandler((request, reply) => {
+    const body: ErrorBody = {
+      error: { code: 'route_not_found', message: `no route for ${request.method} ${request.url.split('?')[0]}` },
+      requestId: String(request.id),
+    };
+    return reply.status(404).send(body);
+  });
+
+  await app.register(healthRoutes);
+  await app.register(executeRoutes);
+  return app;
+}

@@ -1,0 +1,42 @@
+// The error catalogue: every refusal the service can give, each with a stable code and its HTTP
+// status. Routes, the service layer and openapi.yaml all use it; test/openapi.test.ts holds the
+// catalogue and openapi.yaml together. Codes are public contract: never rename one.
+
+export const ERROR_CATALOGUE = {
+  invalid_request: { status: 400, summary: 'The request does not match the schema; the message names the field.' },
+  invalid_module: { status: 400, summary: 'The body is not a valid WebAssembly module, or uses a feature this service does not run.' },
+  function_not_found: { status: 400, summary: 'The module exports no function of that name; the message lists the exported functions.' },
+  invalid_arguments: { status: 400, summary: 'Wrong argument count or type for the signature; the message shows the signature.' },
+  unsupported_import: { status: 400, summary: 'The module imports something the service does not provide; the message names it.' },
+  limit_out_of_range: { status: 400, summary: 'A requested limit is below 1 or above the server maximum; the message gives the maximum.' },
+  unauthorized: { status: 401, summary: 'API keys are configured and the request has no valid one.' },
+  module_not_found: { status: 404, summary: 'No stored module has that moduleId.' },
+  job_not_found: { status: 404, summary: 'Unknown or expired jobId.' },
+  route_not_found: { status: 404, summary: 'No route matches the method and path.' },
+  payload_too_large: { status: 413, summary: 'The body is larger than the configured maximum.' },
+  unsupported_media_type: { status: 415, summary: 'The content type is not one the route accepts.' },
+  module_too_complex: { status: 422, summary: 'The module could not be prepared (validated, instrumented, compiled) within the server limits; the message gives the limit.' },
+  rate_limited: { status: 429, summary: "Over the client's rate; Retry-After is set." },
+  overloaded: { status: 503, summary: 'The queue is full or the server is shutting down; Retry-After is set.' },
+  internal_error: { status: 500, summary: 'A bug in the service, never something a guest did.' },
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CATALOGUE;
+
+export class ServiceError extends Error {
+  override readonly name = 'ServiceError';
+  readonly status: number;
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly headers: Readonly<Record<string, string>> = {},
+  ) {
+    super(message);
+    this.status = ERROR_CATALOGUE[code].status;
+  }
+}
+
+export interface ErrorBody {
+  error: { code: ErrorCode; message: string };
+  requestId: string;
+}

@@ -1,0 +1,676 @@
+// Fuel metering as a pure transform: module bytes in, instrumented module bytes out.
+//
+// Counting method (the "backend"; the cost table is data in costs.ts):
+// - A hidden mutable i64 global holds `consumed - limit`. The host sets it to `-limit` before
+//   the guest runs and reads it afterwards: consumed = limit + value. The guest cannot name it.
+// - Every basic block adds its cost to the global once, *before the instruction that ends it*
+//   (branch, call, return, end, else, unreachable, ...). The added code is stack-neutral, so it
+//   can sit anywhere in the binary, and a charge placed in dead code simply never runs. A run that
+//   completes is charged exactly; a run that traps mid-block is short by at most the straight-line
+//   code since the last block boundary, never over.
+// - Checks (`if (global > 0) unreachable`) sit only at function entry and at every loop header:
+//   every cycle in the control-flow and call graph passes one, so a run cannot loop or recurse
+//   past its budget, while straight-line code pays no check (ENGINE-NOTES: checks at every block
+//   cost 3.4x on a real program). Between checks a run can overspend by at most one acyclic path
+//   through one function; the host treats any run that ends with consumed > limit as fuel
+//   exhausted, so `fuelConsumed` never exceeds `fuelLimit`.
+// - Operators whose work grows with an operand (bulk memory and table operations, memory.grow,
+//   table.grow) charge per unit of their count operand and check *before* they run.
+// - Exhaustion is `unreachable`, a trap the guest's own exception handlers cannot catch.
+//
+// Other rewrites, all semantics-preserving:
+// - The module's own memory becomes an import ("wasmbox" "memory") with the same limits, so the
+//   host creates it with `maximum` lowered to the request's limit: one compiled module serves
+//   every memory limit, and V8 itself refuses growth past the cap (memory.grow returns -1).
+// - Table maximums are lowered to the server's element cap.
+// - The start section is removed and the start function exported under a hidden name; the host
+//   calls it right after instantiation, once the fuel global is set (instantiation would
+//   otherwise run it before the budget exists).
+// - A refused memory.grow records its target size in a hidden global, so a trap that follows can
+//   be reported as `memory_limit_exceeded`; call_indirect records its index, so the host can tell
+//   a null entry from a signature mismatch (V8 reports both with one message).
+
+import { Reader, Writer, WasmFormatError, u32Size } from '../wasm/bytes.js';
+import {
+  type Limits,
+  type ParsedModule,
+  SectionId,
+  UnsupportedFeature,
+  VALTYPE_BYTES,
+  parseModule,
+  readValType,
+} from '../wasm/module.js';
+import { type CostTable, DEFAULT_COSTS, FREE_OPCODES, type ScaledOperator } from './costs.js';
+
+export interface InstrumentOptions {
+  costs?: CostTable;
+  /** Every table's maximum is lowered to this many elements. */
+  maxTableElements: number;
+}
+
+/** Names of the exports the instrumentation adds; the host reads them, callers never see them. */
+export interface HiddenExports {
+  /** Mutable i64 global: consumed - limit. */
+  fuel: string;
+  /** Mutable i64 global: target page count of the last memory.grow that returned -1 (0: none). */
+  growRefused: string | null;
+  /** Mutable i32 global: the table index used by the last call_indirect. */
+  indirectIndex: string | null;
+  /** Mutable i32 global: the table used by the last call_indirect (only with several tables). */
+  indirectTable: string | null;
+  /** The start function, called by the host after instantiation. */
+  start: string | null;
+  /** Each table, in table index order, for classifying call_indirect traps. */
+  tables: string[];
+}
+
+export interface InstrumentedModule {
+  bytes: Uint8Array;
+  hidden: HiddenExports;
+  /** The module's memory, now imported as "wasmbox" "memory"; null when it defines none. */
+  memory: Limits | null;
+}
+
+export const MEMORY_IMPORT = { module: 'wasmbox', name: 'memory' } as const;
+
+export class TableLimitError extends Error {
+  override readonly name = 'TableLimitError';
+}
+
+export function instrument(bytes: Uint8Array, options: InstrumentOptions): InstrumentedModule {
+  return instrumentParsed(parseModule(bytes), options);
+}
+
+// Canonical order of the known sections (the tag section sits between memory and global).
+const SECTION_RANK: Readonly<Record<number, number>> = {
+  [SectionId.type]: 1,
+  [SectionId.import]: 2,
+  [SectionId.function]: 3,
+  [SectionId.table]: 4,
+  [SectionId.memory]: 5,
+  [SectionId.tag]: 6,
+  [SectionId.global]: 7,
+  [SectionId.export]: 8,
+  [SectionId.start]: 9,
+  [SectionId.element]: 10,
+  [SectionId.dataCount]: 11,
+  [SectionId.code]: 12,
+  [SectionId.data]: 13,
+};
+
+interface OutSection {
+  id: number;
+  content: Uint8Array;
+}
+
+export function instrumentParsed(m: ParsedModule, options: InstrumentOptions): InstrumentedModule {
+  const costs = options.costs ?? DEFAULT_COSTS;
+  const bytes = m.bytes;
+
+  const exportNames = new Set(m.exports.map((e) => e.name));
+  const hiddenName = (base: string): string => {
+    let name = `__wasmbox_${base}`;
+    while (exportNames.has(name)) name += '_';
+    exportNames.add(name);
+    return name;
+  };
+
+  const hasMemory = m.memories.length + m.importedMemories > 0;
+  const tableCount = m.tables.length + m.importedTables;
+  let nextGlobal = m.importedGlobals + m.definedGlobals;
+  const globals = {
+    fuel: nextGlobal++,
+    growRefused: hasMemory ? nextGlobal++ : -1,
+    indirectIndex: tableCount > 0 ? nextGlobal++ : -1,
+    indirectTable: tableCount > 1 ? nextGlobal++ : -1,
+  };
+  const hidden: HiddenExports = {
+    fuel: hiddenName('fuel'),
+    growRefused: hasMemory ? hiddenName('grow_refused') : null,
+    indirectIndex: tableCount > 0 ? hiddenName('indirect_index') : null,
+    indirectTable: tableCount > 1 ? hiddenName('indirect_table') : null,
+    start: m.start !== null ? hiddenName('start') : null,
+    tables: Array.from({ length: tableCount }, (_, i) => hiddenName(`table${i}`)),
+  };
+
+  const out: OutSection[] = [];
+  const added = new Set<number>();
+  const insert = (s: OutSection): void => {
+    // Before the first non-custom section that must come after it.
+    const rank = SECTION_RANK[s.id]!;
+    const at = out.findIndex((o) => o.id !== SectionId.custom && SECTION_RANK[o.id]! > rank);
+    if (at < 0) out.push(s);
+    else out.splice(at, 0, s);
+    added.add(s.id);
+  };
+
+  const memoryImport = m.memories[0] ?? null;
+  for (const s of m.sections) {
+    const content = bytes.subarray(s.contentStart, s.end);
+    switch (s.id) {
+      case SectionId.import:
+        out.push({ id: s.id, content: importSection(content, memoryImport) });
+        added.add(s.id);
+        break;
+      case SectionId.memory:
+      case SectionId.start:
+        break; // memory moved to the imports; start called by the host
+      case SectionId.table:
+        out.push({ id: s.id, content: tableSection(m, options.maxTableElements) });
+        break;
+      case SectionId.global:
+        out.push({ id: s.id, content: globalSection(content, globals) });
+        added.add(s.id);
+        break;
+      case SectionId.export:
+        out.push({ id: s.id, content: exportSection(content, m, hidden, globals) });
+        added.add(s.id);
+        break;
+      case SectionId.code:
+        out.push({ id: s.id, content: codeSection(m, costs, globals) });
+        break;
+      default:
+        out.push({ id: s.id, content });
+    }
+  }
+  if (memoryImport && !added.has(SectionId.import)) {
+    insert({ id: SectionId.import, content: importSection(null, memoryImport) });
+  }
+  if (!added.has(SectionId.global)) insert({ id: SectionId.global, content: globalSection(null, globals) });
+  if (!added.has(SectionId.export)) insert({ id: SectionId.export, content: exportSection(null, m, hidden, globals) });
+
+  let size = 8;
+  for (const s of out) size += 1 + u32Size(s.content.length) + s.content.length;
+  const w = new Writer(size);
+  w.bytes(bytes.subarray(0, 8));
+  for (const s of out) {
+    w.u8(s.id);
+    w.u32(s.content.length);
+    w.bytes(s.content);
+  }
+  return { bytes: w.finish(), hidden, memory: memoryImport };
+}
+
+function writeLimits(w: Writer, l: Limits): void {
+  w.u8((l.max !== null ? 0x01 : 0) | (l.shared ? 0x02 : 0));
+  w.u32(l.min);
+  if (l.max !== null) w.u32(l.max);
+}
+
+function importSection(content: Uint8Array | null, memory: Limits | null): Uint8Array {
+  const r = content ? new Reader(content) : null;
+  const count = r ? r.u32() : 0;
+  const w = new Writer((content?.length ?? 0) + 32);
+  w.u32(count + (memory ? 1 : 0));
+  if (r) w.bytes(content!.subarray(r.pos));
+  if (memory) {
+    w.name(MEMORY_IMPORT.module);
+    w.name(MEMORY_IMPORT.name);
+    w.u8(0x02);
+    writeLimits(w, memory);
+  }
+  return w.finish();
+}
+
+function tableSection(m: ParsedModule, maxElements: number): Uint8Array {
+  const w = new Writer(16 + m.tables.length * 12);
+  w.u32(m.tables.length);
+  m.tables.forEach((t, i) => {
+    if (t.limits.min > maxElements) {
+      throw new TableLimitError(
+        `table ${m.importedTables + i} starts with ${t.limits.min} elements; this server allows at most ${maxElements}`,
+      );
+    }
+    w.u8(t.elemType === 'funcref' ? 0x70 : 0x6f);
+    writeLimits(w, { ...t.limits, max: Math.min(t.limits.max ?? maxElements, maxElements) });
+  });
+  return w.finish();
+}
+
+interface HiddenGlobals {
+  fuel: number;
+  growRefused: number;
+  indirectIndex: number;
+  indirectTable: number;
+}
+
+function globalSection(content: Uint8Array | null, g: HiddenGlobals): Uint8Array {
+  const r = content ? new Reader(content) : null;
+  const count = r ? r.u32() : 0;
+  const extra = [g.fuel, g.growRefused, g.indirectIndex, g.indirectTable].filter((i) => i >= 0).length;
+  const w = new Writer((content?.length ?? 0) + 32);
+  w.u32(count + extra);
+  if (r) w.bytes(content!.subarray(r.pos));
+  w.bytes(Uint8Array.of(0x7e, 0x01, 0x42, 0x00, 0x0b)); // fuel: (mut i64) (i64.const 0)
+  if (g.growRefused >= 0) w.bytes(Uint8Array.of(0x7e, 0x01, 0x42, 0x00, 0x0b));
+  if (g.indirectIndex >= 0) w.bytes(Uint8Array.of(0x7f, 0x01, 0x41, 0x7f, 0x0b)); // (mut i32) (i32.const -1)
+  if (g.indirectTable >= 0) w.bytes(Uint8Array.of(0x7f, 0x01, 0x41, 0x7f, 0x0b));
+  return w.finish();
+}
+
+function exportSection(content: Uint8Array | null, m: ParsedModule, h: HiddenExports, g: HiddenGlobals): Uint8Array {
+  const r = content ? new Reader(content) : null;
+  const count = r ? r.u32() : 0;
+  const entries: [string, number, number][] = [[h.fuel, 0x03, g.fuel]];
+  if (h.growRefused) entries.push([h.growRefused, 0x03, g.growRefused]);
+  if (h.indirectIndex) entries.push([h.indirectIndex, 0x03, g.indirectIndex]);
+  if (h.indirectTable) entries.push([h.indirectTable, 0x03, g.indirectTable]);
+  if (h.start && m.start !== null) entries.push([h.start, 0x00, m.start]);
+  h.tables.forEach((name, i) => entries.push([name, 0x01, i]));
+  const w = new Writer((content?.length ?? 0) + 64 * entries.length);
+  w.u32(count + entries.length);
+  if (r) w.bytes(content!.subarray(r.pos));
+  for (const [name, kind, index] of entries) {
+    w.name(name);
+    w.u8(kind);
+    w.u32(index);
+  }
+  return w.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Function bodies
+
+const SCALED_FC: Readonly<Record<number, ScaledOperator>> = {
+  8: 'memory.init',
+  10: 'memory.copy',
+  11: 'memory.fill',
+  12: 'table.init',
+  14: 'table.copy',
+  15: 'table.grow',
+  17: 'table.fill',
+};
+
+interface BodyContext {
+  bytes: Uint8Array;
+  costs: CostTable;
+  /** Cost of each single-byte opcode. */
+  opCost: Int32Array;
+  g: HiddenGlobals;
+  check: Uint8Array;
+  chargeHead: Uint8Array;
+  chargeTail: Uint8Array;
+}
+
+function codeSection(m: ParsedModule, costs: CostTable, g: HiddenGlobals): Uint8Array {
+  const opCost = new Int32Array(256).fill(costs.operator);
+  for (const name of costs.free) opCost[FREE_OPCODES[name]] = 0;
+
+  const gf = new Writer(8);
+  gf.u32(g.fuel);
+  const fuelIdx = gf.finish();
+  const ctx: BodyContext = {
+    bytes: m.bytes,
+    costs,
+    opCost,
+    g,
+    // global.get $fuel; i64.const 0; i64.gt_s; if; unreachable; end
+    check: Uint8Array.of(0x23, ...fuelIdx, 0x42, 0x00, 0x55, 0x04, 0x40, 0x00, 0x0b),
+    chargeHead: Uint8Array.of(0x23, ...fuelIdx, 0x42), // global.get $fuel; i64.const ...
+    chargeTail: Uint8Array.of(0x7c, 0x24, ...fuelIdx), // i64.add; global.set $fuel
+  };
+
+  const total = m.bodies.reduce((n, b) => n + (b.end - b.start), 0);
+  const w = new Writer(Math.ceil(total * 1.7) + 16);
+  const body = new Writer(4096);
+  w.u32(m.bodies.length);
+  m.bodies.forEach((b, i) => {
+    const type = m.types[m.funcTypes[i]!];
+    if (!type) throw new WasmFormatError(`function ${m.importedFuncs + i} has no type`);
+    body.length = 0;
+    instrumentBody(ctx, b.start, b.end, type.params.length, body, w);
+  });
+  return w.finish();
+}
+
+/** Rewrites one function body into `out` (size-prefixed), using `scratch` as a buffer. */
+function instrumentBody(ctx: BodyContext, start: number, end: number, paramCount: number, instrs: Writer, out: Writer): void {
+  const { bytes, opCost, g } = ctx;
+  const r = new Reader(bytes, start, end);
+
+  // Locals: keep the declarations verbatim; scratch locals are appended after them.
+  const declCount = r.u32();
+  const declsStart = r.pos;
+  let localCount = paramCount;
+  for (let i = 0; i < declCount; i++) {
+    localCount += r.u32();
+    readValType(r);
+  }
+  const declsEnd = r.pos;
+  const s0 = localCount; // scratch i32: count operands, call_indirect index
+  const s1 = localCount + 1; // scratch i32: memory.grow result
+  let usesScratch = false;
+
+  let copyFrom = r.pos;
+  const flush = (upTo: number): void => {
+    if (upTo > copyFrom) instrs.bytes(bytes.subarray(copyFrom, upTo));
+    copyFrom = upTo;
+  };
+  const charge = (at: number, amount: number): void => {
+    if (amount === 0) return;
+    flush(at);
+    instrs.bytes(ctx.chargeHead);
+    instrs.sNum(amount);
+    instrs.bytes(ctx.chargeTail);
+  };
+  // Charges `perUnit` per unit of the i32 count on top of the stack, then checks.
+  const chargeScaled = (perUnit: number): void => {
+    usesScratch = true;
+    instrs.u8(0x21); instrs.u32(s0); // local.set $s0
+    instrs.u8(0x23); instrs.u32(g.fuel); // global.get $fuel
+    instrs.u8(0x20); instrs.u32(s0); // local.get $s0
+    instrs.u8(0xad); // i64.extend_i32_u
+    if (perUnit !== 1) {
+      instrs.u8(0x42); instrs.sNum(perUnit); instrs.u8(0x7e); // i64.const k; i64.mul
+    }
+    instrs.u8(0x7c); // i64.add
+    instrs.u8(0x24); instrs.u32(g.fuel); // global.set $fuel
+    instrs.bytes(ctx.check);
+    instrs.u8(0x20); instrs.u32(s0); // local.get $s0
+  };
+
+  instrs.bytes(ctx.check); // function entry
+  let acc = ctx.costs.functionEntry;
+  let depth = 1;
+
+  for (;;) {
+    const at = r.pos;
+    const op = r.u8();
+    switch (op) {
+      // Free structure that does not end a basic block.
+      case 0x01: // nop
+      case 0x1a: // drop
+        acc += opCost[op]!;
+        break;
+      case 0x02: // block
+      case 0x06: // try
+        skipBlockType(r);
+        acc += opCost[op]!;
+        depth++;
+        break;
+
+      // Block boundaries: charge what ran since the last one.
+      case 0x03: // loop: a branch target, then a check every iteration
+        charge(at, acc + opCost[op]!);
+        acc = 0;
+        skipBlockType(r);
+        flush(r.pos);
+        instrs.bytes(ctx.check);
+        depth++;
+        break;
+      case 0x04: // if
+        charge(at, acc + opCost[op]!);
+        acc = 0;
+        skipBlockType(r);
+        depth++;
+        break;
+      case 0x05: // else
+      case 0x19: // catch_all
+      case 0x00: // unreachable
+      case 0x0f: // return
+        charge(at, acc + opCost[op]!);
+        acc = 0;
+        break;
+      case 0x07: // catch tag
+        charge(at, acc + opCost[op]!);
+        acc = 0;
+        r.u32();
+        break;
+      case 0x08: // throw tag
+      case 0x09: // rethrow label
+      case 0x0c: // br
+      case 0x0d: // br_if
+      case 0x10: // call
+      case 0x12: // return_call
+        charge(at, acc + opCost[op]!);
+        acc = 0;
+        r.u32();
+        break;
+      case 0x0e: {
+        // br_table
+        charge(at, acc + opCost[op]!);
+        acc = 0;
+        const n = r.u32();
+        for (let i = 0; i <= n; i++) r.u32();
+        break;
+      }
+      case 0x11: // call_indirect type table
+      case 0x13: {
+        // return_call_indirect
+        charge(at, acc + opCost[op]!);
+        acc = 0;
+        r.u32();
+        const table = r.u32();
+        flush(at);
+        usesScratch = true;
+        instrs.u8(0x22); instrs.u32(s0); // local.tee $s0
+        instrs.u8(0x24); instrs.u32(g.indirectIndex); // global.set $indirect_index
+        instrs.u8(0x20); instrs.u32(s0); // local.get $s0
+        if (g.indirectTable >= 0) {
+          instrs.u8(0x41); instrs.sNum(table); // i32.const table
+          instrs.u8(0x24); instrs.u32(g.indirectTable);
+        }
+        break;
+      }
+      case 0x18: // delegate label: ends a try
+        charge(at, acc + opCost[op]!);
+        acc = 0;
+        r.u32();
+        depth--;
+        break;
+      case 0x0b: // end
+        charge(at, acc + opCost[op]!);
+        acc = 0;
+        if (--depth === 0) {
+          flush(r.pos);
+          if (r.pos !== end) throw new WasmFormatError('function body continues after its final end');
+          writeBody(out, bytes, declCount, declsStart, declsEnd, usesScratch, instrs);
+          return;
+        }
+        break;
+
+      case 0x1b: // select
+        acc += opCost[op]!;
+        break;
+      case 0x1c: {
+        // select t*
+        const n = r.u32();
+        for (let i = 0; i < n; i++) readValType(r);
+        acc += opCost[op]!;
+        break;
+      }
+      case 0x20: case 0x21: case 0x22: case 0x23: case 0x24: // local.*, global.*
+      case 0x25: case 0x26: // table.get, table.set
+      case 0xd2: // ref.func
+        r.u32();
+        acc += opCost[op]!;
+        break;
+      case 0x3f: // memory.size
+        r.u32();
+        acc += opCost[op]!;
+        break;
+      case 0x40: {
+        // memory.grow: per page, then record a refusal
+        charge(at, acc + opCost[op]!);
+        acc = 0;
+        r.u32();
+        flush(at);
+        chargeScaled(ctx.costs.perUnit['memory.grow']);
+        flush(r.pos);
+        instrs.u8(0x22); instrs.u32(s1); // local.tee $s1
+        instrs.u8(0x41); instrs.u8(0x7f); // i32.const -1
+        instrs.u8(0x46); // i32.eq
+        instrs.u8(0x04); instrs.u8(0x40); // if
+        instrs.u8(0x3f); instrs.u8(0x00); // memory.size 0
+        instrs.u8(0xad); // i64.extend_i32_u
+        instrs.u8(0x20); instrs.u32(s0); // local.get $s0 (the requested delta)
+        instrs.u8(0xad);
+        instrs.u8(0x7c); // i64.add
+        instrs.u8(0x24); instrs.u32(g.growRefused);
+        instrs.u8(0x0b); // end
+        instrs.u8(0x20); instrs.u32(s1); // local.get $s1
+        break;
+      }
+      case 0x41: // i32.const
+      case 0x42: // i64.const
+        r.skipLeb();
+        acc += opCost[op]!;
+        break;
+      case 0x43: // f32.const
+        r.skip(4);
+        acc += opCost[op]!;
+        break;
+      case 0x44: // f64.const
+        r.skip(8);
+        acc += opCost[op]!;
+        break;
+      case 0xd0: {
+        // ref.null heaptype
+        const t = r.u8();
+        if (t !== 0x70 && t !== 0x6f) throw new UnsupportedFeature('typed function references are not supported');
+        acc += opCost[op]!;
+        break;
+      }
+      case 0xd1: // ref.is_null
+        acc += opCost[op]!;
+        break;
+      case 0xfc: {
+        const sub = r.u32();
+        const scaled = SCALED_FC[sub];
+        skipFcImmediates(r, sub);
+        if (scaled !== undefined) {
+          charge(at, acc + ctx.costs.operator);
+          acc = 0;
+          flush(at);
+          chargeScaled(ctx.costs.perUnit[scaled]);
+        } else {
+          acc += ctx.costs.operator;
+        }
+        break;
+      }
+      case 0xfd:
+        skipSimdImmediates(r, r.u32());
+        acc += ctx.costs.operator;
+        break;
+      case 0xfe:
+        skipAtomicImmediates(r, r.u32());
+        acc += ctx.costs.operator;
+        break;
+      default:
+        if (op >= 0x28 && op <= 0x3e) {
+          skipMemArg(r);
+          acc += opCost[op]!;
+        } else if (op >= 0x45 && op <= 0xc4) {
+          acc += opCost[op]!; // numeric operators, no immediates
+        } else {
+          throw new UnsupportedFeature(unsupportedOpcodeMessage(op));
+        }
+    }
+  }
+}
+
+function writeBody(
+  out: Writer,
+  bytes: Uint8Array,
+  declCount: number,
+  declsStart: number,
+  declsEnd: number,
+  usesScratch: boolean,
+  instrs: Writer,
+): void {
+  const decls = bytes.subarray(declsStart, declsEnd);
+  const newCount = declCount + (usesScratch ? 1 : 0);
+  const code = instrs.view();
+  const size = u32Size(newCount) + decls.length + (usesScratch ? 2 : 0) + code.length;
+  out.u32(size);
+  out.u32(newCount);
+  out.bytes(decls);
+  if (usesScratch) {
+    out.u8(0x02); // two scratch locals
+    out.u8(0x7f); // of type i32
+  }
+  out.bytes(code);
+}
+
+function skipBlockType(r: Reader): void {
+  const b = r.bytes[r.pos]!;
+  if (b === 0x40 || VALTYPE_BYTES[b] !== undefined) {
+    r.pos++;
+  } else if (b >= 0x40 && b < 0x80) {
+    throw new UnsupportedFeature(`block type 0x${b.toString(16)} (typed references / GC) is not supported`);
+  } else {
+    r.skipLeb(5); // s33 type index
+  }
+}
+
+function skipMemArg(r: Reader): void {
+  const align = r.u32();
+  if (align & 0x40) {
+    if (r.u32() !== 0) throw new UnsupportedFeature('multiple memories are not supported');
+  }
+  r.skipLeb();
+}
+
+function skipFcImmediates(r: Reader, sub: number): void {
+  switch (sub) {
+    case 0: case 1: case 2: case 3: case 4: case 5: case 6: case 7:
+      return; // saturating truncations
+    case 8: // memory.init data mem
+    case 10: // memory.copy mem mem
+    case 12: // table.init elem table
+    case 14: // table.copy table table
+      r.u32();
+      r.u32();
+      return;
+    case 9: // data.drop
+    case 11: // memory.fill mem
+    case 13: // elem.drop
+    case 15: // table.grow
+    case 16: // table.size
+    case 17: // table.fill
+      r.u32();
+      return;
+    default:
+      throw new UnsupportedFeature(`instruction 0xfc ${sub} is not supported by this service`);
+  }
+}
+
+function skipSimdImmediates(r: Reader, sub: number): void {
+  if (sub <= 0x0b || sub === 0x5c || sub === 0x5d) {
+    skipMemArg(r); // loads, stores, load_zero
+  } else if (sub === 0x0c || sub === 0x0d) {
+    r.skip(16); // v128.const, i8x16.shuffle
+  } else if (sub >= 0x15 && sub <= 0x22) {
+    r.skip(1); // extract/replace lane
+  } else if (sub >= 0x54 && sub <= 0x5b) {
+    skipMemArg(r); // load/store lane
+    r.skip(1);
+  } else if (sub > 0x113) {
+    throw new UnsupportedFeature(`SIMD instruction 0xfd ${sub} is not supported by this service`);
+  }
+}
+
+function skipAtomicImmediates(r: Reader, sub: number): void {
+  if (sub === 0x03) {
+    r.skip(1); // atomic.fence
+  } else if (sub <= 0x02 || (sub >= 0x10 && sub <= 0x4e)) {
+    skipMemArg(r);
+  } else {
+    throw new UnsupportedFeature(`atomic instruction 0xfe ${sub} is not supported by this service`);
+  }
+}
+
+function unsupportedOpcodeMessage(op: number): string {
+  const known: Record<number, string> = {
+    0x0a: 'throw_ref (exception references)',
+    0x14: 'call_ref (typed function references)',
+    0x15: 'return_call_ref (typed function references)',
+    0x1f: 'try_table (exception references)',
+    0xd3: 'ref.eq (GC)',
+    0xd4: 'ref.as_non_null (typed function references)',
+    0xd5: 'br_on_null (typed function references)',
+    0xd6: 'br_on_non_null (typed function references)',
+    0xfb: 'GC instructions',
+  };
+  return `instruction ${known[op] ?? `0x${op.toString(16)}`} is not supported by this service`;
+}

@@ -1,0 +1,19 @@
+// Liveness, readiness and the machine-readable contract.
+
+import { readFileSync } from 'node:fs';
+import type { FastifyInstance } from 'fastify';
+import { ServiceError } from '../errors.js';
+
+const OPENAPI = readFileSync(new URL('../../../openapi.yaml', import.meta.url), 'utf8');
+
+export default async function healthRoutes(app: FastifyInstance): Promise<void> {
+  app.get('/healthz', async () => ({ status: 'ok' }));
+
+  app.get('/readyz', async () => {
+    if (app.draining) throw new ServiceError('overloaded', 'the server is shutting down', { 'retry-after': '5' });
+    if (!app.pools.ready) throw new ServiceError('overloaded', 'the worker pool is not running', { 'retry-after': '1' });
+    return { status: 'ready' };
+  });
+
+  app.get('/openapi.yaml', async (_request, reply) => reply.type('application/yaml; charset=utf-8').send(OPENAPI));
+}

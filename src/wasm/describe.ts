@@ -1,0 +1,47 @@
+// Turns a parsed module into the description callers see: exports with signatures, imports,
+// memory and tables.
+
+import type { FuncSig } from '../values/codec.js';
+import type { ExportDescription, ImportDescription, ModuleDescription } from '../worker/protocol.js';
+import type { ExternKind, FuncType, ParsedModule } from './module.js';
+
+const KIND_NAMES: Readonly<Record<ExternKind, ExportDescription['kind']>> = {
+  func: 'function',
+  table: 'table',
+  memory: 'memory',
+  global: 'global',
+  tag: 'tag',
+};
+
+export function functionTypes(m: ParsedModule): FuncType[] {
+  const indices = [...m.imports.filter((i) => i.kind === 'func').map((i) => i.typeIndex!), ...m.funcTypes];
+  return indices.map((t) => m.types[t]!);
+}
+
+export function describeModule(m: ParsedModule): { description: ModuleDescription; functions: Record<string, FuncSig> } {
+  const types = functionTypes(m);
+  const functions: Record<string, FuncSig> = Object.create(null);
+  const exports: ExportDescription[] = m.exports.map((e) => {
+    const d: ExportDescription = { name: e.name, kind: KIND_NAMES[e.kind] };
+    if (e.kind === 'func') {
+      const t = types[e.index]!;
+      d.params = [...t.params];
+      d.results = [...t.results];
+      functions[e.name] = { params: t.params, results: t.results };
+    }
+    return d;
+  });
+  const imports: ImportDescription[] = m.imports.map((i) => ({ module: i.module, name: i.name, kind: KIND_NAMES[i.kind] }));
+  const mem = m.memories[0];
+  return {
+    description: {
+      size: m.bytes.length,
+      exports,
+      imports,
+      memory: mem ? { minPages: mem.min, maxPages: mem.max, shared: mem.shared } : null,
+      tables: m.tables.map((t) => ({ elementType: t.elemType, min: t.limits.min, max: t.limits.max })),
+      hasStart: m.start !== null,
+    },
+    functions,
+  };
+}

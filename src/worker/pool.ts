@@ -1,0 +1,147 @@
+// The two worker pools as the main thread sees them: `prepare` (validate, instrument, compile)
+// and `run` (guests). The wall-clock deadline lives here, outside the guest's thread: when it
+// passes, the task is aborted and piscina terminates the worker and starts a fresh one.
+
+import { performance } from 'node:perf_hooks';
+import { Piscina } from 'piscina';
+import type { Config } from '../config.js';
+import { ServiceError } from '../errors.js';
+import type { PrepareResult, PrepareTask, RunResult, RunTask } from './protocol.js';
+
+const epochUs = (): number => (performance.timeOrigin + performance.now()) * 1000;
+
+type Settled<T> = { kind: 'done'; value: T } | { kind: 'deadline'; ranMs: number } | { kind: 'queue_timeout' };
+
+export class WorkerPools {
+  readonly prepare: Piscina<PrepareTask, PrepareResult>;
+  readonly run: Piscina<RunTask, RunResult>;
+  private closing = false;
+
+  constructor(private readonly config: Config) {
+    this.prepare = new Piscina({
+      filename: new URL('./prepare.js', import.meta.url).href,
+      minThreads: config.prepareWorkers,
+      maxThreads: config.prepareWorkers,
+      idleTimeout: Number.MAX_SAFE_INTEGER,
+      maxQueue: config.queueMax,
+      // Instrumenting a large module builds large buffers; give it room, but bounded.
+      resourceLimits: { maxOldGenerationSizeMb: Math.max(512, config.workerHeapMb), stackSizeMb: 4 },
+    });
+    this.run = new Piscina({
+      filename: new URL('./runner.js', import.meta.url).href,
+      minThreads: config.workers,
+      maxThreads: config.workers,
+      idleTimeout: Number.MAX_SAFE_INTEGER,
+      maxQueue: config.queueMax,
+      resourceLimits: {
+        maxOldGenerationSizeMb: config.workerHeapMb,
+        maxYoungGenerationSizeMb: Math.max(8, Math.floor(config.workerHeapMb / 8)),
+        stackSizeMb: config.workerStackMb,
+      },
+    });
+  }
+
+  /** Validates, instruments and compiles off the main thread, within the preparation deadline. */
+  async prepareModule(bytes: Uint8Array): Promise<PrepareResult> {
+    const task: PrepareTask = { bytes, maxTableElements: this.config.maxTableElements };
+    const settled = await this.withDeadline(this.prepare, task, null, this.config.prepareTimeoutMs);
+    if (settled.kind === 'done') return settled.value;
+    if (settled.kind === 'queue_timeout') throw overloaded('the preparation queue is full');
+    return {
+      ok: false,
+      code: 'module_too_complex',
+      message: `the module could not be validated, instrumented and compiled within this server's preparation limit of ${this.config.prepareTimeoutMs} ms`,
+    };
+  }
+
+  /** Runs a guest; past `timeoutMs` of guest time the worker is killed and the outcome is timeout. */
+  async runGuest(task: Omit<RunTask, 'startedAt'>, timeoutMs: number): Promise<RunResult> {
+    const startedAt = new SharedArrayBuffer(8);
+    let settled: Settled<RunResult>;
+    try {
+      settled = await this.withDeadline(this.run, { ...task, startedAt }, startedAt, timeoutMs);
+    } catch (err) {
+      if ((err as { code?: string }).code === 'ERR_WORKER_OUT_OF_MEMORY') {
+        return {
+          outcome: 'memory_limit_exceeded',
+          message: `the guest exhausted its worker's ${this.config.workerHeapMb} MiB engine heap (tables and other engine objects live there)`,
+          fuelConsumed: null,
+          memoryPeakBytes: null,
+          durationNs: 0,
+          instantiateNs: 0,
+        };
+      }
+      throw err;
+    }
+    if (settled.kind === 'done') return settled.value;
+    if (settled.kind === 'queue_timeout') throw overloaded('no worker became free in time');
+    return {
+      outcome: 'timeout',
+      message: `the run exceeded its wall-clock limit of ${timeoutMs} ms and was stopped`,
+      fuelConsumed: null,
+      memoryPeakBytes: null,
+      durationNs: Math.round(settled.ranMs * 1e6),
+      instantiateNs: 0,
+    };
+  }
+
+  /**
+   * Runs a task with a deadline measured from when a worker starts it (`startedAt` is written by
+   * the worker), not from when it was queued; time in the queue is bounded by queueTimeoutMs.
+   * Without `startedAt` the deadline counts from dispatch.
+   */
+  private async withDeadline<T, R>(pool: Piscina<T, R>, task: T, startedAt: SharedArrayBuffer | null, deadlineMs: number): Promise<Settled<R>> {
+    if (this.closing) throw overloaded('the server is shutting down');
+    const ac = new AbortController();
+    const dispatchedUs = epochUs();
+    const started = startedAt ? new BigInt64Array(startedAt) : null;
+    let verdict: Settled<R> | null = null;
+    let timer: NodeJS.Timeout | undefined;
+    const check = (): void => {
+      const now = epochUs();
+      const startUs = started ? Number(Atomics.load(started, 0)) : dispatchedUs;
+      if (startUs === 0) {
+        const waitedMs = (now - dispatchedUs) / 1000;
+        if (waitedMs >= this.config.queueTimeoutMs) {
+          verdict = { kind: 'queue_timeout' };
+          ac.abort();
+        } else {
+          timer = setTimeout(check, Math.max(1, Math.min(deadlineMs, this.config.queueTimeoutMs - waitedMs)));
+        }
+        return;
+      }
+      const ranMs = (now - startUs) / 1000;
+      if (ranMs >= deadlineMs) {
+        verdict = { kind: 'deadline', ranMs };
+        ac.abort();
+      } else {
+        timer = setTimeout(check, Math.max(1, Math.ceil(deadlineMs - ranMs)));
+      }
+    };
+    timer = setTimeout(check, deadlineMs);
+    try {
+      const value = await pool.run(task, { signal: ac.signal });
+      return { kind: 'done', value };
+    } catch (err) {
+      if (verdict) return verdict;
+      if (err instanceof Error && err.message === 'Task queue is at limit') throw overloaded('the run queue is full');
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Refuses new work, lets queued and running tasks finish, then stops the threads. */
+  async close(): Promise<void> {
+    this.closing = true;
+    await Promise.all([this.run.close(), this.prepare.close()]);
+  }
+
+  get ready(): boolean {
+    return !this.closing && this.run.threads.length > 0;
+  }
+}
+
+function overloaded(why: string): ServiceError {
+  return new ServiceError('overloaded', `the server is busy: ${why}; retry shortly`, { 'retry-after': '1' });
+}

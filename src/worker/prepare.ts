@@ -1,0 +1,94 @@
+// Preparation worker: validate, check imports, instrument, compile. Runs in its own pool, away
+// from the main thread (a big module must not stall other requests) and from the guest runners
+// (which must stay small so a runner killed at its deadline is replaced in milliseconds).
+
+import { performance } from 'node:perf_hooks';
+import { TableLimitError, instrumentParsed } from '../metering/instrument.js';
+import { WasmFormatError } from '../wasm/bytes.js';
+import { describeModule } from '../wasm/describe.js';
+import { UnsupportedFeature, parseModule } from '../wasm/module.js';
+import type { PrepareResult, PrepareTask } from './protocol.js';
+
+const MAX_MESSAGE = 500;
+const ns = (from: number): number => Math.round((performance.now() - from) * 1e6);
+const clip = (s: string): string => (s.length > MAX_MESSAGE ? `${s.slice(0, MAX_MESSAGE)}…` : s);
+
+export default function prepare(task: PrepareTask): PrepareResult {
+  const bytes = task.bytes;
+  let t = performance.now();
+  try {
+    // V8 is the validator: its verdict and message are the standard ones.
+    new WebAssembly.Module(bytes);
+  } catch (err) {
+    return { ok: false, code: 'invalid_module', message: clip(engineMessage(err)) };
+  }
+  let parsed;
+  try {
+    parsed = parseModule(bytes);
+  } catch (err) {
+    if (err instanceof UnsupportedFeature) return { ok: false, code: 'invalid_module', message: err.message };
+    throw err;
+  }
+  const validateNs = ns(t);
+
+  const imp = parsed.imports[0];
+  if (imp) {
+    const kind = imp.kind === 'func' ? 'function' : imp.kind;
+    return {
+      ok: false,
+      code: 'unsupported_import',
+      message: clip(
+        `the module imports ${kind} "${imp.module}" "${imp.name}", which this service does not provide` +
+          (parsed.imports.length > 1 ? ` (and ${parsed.imports.length - 1} more imports)` : '') +
+          '; modules must be self-contained',
+      ),
+    };
+  }
+
+  t = performance.now();
+  let instrumented;
+  try {
+    instrumented = instrumentParsed(parsed, { maxTableElements: task.maxTableElements });
+  } catch (err) {
+    if (err instanceof UnsupportedFeature) return { ok: false, code: 'invalid_module', message: err.message };
+    if (err instanceof TableLimitError) return { ok: false, code: 'module_too_complex', message: err.message };
+    if (err instanceof WasmFormatError) {
+      // V8 accepted the module, so this is a decoder gap, not bad input.
+      throw new Error(`metering could not decode a module V8 accepts: ${err.message}`);
+    }
+    throw err;
+  }
+  const instrumentNs = ns(t);
+
+  t = performance.now();
+  let module: WebAssembly.Module;
+  try {
+    module = new WebAssembly.Module(instrumented.bytes);
+  } catch (err) {
+    // The original compiled, so only an engine limit crossed by the added code can land here
+    // (for example a function body or local count at V8's maximum).
+    return {
+      ok: false,
+      code: 'module_too_complex',
+      message: clip(`the metered module exceeds an engine limit: ${engineMessage(err)}`),
+    };
+  }
+  const compileNs = ns(t);
+
+  const { description, functions } = describeModule(parsed);
+  return {
+    ok: true,
+    module,
+    description,
+    functions,
+    hidden: instrumented.hidden,
+    memory: instrumented.memory,
+    instrumentedSize: instrumented.bytes.length,
+    timings: { validateNs, instrumentNs, compileNs },
+  };
+}
+
+function engineMessage(err: unknown): string {
+  const msg = err instanceof Error ? err.message : String(err);
+  return msg.replace(/^WebAssembly\.Module\(\): /, '');
+}

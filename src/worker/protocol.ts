@@ -1,0 +1,115 @@
+// The messages that cross the thread boundary, imported by both sides. Only plain data (and
+// compiled WebAssembly.Module objects, which V8 shares between threads) crosses; guest failures
+// are results, not thrown errors.
+
+import type { HiddenExports } from '../metering/instrument.js';
+import type { FuncSig, JsonValue, WasmArg } from '../values/codec.js';
+import type { Limits as MemoryLimits } from '../wasm/module.js';
+
+export interface ExportDescription {
+  name: string;
+  kind: 'function' | 'table' | 'memory' | 'global' | 'tag';
+  /** Functions only. */
+  params?: string[];
+  results?: string[];
+}
+
+export interface ImportDescription {
+  module: string;
+  name: string;
+  kind: 'function' | 'table' | 'memory' | 'global' | 'tag';
+}
+
+/** What callers see of a module (the guest's own exports and imports, never the hidden ones). */
+export interface ModuleDescription {
+  size: number;
+  exports: ExportDescription[];
+  imports: ImportDescription[];
+  /** The module's own linear memory, in 64 KiB pages; null when it has none. */
+  memory: { minPages: number; maxPages: number | null; shared: boolean } | null;
+  tables: { elementType: string; min: number; max: number | null }[];
+  hasStart: boolean;
+}
+
+export interface PrepareTask {
+  bytes: Uint8Array;
+  maxTableElements: number;
+}
+
+export interface PrepareTimings {
+  validateNs: number;
+  instrumentNs: number;
+  compileNs: number;
+}
+
+export type PrepareResult =
+  | {
+      ok: true;
+      module: WebAssembly.Module;
+      description: ModuleDescription;
+      functions: Record<string, FuncSig>;
+      hidden: HiddenExports;
+      memory: MemoryLimits | null;
+      instrumentedSize: number;
+      timings: PrepareTimings;
+    }
+  | { ok: false; code: 'invalid_module' | 'unsupported_import' | 'module_too_complex'; message: string };
+
+export interface RunTask {
+  module: WebAssembly.Module;
+  hidden: HiddenExports;
+  memory: MemoryLimits | null;
+  functionName: string;
+  sig: FuncSig;
+  args: WasmArg[];
+  fuelLimit: number;
+  memoryLimitPages: number;
+  /** Float64Array[1] over a SharedArrayBuffer: the worker stores performance.timeOrigin + now()
+   *  when the guest starts, so the main thread measures the deadline from then, not from queueing. */
+  startedAt: SharedArrayBuffer;
+}
+
+export type TrapKind =
+  | 'unreachable'
+  | 'memory_out_of_bounds'
+  | 'table_out_of_bounds'
+  | 'integer_divide_by_zero'
+  | 'integer_overflow'
+  | 'invalid_conversion_to_integer'
+  | 'indirect_call_to_null'
+  | 'indirect_call_type_mismatch'
+  | 'unaligned_atomic'
+  | 'uncaught_exception'
+  | 'stack_overflow'
+  | 'other';
+
+export const TRAP_KINDS: readonly TrapKind[] = [
+  'unreachable',
+  'memory_out_of_bounds',
+  'table_out_of_bounds',
+  'integer_divide_by_zero',
+  'integer_overflow',
+  'invalid_conversion_to_integer',
+  'indirect_call_to_null',
+  'indirect_call_type_mismatch',
+  'unaligned_atomic',
+  'uncaught_exception',
+  'stack_overflow',
+  'other',
+];
+
+export type Outcome = 'ok' | 'trap' | 'stack_overflow' | 'fuel_exhausted' | 'memory_limit_exceeded' | 'timeout' | 'exited';
+
+export interface RunResult {
+  outcome: Outcome;
+  results?: JsonValue[];
+  trap?: { kind: TrapKind; message: string };
+  /** Why, for outcomes other than ok and trap (memory_limit_exceeded, timeout). */
+  message?: string;
+  /** Exact for completed runs; capped at the limit when exhausted; null when the run was killed. */
+  fuelConsumed: number | null;
+  memoryPeakBytes: number | null;
+  /** Guest execution: the start function plus the called export. */
+  durationNs: number;
+  instantiateNs: number;
+}
