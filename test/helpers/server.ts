@@ -1,0 +1,66 @@
+// Starts the real server (the built app from dist/, as `npm start` runs it) on a real port and
+// gives tests an undici client for it.
+
+import { request } from 'undici';
+import { buildApp } from '../../dist/src/app.js';
+import { type Config, loadConfig } from '../../dist/src/config.js';
+
+export interface TestServer {
+  url: string;
+  config: Config;
+  post(path: string, body: unknown, headers?: Record<string, string>): Promise<{ status: number; body: any; headers: Record<string, unknown> }>;
+  get(path: string): Promise<{ status: number; body: any; text: string; headers: Record<string, unknown> }>;
+  execute(body: Record<string, unknown>): Promise<{ status: number; body: any }>;
+  close(): Promise<void>;
+}
+
+/** `env` overrides configuration variables, as the environment would. */
+export async function startServer(env: Record<string, string> = {}): Promise<TestServer> {
+  const config = loadConfig({ WASMBOX_WORKERS: '2', ...env, PORT: '0', HOST: '127.0.0.1' });
+  const app = await buildApp({ config, logger: false });
+  await app.listen({ port: 0, host: '127.0.0.1' });
+  const address = app.server.address();
+  if (!address || typeof address === 'string') throw new Error('no address');
+  const url = `http://127.0.0.1:${address.port}`;
+
+  const post: TestServer['post'] = async (path, body, headers = {}) => {
+    const raw = typeof body === 'string' || body instanceof Uint8Array;
+    const res = await request(url + path, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...headers },
+      body: raw ? (body as string | Uint8Array) : JSON.stringify(body),
+    });
+    const text = await res.body.text();
+    let parsed: unknown = text;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      /* not JSON: keep the text */
+    }
+    return { status: res.statusCode, body: parsed, headers: res.headers };
+  };
+  const get: TestServer['get'] = async (path) => {
+    const res = await request(url + path);
+    const text = await res.body.text();
+    let parsed: unknown = undefined;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      /* not JSON */
+    }
+    return { status: res.statusCode, body: parsed, text, headers: res.headers };
+  };
+  return {
+    url,
+    config,
+    post,
+    get,
+    execute: (body) => post('/execute', body),
+    close: () => app.close(),
+  };
+}
+
+/** Base64 of module bytes, as the JSON body form wants it. */
+export function b64(bytes: Uint8Array): string {
+  return Buffer.from(bytes).toString('base64');
+}
