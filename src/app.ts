@@ -5,9 +5,13 @@ import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyError, type FastifyInstance, LogController } from 'fastify';
 import { type Config, loadConfig } from './config.js';
 import { ERROR_CATALOGUE, type ErrorBody, type ErrorCode, ServiceError } from './errors.js';
+import multipart from '@fastify/multipart';
 import executeRoutes from './routes/execute.js';
 import healthRoutes from './routes/health.js';
+import moduleRoutes from './routes/modules.js';
 import { ExecuteService } from './service/execute.js';
+import { FsModuleStore } from './store/fs-store.js';
+import type { ModuleStore } from './store/types.js';
 import { WorkerPools } from './worker/pool.js';
 
 declare module 'fastify' {
@@ -22,6 +26,8 @@ declare module 'fastify' {
 
 export interface BuildOptions {
   config?: Config;
+  /** The module store; defaults to the local-disk store under config.dataDir. */
+  store?: ModuleStore;
   /** Pino logger options or false; defaults to JSON lines at config.logLevel. */
   logger?: boolean | object;
 }
@@ -33,6 +39,12 @@ const FASTIFY_CODES: Readonly<Record<string, ErrorCode>> = {
   FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'invalid_request',
   FST_ERR_CTP_EMPTY_JSON_BODY: 'invalid_request',
   FST_ERR_CTP_INVALID_JSON_BODY: 'invalid_request',
+  FST_REQ_FILE_TOO_LARGE: 'payload_too_large',
+  FST_PARTS_LIMIT: 'payload_too_large',
+  FST_FILES_LIMIT: 'invalid_request',
+  FST_FIELDS_LIMIT: 'invalid_request',
+  FST_PROTO_VIOLATION: 'invalid_request',
+  FST_INVALID_MULTIPART_CONTENT_TYPE: 'invalid_request',
 };
 
 export async function buildApp(options: BuildOptions = {}): Promise<FastifyInstance> {
@@ -49,21 +61,43 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
 
   app.decorate('config', config);
   app.decorate('draining', false);
+  const store = options.store ?? new FsModuleStore({ dir: config.dataDir, maxBytes: config.storeMaxBytes });
+  await store.open();
   const pools = new WorkerPools(config);
   app.decorate('pools', pools);
-  app.decorate('executor', new ExecuteService(config, pools));
+  app.decorate('executor', new ExecuteService(config, pools, store));
   app.addHook('onClose', async () => {
     await pools.close();
+    await store.close();
   });
 
-  // Only JSON bodies (more body forms arrive with the module store).
+  // Three body forms: application/json (Fastify's own parser), application/wasm (the raw module,
+  // capped by bodyLimit while it streams in) and multipart/form-data (streamed by
+  // @fastify/multipart, each part capped by the body limit). Nothing else is accepted (415).
   app.removeContentTypeParser('text/plain');
+  app.addContentTypeParser('application/wasm', { parseAs: 'buffer', bodyLimit: config.bodyLimitBytes }, (_request, body, done) => done(null, body));
+  await app.register(multipart, {
+    limits: { fileSize: config.bodyLimitBytes, files: 1, fields: 16, fieldSize: 1024 * 1024, parts: 32, headerPairs: 64 },
+  });
+  // A multipart body announced larger than the limit is refused before any of it is read.
+  app.addHook('onRequest', async (request) => {
+    const length = Number(request.headers['content-length']);
+    if (request.isMultipart() && Number.isFinite(length) && length > config.bodyLimitBytes) {
+      throw new ServiceError('payload_too_large', `the body is ${length} bytes, larger than this server's limit of ${config.bodyLimitBytes} bytes`);
+    }
+  });
 
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
     if (app.draining && request.method !== 'GET') {
       throw new ServiceError('overloaded', 'the server is shutting down; retry on another instance', { 'retry-after': '5' });
     }
+  });
+  // While draining, every answer (including that of a run already in flight) closes its
+  // connection: otherwise a client's idle keep-alive socket holds server.close() open until the
+  // keep-alive timeout, and shutdown ends at the backstop with exit code 1.
+  app.addHook('onSend', async (_request, reply) => {
+    if (app.draining) reply.header('connection', 'close');
   });
 
   app.setErrorHandler((error: FastifyError | ServiceError, request, reply) => {
@@ -75,7 +109,10 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
     } else if (error.code && FASTIFY_CODES[error.code]) {
       code = FASTIFY_CODES[error.code]!;
       if (code === 'payload_too_large') message = `the body is larger than this server's limit of ${config.bodyLimitBytes} bytes`;
-      if (code === 'unsupported_media_type') message = `unsupported content type ${JSON.stringify(request.headers['content-type'] ?? '')}; send application/json`;
+      if (code === 'unsupported_media_type') {
+        message = `unsupported content type ${JSON.stringify(request.headers['content-type'] ?? '')}; send application/json, multipart/form-data or application/wasm`;
+      }
+      if (error.code === 'FST_REQ_FILE_TOO_LARGE') message = `the module file is larger than this server's limit of ${config.bodyLimitBytes} bytes`;
     } else if (error.statusCode && error.statusCode >= 400 && error.statusCode < 500) {
       code = error.statusCode === 413 ? 'payload_too_large' : error.statusCode === 415 ? 'unsupported_media_type' : 'invalid_request';
     } else {
@@ -97,5 +134,6 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
 
   await app.register(healthRoutes);
   await app.register(executeRoutes);
+  await app.register(moduleRoutes);
   return app;
 }

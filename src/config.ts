@@ -3,6 +3,7 @@
 // start-up with a message naming the variable.
 
 import os from 'node:os';
+import path from 'node:path';
 import { z } from 'zod';
 import { DEFAULT_LIMITS, DEFAULT_MAX_LIMITS, type Limits, MAX_MEMORY_MB } from './limits/index.js';
 
@@ -34,6 +35,9 @@ const ENV = {
   WASMBOX_QUEUE_MAX: int(0).default(1024),
   WASMBOX_QUEUE_TIMEOUT_MS: int(1).default(10_000),
   WASMBOX_CACHE_MB: int(1).default(256),
+  WASMBOX_DATA_DIR: z.string().min(1).default('.wasmbox-data'),
+  WASMBOX_MODULE_MAX_BYTES: int(8, 1024 * 1024 * 1024).default(16 * 1024 * 1024),
+  WASMBOX_STORE_MAX_MB: int(1).default(1024),
 } as const;
 
 const EnvSchema = z.object(ENV);
@@ -61,6 +65,12 @@ export interface Config {
   queueTimeoutMs: number;
   /** Byte budget of the prepared-module cache (instrumented, compiled modules). */
   cacheBytes: number;
+  /** Where the embedded module store keeps its files (resolved against the working directory). */
+  dataDir: string;
+  /** Largest module POST /modules stores. */
+  moduleMaxBytes: number;
+  /** Total bytes of stored modules. */
+  storeMaxBytes: number;
 }
 
 export class ConfigError extends Error {
@@ -97,6 +107,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     queueMax: e.WASMBOX_QUEUE_MAX,
     queueTimeoutMs: e.WASMBOX_QUEUE_TIMEOUT_MS,
     cacheBytes: e.WASMBOX_CACHE_MB * 1024 * 1024,
+    dataDir: path.resolve(e.WASMBOX_DATA_DIR),
+    moduleMaxBytes: e.WASMBOX_MODULE_MAX_BYTES,
+    storeMaxBytes: e.WASMBOX_STORE_MAX_MB * 1024 * 1024,
   };
   const pairs = [
     ['WASMBOX_FUEL_DEFAULT', 'WASMBOX_FUEL_MAX', 'fuel'],

@@ -1,17 +1,14 @@
 // POST /execute: parse and validate the body, call the execution service, reply.
 
 import type { FastifyInstance } from 'fastify';
-import { ServiceError } from '../errors.js';
-import { ExecuteJsonSchema, describeIssues } from '../schemas/execute.js';
+import { readRunBody } from './body.js';
 
 export default async function executeRoutes(app: FastifyInstance): Promise<void> {
   app.post('/execute', async (request, reply) => {
-    const parsed = ExecuteJsonSchema.safeParse(request.body ?? {});
-    if (!parsed.success) throw new ServiceError('invalid_request', describeIssues(parsed.error));
-    const body = parsed.data;
+    const { module, moduleId, fields: body } = await readRunBody(request);
     const result = await app.executor.execute({
-      ...(body.module !== undefined && { module: Buffer.from(body.module, 'base64') }),
-      ...(body.moduleId !== undefined && { moduleId: body.moduleId }),
+      ...(module !== undefined && { module }),
+      ...(moduleId !== undefined && { moduleId }),
       ...(body.function !== undefined && { function: body.function }),
       args: body.args,
       ...(body.limits !== undefined && { limits: body.limits }),

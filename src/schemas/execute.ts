@@ -5,25 +5,55 @@ import { z } from 'zod';
 export const MODULE_ID_PATTERN = /^sha256:[0-9a-f]{64}$/;
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
-const limitValue = z.number({ error: 'must be a number' }).int({ error: 'must be a whole number' });
+// Number.isInteger, not .int(): zod's int() means a *safe* integer, so 1e20 would be refused as
+// "not a whole number" instead of as above the maximum (limit_out_of_range, with the maximum).
+const limitValue = z.number({ error: 'must be a number' }).refine(Number.isInteger, { error: 'must be a whole number' });
 
 export const LimitsSchema = z
   .object({ fuel: limitValue, memoryMb: limitValue, timeoutMs: limitValue })
   .partial()
   .strict();
 
-export const ExecuteJsonSchema = z
+/** WASI run settings (POST /execute `wasi`): the program's argv, environment and stdin. */
+export const WasiSchema = z
   .object({
-    module: z
+    args: z.array(z.string({ error: 'must be a string' }), { error: 'must be an array of strings' }).max(4096, { error: 'must have at most 4096 items' }).default([]),
+    env: z.record(z.string(), z.string({ error: 'must be a string' }), { error: 'must be an object of strings' }).default({}),
+    stdin: z.string({ error: 'must be a string (UTF-8 text)' }).optional(),
+    stdinBase64: z
       .string({ error: 'must be a base64 string' })
-      .min(1, { error: 'must not be empty' })
-      .refine((s) => s.length % 4 !== 1 && BASE64.test(s), { error: 'must be standard base64 (A-Z, a-z, 0-9, +, /, = padding)' })
+      .refine((s) => s.length % 4 !== 1 && BASE64.test(s), { error: 'must be standard base64' })
       .optional(),
-    moduleId: z.string({ error: 'must be a string' }).regex(MODULE_ID_PATTERN, { error: 'must be "sha256:" followed by 64 lowercase hex digits' }).optional(),
-    function: z.string({ error: 'must be a string' }).min(1, { error: 'must not be empty' }).max(1024).optional(),
-    args: z.array(z.unknown(), { error: 'must be an array' }).max(10_000).default([]),
-    limits: LimitsSchema.optional(),
   })
+  .strict()
+  .check((ctx) => {
+    if (ctx.value.stdin !== undefined && ctx.value.stdinBase64 !== undefined) {
+      ctx.issues.push({ code: 'custom', input: ctx.value, path: ['stdinBase64'], message: 'give at most one of "stdin" and "stdinBase64"' });
+    }
+  });
+
+/** The run fields every body form shares (function, args, limits, wasi). */
+export const RunFieldsSchema = z
+  .object({
+    function: z.string({ error: 'must be a string' }).min(1, { error: 'must not be empty' }).max(1024, { error: 'must be at most 1024 characters' }).optional(),
+    args: z.array(z.unknown(), { error: 'must be an array' }).max(10_000, { error: 'must have at most 10000 items' }).default([]),
+    limits: LimitsSchema.optional(),
+    wasi: WasiSchema.optional(),
+  })
+  .strict();
+
+export type RunFields = z.infer<typeof RunFieldsSchema>;
+
+const ModuleBase64 = z
+  .string({ error: 'must be a base64 string' })
+  .min(1, { error: 'must not be empty' })
+  .refine((s) => s.length % 4 !== 1 && BASE64.test(s), { error: 'must be standard base64 (A-Z, a-z, 0-9, +, /, = padding)' });
+const ModuleId = z.string({ error: 'must be a string' }).regex(MODULE_ID_PATTERN, { error: 'must be "sha256:" followed by 64 lowercase hex digits' });
+
+export const ExecuteJsonSchema = RunFieldsSchema.extend({
+  module: ModuleBase64.optional(),
+  moduleId: ModuleId.optional(),
+})
   .strict()
   .check((ctx) => {
     const v = ctx.value;
@@ -36,6 +66,11 @@ export const ExecuteJsonSchema = z
       });
     }
   });
+
+/** POST /modules, JSON form. */
+export const ModuleJsonSchema = z.object({ module: ModuleBase64 }).strict();
+
+export { ModuleId as ModuleIdSchema };
 
 export type ExecuteJson = z.infer<typeof ExecuteJsonSchema>;
 

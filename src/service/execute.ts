@@ -10,6 +10,8 @@ import { type Limits, memoryLimitBytes, memoryLimitPages, resolveLimits } from '
 import { type FuncSig, type JsonValue, decodeArgs, formatSignature } from '../values/codec.js';
 import type { WorkerPools } from '../worker/pool.js';
 import type { Outcome, RunResult, TrapKind } from '../worker/protocol.js';
+import { CorruptModuleError, type ModuleStore, StoreFullError } from '../store/types.js';
+import type { ModuleDescription } from '../worker/protocol.js';
 import { type Prepared, PreparedCache } from './prepared-cache.js';
 
 export interface ExecuteRequest {
@@ -53,20 +55,25 @@ export class ExecuteService {
   constructor(
     private readonly config: Config,
     private readonly pools: WorkerPools,
+    readonly modules: ModuleStore,
   ) {
     this.cache = new PreparedCache(config.cacheBytes);
   }
 
   async execute(req: ExecuteRequest): Promise<ExecuteResponse> {
     const limits = resolveLimits(req.limits, this.config.limits);
-    if (req.moduleId !== undefined) {
-      // The module store arrives with its own issue; until then no id is known.
-      throw new ServiceError('module_not_found', `no stored module has the id ${req.moduleId}; send the module itself in "module"`);
-    }
-    const bytes = req.module!;
-    const moduleId = moduleIdOf(bytes);
     const t = performance.now();
-    const { prepared, cached } = await this.prepare(moduleId, bytes);
+    let moduleId: string;
+    let found: { prepared: Prepared; cached: boolean };
+    if (req.moduleId !== undefined) {
+      moduleId = req.moduleId;
+      found = await this.prepareStored(moduleId);
+    } else {
+      const bytes = req.module!;
+      moduleId = moduleIdOf(bytes);
+      found = await this.prepare(moduleId, bytes);
+    }
+    const { prepared, cached } = found;
     const prepareNs = Math.round((performance.now() - t) * 1e6);
 
     const [name, sig] = pickFunction(prepared, req.function);
@@ -89,6 +96,60 @@ export class ExecuteService {
     return respond(run, limits, moduleId, prepareNs, cached);
   }
 
+  /** A stored module, prepared: from the cache when it is there (a run by id then pays only
+   *  instantiation), otherwise read from the store, verified and prepared. */
+  private async prepareStored(moduleId: string): Promise<{ prepared: Prepared; cached: boolean }> {
+    if (!(await this.modules.has(moduleId))) throw notStored(moduleId);
+    const hit = this.cache.get(moduleId);
+    if (hit) return { prepared: unwrap(hit), cached: true };
+    let bytes: Uint8Array | null;
+    try {
+      bytes = await this.modules.getBytes(moduleId);
+    } catch (err) {
+      if (err instanceof CorruptModuleError) throw corrupt(err);
+      throw err;
+    }
+    if (!bytes) throw notStored(moduleId);
+    return this.prepare(moduleId, bytes);
+  }
+
+  /** POST /modules: validates and prepares the module (so what is stored is runnable, and the
+   *  first run by id finds it compiled), then stores it. */
+  async store(bytes: Uint8Array): Promise<{ created: boolean; body: StoredModuleBody }> {
+    if (bytes.length > this.config.moduleMaxBytes) {
+      throw new ServiceError(
+        'payload_too_large',
+        `the module is ${bytes.length} bytes; this server stores modules of at most ${this.config.moduleMaxBytes} bytes`,
+      );
+    }
+    const moduleId = moduleIdOf(bytes);
+    const { prepared } = await this.prepare(moduleId, bytes);
+    try {
+      const { created, record } = await this.modules.put(moduleId, bytes, prepared.description);
+      return { created, body: storedBody(moduleId, record.description, record.storedAt) };
+    } catch (err) {
+      if (err instanceof StoreFullError) throw new ServiceError('store_full', err.message);
+      throw err;
+    }
+  }
+
+  async describeStored(moduleId: string): Promise<StoredModuleBody> {
+    try {
+      const record = await this.modules.getDescription(moduleId);
+      if (!record) throw notStored(moduleId);
+      return storedBody(moduleId, record.description, record.storedAt);
+    } catch (err) {
+      if (err instanceof CorruptModuleError) throw corrupt(err);
+      throw err;
+    }
+  }
+
+  async deleteStored(moduleId: string): Promise<void> {
+    const removed = await this.modules.delete(moduleId);
+    this.cache.delete(moduleId);
+    if (!removed) throw notStored(moduleId);
+  }
+
   /** The prepared module for these bytes: from the cache, from a preparation already under way, or
    *  prepared now. Refusals are cached too, so a bad module is refused at the same cost as a hit. */
   async prepare(moduleId: string, bytes: Uint8Array): Promise<{ prepared: Prepared; cached: boolean }> {
@@ -107,6 +168,46 @@ export class ExecuteService {
     }
     return { prepared: await pending, cached: false };
   }
+}
+
+/** What POST /modules and GET /modules/{id} answer. */
+export interface StoredModuleBody {
+  moduleId: string;
+  size: number;
+  /** The exported functions with their signatures. */
+  exports: { name: string; params: string[]; results: string[] }[];
+  /** Exports that are not functions (memories, tables, globals, tags). */
+  otherExports: { name: string; kind: string }[];
+  imports: ModuleDescription['imports'];
+  memory: ModuleDescription['memory'];
+  tables: ModuleDescription['tables'];
+  hasStart: boolean;
+  storedAt: string;
+}
+
+function storedBody(moduleId: string, d: ModuleDescription, storedAt: string): StoredModuleBody {
+  return {
+    moduleId,
+    size: d.size,
+    exports: d.exports.filter((e) => e.kind === 'function').map((e) => ({ name: e.name, params: e.params ?? [], results: e.results ?? [] })),
+    otherExports: d.exports.filter((e) => e.kind !== 'function').map((e) => ({ name: e.name, kind: e.kind })),
+    imports: d.imports,
+    memory: d.memory,
+    tables: d.tables,
+    hasStart: d.hasStart,
+    storedAt,
+  };
+}
+
+function notStored(moduleId: string): ServiceError {
+  return new ServiceError('module_not_found', `no stored module has the id ${moduleId}; upload it with POST /modules, or send the module itself`);
+}
+
+function corrupt(err: CorruptModuleError): ServiceError {
+  return new ServiceError(
+    'module_not_found',
+    `${err.message}; it was quarantined and will not run. Upload the module again with POST /modules`,
+  );
 }
 
 function unwrap(v: Prepared | { ok: false; code: 'invalid_module' | 'unsupported_import' | 'module_too_complex'; message: string }): Prepared {

@@ -1,6 +1,9 @@
 // Starts the real server (the built app from dist/, as `npm start` runs it) on a real port and
 // gives tests an undici client for it.
 
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { request } from 'undici';
 import { buildApp } from '../../dist/src/app.js';
 import { type Config, loadConfig } from '../../dist/src/config.js';
@@ -16,7 +19,9 @@ export interface TestServer {
 
 /** `env` overrides configuration variables, as the environment would. */
 export async function startServer(env: Record<string, string> = {}): Promise<TestServer> {
-  const config = loadConfig({ WASMBOX_WORKERS: '2', ...env, PORT: '0', HOST: '127.0.0.1' });
+  // Each server gets its own module store in a temporary directory unless the test names one.
+  const ownDataDir = env.WASMBOX_DATA_DIR === undefined ? mkdtempSync(path.join(os.tmpdir(), 'wasmbox-test-')) : null;
+  const config = loadConfig({ WASMBOX_WORKERS: '2', ...(ownDataDir && { WASMBOX_DATA_DIR: ownDataDir }), ...env, PORT: '0', HOST: '127.0.0.1' });
   const app = await buildApp({ config, logger: false });
   await app.listen({ port: 0, host: '127.0.0.1' });
   const address = app.server.address();
@@ -56,7 +61,10 @@ export async function startServer(env: Record<string, string> = {}): Promise<Tes
     post,
     get,
     execute: (body) => post('/execute', body),
-    close: () => app.close(),
+    close: async () => {
+      await app.close();
+      if (ownDataDir) rmSync(ownDataDir, { recursive: true, force: true });
+    },
   };
 }
 

@@ -1,0 +1,206 @@
+// The three body forms of POST /execute and POST /modules, normalised to one shape:
+//
+//   application/json      { module (base64) | moduleId, function, args, limits, wasi }
+//   multipart/form-data   file part `module` (or a `moduleId` field); text fields `function`,
+//                         `args` (a JSON array), `fuel`, `memoryMb`, `timeoutMs`, `wasi` (JSON)
+//   application/wasm      the body is the module; `function`, `args` (repeated), `fuel`,
+//                         `memoryMb`, `timeoutMs` in the query string
+//
+// Every form is validated by the same zod schema (schemas/execute.ts), so a bad field is the same
+// `invalid_request` naming the field ("form.args: ...", "query.fuel: ...") whatever the form.
+
+import type { FastifyRequest } from 'fastify';
+import { ServiceError } from '../errors.js';
+import {
+  ExecuteJsonSchema,
+  ModuleJsonSchema,
+  type RunFields,
+  RunFieldsSchema,
+  ModuleIdSchema,
+  describeIssues,
+} from '../schemas/execute.js';
+
+export interface RunBody {
+  module?: Uint8Array;
+  moduleId?: string;
+  fields: RunFields;
+}
+
+type Form = 'json' | 'multipart' | 'wasm';
+
+function formOf(request: FastifyRequest): Form {
+  if (request.isMultipart()) return 'multipart';
+  const type = String(request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+  return type === 'application/wasm' ? 'wasm' : 'json';
+}
+
+const LIMIT_FIELDS = ['fuel', 'memoryMb', 'timeoutMs'] as const;
+const RUN_FORM_FIELDS = new Set<string>(['function', 'args', 'wasi', 'moduleId', ...LIMIT_FIELDS]);
+
+/** Reads a run request (POST /execute) in any of the three forms. */
+export async function readRunBody(request: FastifyRequest): Promise<RunBody> {
+  switch (formOf(request)) {
+    case 'json': {
+      const parsed = ExecuteJsonSchema.safeParse(request.body ?? {});
+      if (!parsed.success) throw new ServiceError('invalid_request', describeIssues(parsed.error));
+      const { module, moduleId, ...fields } = parsed.data;
+      return {
+        ...(module !== undefined && { module: base64Bytes(module) }),
+        ...(moduleId !== undefined && { moduleId }),
+        fields,
+      };
+    }
+    case 'wasm': {
+      const query = (request.query ?? {}) as Record<string, string | string[] | undefined>;
+      const raw: Record<string, unknown> = {};
+      for (const [key, value] of Object.entries(query)) {
+        if (key === 'args') {
+          raw.args = (Array.isArray(value) ? value : [value]).map((v) => queryArg(String(v)));
+        } else if ((LIMIT_FIELDS as readonly string[]).includes(key)) {
+          raw.limits = { ...(raw.limits as object), [key]: numberField(single(value, `query.${key}`)) };
+        } else if (key === 'function') {
+          raw.function = single(value, 'query.function');
+        } else if (key === 'wasi') {
+          raw.wasi = jsonField(single(value, 'query.wasi'), 'query.wasi');
+        } else {
+          throw new ServiceError(
+            'invalid_request',
+            `query.${key}: unknown field; application/wasm takes function, args (repeated), fuel, memoryMb, timeoutMs and wasi (JSON) in the query string`,
+          );
+        }
+      }
+      const fields = parseFields(raw, 'query');
+      return { module: wasmBody(request), fields };
+    }
+    case 'multipart': {
+      const { module, values } = await readMultipart(request, RUN_FORM_FIELDS);
+      const raw: Record<string, unknown> = {};
+      for (const [key, value] of Object.entries(values)) {
+        if (key === 'args') raw.args = jsonField(value, 'form.args');
+        else if (key === 'wasi') raw.wasi = jsonField(value, 'form.wasi');
+        else if ((LIMIT_FIELDS as readonly string[]).includes(key)) raw.limits = { ...(raw.limits as object), [key]: numberField(value) };
+        else if (key !== 'moduleId') raw[key] = value;
+      }
+      const fields = parseFields(raw, 'form');
+      const moduleId = values.moduleId;
+      if ((module === undefined) === (moduleId === undefined)) {
+        throw new ServiceError('invalid_request', 'form.module: exactly one of a "module" file part and a "moduleId" field must be given');
+      }
+      if (moduleId !== undefined) {
+        const id = ModuleIdSchema.safeParse(moduleId);
+        if (!id.success) throw new ServiceError('invalid_request', describeIssues(id.error, 'form.moduleId'));
+        return { moduleId: id.data, fields };
+      }
+      return { module: module!, fields };
+    }
+  }
+}
+
+/** Reads an upload (POST /modules) in any of the three forms: only the module. */
+export async function readModuleBody(request: FastifyRequest): Promise<Uint8Array> {
+  switch (formOf(request)) {
+    case 'json': {
+      const parsed = ModuleJsonSchema.safeParse(request.body ?? {});
+      if (!parsed.success) throw new ServiceError('invalid_request', describeIssues(parsed.error));
+      return base64Bytes(parsed.data.module);
+    }
+    case 'wasm': {
+      const keys = Object.keys((request.query ?? {}) as object);
+      if (keys.length > 0) throw new ServiceError('invalid_request', `query.${keys[0]}: unknown field; POST /modules takes only the module as the body`);
+      return wasmBody(request);
+    }
+    case 'multipart': {
+      const { module } = await readMultipart(request, new Set());
+      if (!module) throw new ServiceError('invalid_request', 'form.module: a file part named "module" is required');
+      return module;
+    }
+  }
+}
+
+function parseFields(raw: Record<string, unknown>, root: string): RunFields {
+  const parsed = RunFieldsSchema.safeParse(raw);
+  // The limits are top-level fields in these forms: "query.fuel", not "query.limits.fuel".
+  if (!parsed.success) throw new ServiceError('invalid_request', describeIssues(parsed.error, root).replaceAll(`${root}.limits.`, `${root}.`));
+  return parsed.data;
+}
+
+function base64Bytes(text: string): Uint8Array {
+  const b = Buffer.from(text, 'base64');
+  return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+}
+
+function wasmBody(request: FastifyRequest): Uint8Array {
+  const body = request.body;
+  if (!Buffer.isBuffer(body) || body.length === 0) throw new ServiceError('invalid_request', 'body: the application/wasm body must be the module bytes; it is empty');
+  return new Uint8Array(body.buffer, body.byteOffset, body.byteLength);
+}
+
+function single(value: string | string[] | undefined, field: string): string {
+  if (Array.isArray(value)) throw new ServiceError('invalid_request', `${field}: must be given once`);
+  return value ?? '';
+}
+
+/** A limit from a text field: a number when it reads as one (zod then checks it is an integer),
+ *  otherwise the text itself, which zod refuses as "must be a number". */
+function numberField(text: string): unknown {
+  const t = text.trim();
+  if (t === '') return t;
+  const n = Number(t);
+  return Number.isNaN(n) ? t : n;
+}
+
+const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+const INTEGER = /^[+-]?\d+$/;
+
+/** A query-string argument. Numbers become JSON numbers, except integers beyond 2^53, which stay
+ *  exact decimal strings (i64 takes them; i32 refuses them as out of range); "NaN", "Infinity",
+ *  "-Infinity", "-0" and anything else stay strings, as in the JSON form. */
+export function queryArg(text: string): unknown {
+  const t = text.trim();
+  if (t === '-0' || !DECIMAL.test(t)) return text;
+  if (INTEGER.test(t)) {
+    const n = Number(t);
+    return Number.isSafeInteger(n) ? n : t.replace(/^\+/, '');
+  }
+  return Number(t);
+}
+
+function jsonField(text: string, field: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new ServiceError('invalid_request', `${field}: must be JSON (for args, an array such as [5,10]); got ${JSON.stringify(text.slice(0, 60))}`);
+  }
+}
+
+/** Streams a multipart body: the `module` file part into memory (capped by the body limit, which
+ *  @fastify/multipart enforces while streaming), other parts as text fields. */
+async function readMultipart(request: FastifyRequest, allowed: ReadonlySet<string>): Promise<{ module?: Uint8Array; values: Record<string, string> }> {
+  let module: Uint8Array | undefined;
+  const values: Record<string, string> = {};
+  for await (const part of request.parts()) {
+    if (part.type === 'file') {
+      if (part.fieldname !== 'module') {
+        part.file.resume();
+        throw new ServiceError('invalid_request', `form.${part.fieldname}: unknown file part; the module goes in a file part named "module"`);
+      }
+      if (module !== undefined) throw new ServiceError('invalid_request', 'form.module: give one module file part');
+      const bytes = await part.toBuffer();
+      module = new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    } else {
+      const name = part.fieldname;
+      if (name === 'module') {
+        throw new ServiceError('invalid_request', 'form.module: must be a file part (curl -F module=@file.wasm), not a text field');
+      }
+      if (!allowed.has(name)) {
+        const list = [...allowed].join(', ');
+        throw new ServiceError('invalid_request', `form.${name}: unknown field${list ? `; this form takes a "module" file part and the fields ${list}` : '; this form takes only a "module" file part'}`);
+      }
+      if (part.valueTruncated) throw new ServiceError('payload_too_large', `form.${name}: the field is longer than this server accepts`);
+      if (name in values) throw new ServiceError('invalid_request', `form.${name}: must be given once`);
+      values[name] = String(part.value);
+    }
+  }
+  if (module !== undefined && module.length === 0) throw new ServiceError('invalid_request', 'form.module: the module file part is empty');
+  return { module, values };
+}

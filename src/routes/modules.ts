@@ -1,0 +1,37 @@
+// POST /modules, GET /modules/{moduleId}, DELETE /modules/{moduleId}: the module store.
+
+import type { FastifyInstance } from 'fastify';
+import { ServiceError } from '../errors.js';
+import { ModuleIdSchema } from '../schemas/execute.js';
+import { readModuleBody } from './body.js';
+
+export default async function moduleRoutes(app: FastifyInstance): Promise<void> {
+  app.post('/modules', async (request, reply) => {
+    const bytes = await readModuleBody(request);
+    const { created, body } = await app.executor.store(bytes);
+    request.log.info({ moduleId: body.moduleId, size: body.size, created }, 'module stored');
+    return reply
+      .status(created ? 201 : 200)
+      .header('location', `/modules/${body.moduleId}`)
+      .send(body);
+  });
+
+  app.get<{ Params: { moduleId: string } }>('/modules/:moduleId', async (request) => {
+    return app.executor.describeStored(moduleIdParam(request.params.moduleId));
+  });
+
+  app.delete<{ Params: { moduleId: string } }>('/modules/:moduleId', async (request, reply) => {
+    const id = moduleIdParam(request.params.moduleId);
+    await app.executor.deleteStored(id);
+    request.log.info({ moduleId: id }, 'module deleted');
+    return reply.status(204).send();
+  });
+}
+
+function moduleIdParam(raw: string): string {
+  const parsed = ModuleIdSchema.safeParse(decodeURIComponent(raw));
+  if (!parsed.success) {
+    throw new ServiceError('invalid_request', `path.moduleId: must be "sha256:" followed by 64 lowercase hex digits; got ${JSON.stringify(raw.slice(0, 80))}`);
+  }
+  return parsed.data;
+}
