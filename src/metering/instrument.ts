@@ -133,7 +133,21 @@ export function instrumentParsed(m: ParsedModule, options: InstrumentOptions): I
     indirectIndex: tableCount > 0 ? nextGlobal++ : -1,
     indirectTable: tableCount > 1 ? nextGlobal++ : -1,
     truncOperand: nextGlobal++,
+    dataLen: -1,
+    elemLen: -1,
+    // Remaining length of each segment: passive ones start whole, active (and declarative) ones
+    // count as dropped once instantiation has used them. data.drop / elem.drop set them to 0.
+    dataInit: m.hasDataCount ? m.dataSegments.map((d) => (d.passive ? d.length : 0)) : [],
+    elemInit: m.elemSegments.map((e) => (e.passive ? e.length : 0)),
   };
+  if (globals.dataInit.length > 0) {
+    globals.dataLen = nextGlobal;
+    nextGlobal += globals.dataInit.length;
+  }
+  if (globals.elemInit.length > 0) {
+    globals.elemLen = nextGlobal;
+    nextGlobal += globals.elemInit.length;
+  }
   const hidden: HiddenExports = {
     fuel: hiddenName('fuel'),
     growRefused: hasMemory ? hiddenName('grow_refused') : null,
@@ -244,13 +258,20 @@ interface HiddenGlobals {
   indirectIndex: number;
   indirectTable: number;
   truncOperand: number;
+  /** First of the per-data-segment remaining-length globals (-1: none). */
+  dataLen: number;
+  /** First of the per-element-segment remaining-length globals (-1: none). */
+  elemLen: number;
+  dataInit: number[];
+  elemInit: number[];
 }
 
 function globalSection(content: Uint8Array | null, g: HiddenGlobals): Uint8Array {
   const r = content ? new Reader(content) : null;
   const count = r ? r.u32() : 0;
-  const extra = [g.fuel, g.growRefused, g.indirectIndex, g.indirectTable, g.truncOperand].filter((i) => i >= 0).length;
-  const w = new Writer((content?.length ?? 0) + 32);
+  const extra =
+    [g.fuel, g.growRefused, g.indirectIndex, g.indirectTable, g.truncOperand].filter((i) => i >= 0).length + g.dataInit.length + g.elemInit.length;
+  const w = new Writer((content?.length ?? 0) + 32 + 10 * (g.dataInit.length + g.elemInit.length));
   w.u32(count + extra);
   if (r) w.bytes(content!.subarray(r.pos));
   w.bytes(Uint8Array.of(0x7e, 0x01, 0x42, 0x00, 0x0b)); // fuel: (mut i64) (i64.const 0)
@@ -259,6 +280,14 @@ function globalSection(content: Uint8Array | null, g: HiddenGlobals): Uint8Array
   if (g.indirectTable >= 0) w.bytes(Uint8Array.of(0x7f, 0x01, 0x41, 0x7f, 0x0b));
   // trunc operand: (mut f64) (f64.const 0)
   w.bytes(Uint8Array.of(0x7c, 0x01, 0x44, 0, 0, 0, 0, 0, 0, 0, 0, 0x0b));
+  // segment lengths: (mut i32) (i32.const length), data segments then element segments
+  for (const len of [...g.dataInit, ...g.elemInit]) {
+    w.u8(0x7f);
+    w.u8(0x01);
+    w.u8(0x41);
+    w.sNum(len | 0);
+    w.u8(0x0b);
+  }
   return w.finish();
 }
 
@@ -305,7 +334,7 @@ const TRAPPING_TRUNC: Readonly<Record<number, 'f32' | 'f64'>> = {
 interface BodyContext {
   bytes: Uint8Array;
   tableTypes: readonly ('funcref' | 'externref')[];
-  dataLengths: readonly number[];
+
   costs: CostTable;
   /** Cost of each single-byte opcode. */
   opCost: Int32Array;
@@ -325,7 +354,7 @@ function codeSection(m: ParsedModule, costs: CostTable, g: HiddenGlobals): Uint8
   const ctx: BodyContext = {
     bytes: m.bytes,
     tableTypes: m.tableTypes,
-    dataLengths: m.dataLengths,
+
     costs,
     opCost,
     g,
@@ -406,7 +435,14 @@ function instrumentBody(ctx: BodyContext, start: number, end: number, paramCount
   const tableSize = (t: number) => (): void => {
     instrs.u8(0xfc); instrs.u32(16); instrs.u32(t); instrs.u8(0xad); // table.size t; i64.extend_i32_u
   };
-  const constant = (n: number) => (): void => { instrs.u8(0x42); instrs.sNum(n); };
+  /** The remaining length of a segment, from its hidden global (0 when there is none). */
+  const segmentLength = (base: number, seg: number) => (): void => {
+    if (base < 0) {
+      instrs.u8(0x42); instrs.u8(0x00); // i64.const 0
+      return;
+    }
+    instrs.u8(0x23); instrs.u32(base + seg); instrs.u8(0xad); // global.get; i64.extend_i32_u
+  };
   /** Charges count * perUnit when `inBounds` holds, then checks. An operation that is going to
    *  trap out of bounds does no work, so it is charged only its base cost and traps as it should
    *  (instead of being reported as fuel exhaustion). */
@@ -605,6 +641,17 @@ function instrumentBody(ctx: BodyContext, start: number, end: number, paramCount
         const imm = r.pos;
         skipFcImmediates(r, sub);
         const scaled = SCALED_FC[sub];
+        if (sub === 9 || sub === 13) {
+          // data.drop / elem.drop: the segment's remaining length becomes 0
+          acc += ctx.costs.operator;
+          const base = sub === 9 ? g.dataLen : g.elemLen;
+          if (base >= 0) {
+            flush(r.pos);
+            instrs.u8(0x41); instrs.u8(0x00); // i32.const 0
+            instrs.u8(0x24); instrs.u32(base + new Reader(bytes, imm, r.pos).u32()); // global.set
+          }
+          break;
+        }
         if (scaled === undefined) {
           acc += ctx.costs.operator;
           break;
@@ -617,11 +664,11 @@ function instrumentBody(ctx: BodyContext, start: number, end: number, paramCount
         const perUnit = ctx.costs.perUnit[scaled];
         switch (sub) {
           case 8: { // memory.init data: [d s n]
-            const len = ctx.dataLengths[ir.u32()] ?? 0;
+            const seg = ir.u32();
             lset(s0); lset(s1); lset(s2);
             chargeIf(s0, perUnit, () => {
               fits(s2, s0, memoryBytes);
-              fits(s1, s0, constant(len));
+              fits(s1, s0, segmentLength(g.dataLen, seg));
               instrs.u8(0x71); // i32.and
             });
             lget(s2); lget(s1); lget(s0);
@@ -642,10 +689,14 @@ function instrumentBody(ctx: BodyContext, start: number, end: number, paramCount
             lget(s2); lget(s1); lget(s0);
             break;
           case 12: { // table.init elem table: [d s n]
-            ir.u32();
+            const seg = ir.u32();
             const t = ir.u32();
             lset(s0); lset(s1); lset(s2);
-            chargeIf(s0, perUnit, () => fits(s2, s0, tableSize(t)));
+            chargeIf(s0, perUnit, () => {
+              fits(s2, s0, tableSize(t));
+              fits(s1, s0, segmentLength(g.elemLen, seg));
+              instrs.u8(0x71); // i32.and
+            });
             lget(s2); lget(s1); lget(s0);
             break;
           }

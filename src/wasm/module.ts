@@ -89,6 +89,11 @@ export interface FunctionBody {
   end: number;
 }
 
+export interface Segment {
+  length: number;
+  passive: boolean;
+}
+
 export interface ParsedModule {
   bytes: Uint8Array;
   sections: Section[];
@@ -103,8 +108,14 @@ export interface ParsedModule {
   tables: Table[];
   /** Element type of every table in the table index space (imports first). */
   tableTypes: RefType[];
-  /** Byte length of each data segment, in index order. */
-  dataLengths: number[];
+  /** Each data segment, in index order: its byte length and whether it is passive (active
+   *  segments count as dropped once instantiation has copied them). */
+  dataSegments: Segment[];
+  /** Each element segment, in index order: its element count and whether it is passive (active
+   *  and declarative segments count as dropped after instantiation). */
+  elemSegments: Segment[];
+  /** Whether the module has a data count section. */
+  hasDataCount: boolean;
   memories: Limits[];
   definedGlobals: number;
   exports: Export[];
@@ -199,7 +210,9 @@ export function parseModule(bytes: Uint8Array): ParsedModule {
     funcTypes: [],
     tables: [],
     tableTypes: [],
-    dataLengths: [],
+    dataSegments: [],
+    elemSegments: [],
+    hasDataCount: false,
     memories: [],
     definedGlobals: 0,
     exports: [],
@@ -286,14 +299,18 @@ export function parseModule(bytes: Uint8Array): ParsedModule {
           if (flags === 2) s.u32(); // memory index
           if (flags !== 1) skipConstExpr(s);
           const len = s.u32();
-          m.dataLengths.push(len);
+          m.dataSegments.push({ length: len, passive: flags === 1 });
           s.skip(len);
         }
         break;
       }
-      case SectionId.custom:
       case SectionId.element:
+        parseElements(s, m);
+        break;
       case SectionId.dataCount:
+        m.hasDataCount = true;
+        break;
+      case SectionId.custom:
       case SectionId.tag:
         break; // carried over verbatim
       default:
@@ -305,6 +322,27 @@ export function parseModule(bytes: Uint8Array): ParsedModule {
     throw new UnsupportedFeature('modules with more than one memory (multi-memory) are not supported');
   }
   return m;
+}
+
+function parseElements(s: Reader, m: ParsedModule): void {
+  const n = s.u32();
+  for (let i = 0; i < n; i++) {
+    const flags = s.u32();
+    if (flags > 7) throw new WasmFormatError(`element segment ${i} has unknown flags ${flags}`);
+    const passive = (flags & 0b011) === 0b001;
+    if ((flags & 0b001) === 0) {
+      if (flags & 0b010) s.u32(); // table index
+      skipConstExpr(s); // offset
+    }
+    // Element kind (0x00) or reference type, except in the two short forms (flags 0 and 4).
+    if ((flags & 0b011) !== 0) s.u8();
+    const count = s.u32();
+    for (let j = 0; j < count; j++) {
+      if (flags & 0b100) skipConstExpr(s);
+      else s.u32();
+    }
+    m.elemSegments.push({ length: count, passive });
+  }
 }
 
 function parseTypes(s: Reader, m: ParsedModule): void {
