@@ -38,6 +38,8 @@ const ENV = {
   WASMBOX_DATA_DIR: z.string().min(1).default('.wasmbox-data'),
   WASMBOX_MODULE_MAX_BYTES: int(8, 1024 * 1024 * 1024).default(16 * 1024 * 1024),
   WASMBOX_STORE_MAX_MB: int(1).default(1024),
+  WASMBOX_WASI_STDOUT_MAX_BYTES: int(0, 64 * 1024 * 1024).default(1024 * 1024),
+  WASMBOX_WASI_STDERR_MAX_BYTES: int(0, 64 * 1024 * 1024).default(1024 * 1024),
 } as const;
 
 const EnvSchema = z.object(ENV);
@@ -71,6 +73,9 @@ export interface Config {
   moduleMaxBytes: number;
   /** Total bytes of stored modules. */
   storeMaxBytes: number;
+  /** Caps on a WASI run's captured stdout and stderr. */
+  wasiStdoutMaxBytes: number;
+  wasiStderrMaxBytes: number;
 }
 
 export class ConfigError extends Error {
@@ -110,6 +115,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     dataDir: path.resolve(e.WASMBOX_DATA_DIR),
     moduleMaxBytes: e.WASMBOX_MODULE_MAX_BYTES,
     storeMaxBytes: e.WASMBOX_STORE_MAX_MB * 1024 * 1024,
+    wasiStdoutMaxBytes: e.WASMBOX_WASI_STDOUT_MAX_BYTES,
+    wasiStderrMaxBytes: e.WASMBOX_WASI_STDERR_MAX_BYTES,
   };
   const pairs = [
     ['WASMBOX_FUEL_DEFAULT', 'WASMBOX_FUEL_MAX', 'fuel'],

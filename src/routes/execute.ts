@@ -12,6 +12,14 @@ export default async function executeRoutes(app: FastifyInstance): Promise<void>
       ...(body.function !== undefined && { function: body.function }),
       args: body.args,
       ...(body.limits !== undefined && { limits: body.limits }),
+      ...(body.wasi !== undefined && {
+        wasi: {
+          args: body.wasi.args,
+          env: body.wasi.env,
+          ...(body.wasi.stdin !== undefined && { stdin: new TextEncoder().encode(body.wasi.stdin) }),
+          ...(body.wasi.stdinBase64 !== undefined && { stdin: new Uint8Array(Buffer.from(body.wasi.stdinBase64, 'base64')) }),
+        },
+      }),
     });
     request.log.info(
       { moduleId: result.moduleId, function: body.function ?? '_start', outcome: result.outcome, telemetry: result.telemetry },

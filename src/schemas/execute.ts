@@ -1,6 +1,7 @@
 // Request schemas (zod): the single source of the request types. Messages name the field.
 
 import { z } from 'zod';
+import { wasiInputProblem } from '../wasi/preview1.js';
 
 export const MODULE_ID_PATTERN = /^sha256:[0-9a-f]{64}$/;
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
@@ -27,6 +28,8 @@ export const WasiSchema = z
   })
   .strict()
   .check((ctx) => {
+    const problem = wasiInputProblem(ctx.value.args, ctx.value.env);
+    if (problem) ctx.issues.push({ code: 'custom', input: ctx.value, path: [], message: problem });
     if (ctx.value.stdin !== undefined && ctx.value.stdinBase64 !== undefined) {
       ctx.issues.push({ code: 'custom', input: ctx.value, path: ['stdinBase64'], message: 'give at most one of "stdin" and "stdinBase64"' });
     }

@@ -20,7 +20,19 @@ export interface ExecuteRequest {
   function?: string;
   args: readonly unknown[];
   limits?: Partial<Limits>;
+  /** Run as a WASI preview1 command (function defaults to _start). */
+  wasi?: WasiRequest;
 }
+
+export interface WasiRequest {
+  /** argv, argv[0] included; empty means ["module.wasm"]. */
+  args: string[];
+  env: Record<string, string>;
+  stdin?: Uint8Array;
+}
+
+/** argv[0] when a WASI request gives no args (C programs expect argc >= 1). */
+export const DEFAULT_ARGV0 = 'module.wasm';
 
 export interface Telemetry {
   fuelConsumed: number | null;
@@ -38,6 +50,12 @@ export interface ExecuteResponse {
   results?: JsonValue[];
   trap?: { kind: TrapKind; message: string };
   message?: string;
+  /** WASI runs: the exit code (null when the program did not exit: trap, fuel, timeout). */
+  exitCode?: number | null;
+  stdout?: string;
+  stderr?: string;
+  stdoutTruncated?: boolean;
+  stderrTruncated?: boolean;
   telemetry: Telemetry;
   moduleId: string;
 }
@@ -76,6 +94,13 @@ export class ExecuteService {
     const { prepared, cached } = found;
     const prepareNs = Math.round((performance.now() - t) * 1e6);
 
+    if (prepared.wasi && !req.wasi) {
+      throw new ServiceError(
+        'unsupported_import',
+        'the module imports WASI preview1 functions ("wasi_snapshot_preview1"), which are provided only to WASI runs; ' +
+          'add "wasi": {} (with args, env and stdin as needed) to run it as a WASI program',
+      );
+    }
     const [name, sig] = pickFunction(prepared, req.function);
     const decoded = decodeArgs(name, sig, req.args);
     if (!decoded.ok) throw new ServiceError('invalid_arguments', decoded.message);
@@ -90,10 +115,20 @@ export class ExecuteService {
         args: decoded.values,
         fuelLimit: limits.fuel,
         memoryLimitPages: memoryLimitPages(limits),
+        timeoutMs: limits.timeoutMs,
+        ...(req.wasi && {
+          wasi: {
+            args: req.wasi.args.length > 0 ? req.wasi.args : [DEFAULT_ARGV0],
+            env: req.wasi.env,
+            stdin: req.wasi.stdin ?? new Uint8Array(0),
+            stdoutLimitBytes: this.config.wasiStdoutMaxBytes,
+            stderrLimitBytes: this.config.wasiStderrMaxBytes,
+          },
+        }),
       },
       limits.timeoutMs,
     );
-    return respond(run, limits, moduleId, prepareNs, cached);
+    return respond(run, limits, moduleId, prepareNs, cached, req.wasi !== undefined);
   }
 
   /** A stored module, prepared: from the cache when it is there (a run by id then pays only
@@ -231,11 +266,18 @@ function pickFunction(p: Prepared, requested: string | undefined): [string, Func
   throw new ServiceError('function_not_found', `${what}; ${available}`);
 }
 
-function respond(run: RunResult, limits: Limits, moduleId: string, prepareNs: number, cached: boolean): ExecuteResponse {
+function respond(run: RunResult, limits: Limits, moduleId: string, prepareNs: number, cached: boolean, wasi: boolean): ExecuteResponse {
   const body: ExecuteResponse = { outcome: run.outcome } as ExecuteResponse;
   if (run.results) body.results = run.results;
   if (run.trap) body.trap = run.trap;
   if (run.message) body.message = run.message;
+  if (wasi) {
+    body.exitCode = run.wasi?.exitCode ?? null;
+    body.stdout = run.wasi?.stdout ?? '';
+    body.stderr = run.wasi?.stderr ?? '';
+    body.stdoutTruncated = run.wasi?.stdoutTruncated ?? false;
+    body.stderrTruncated = run.wasi?.stderrTruncated ?? false;
+  }
   Object.assign(body, {
     telemetry: {
       fuelConsumed: run.fuelConsumed,

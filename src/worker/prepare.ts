@@ -7,6 +7,7 @@ import { TableLimitError, instrumentParsed } from '../metering/instrument.js';
 import { WasmFormatError } from '../wasm/bytes.js';
 import { describeModule } from '../wasm/describe.js';
 import { UnsupportedFeature, parseModule } from '../wasm/module.js';
+import { WASI_MODULE, checkWasiImport } from '../wasi/abi.js';
 import type { PrepareResult, PrepareTask } from './protocol.js';
 
 const MAX_MESSAGE = 500;
@@ -31,7 +32,11 @@ export default function prepare(task: PrepareTask): PrepareResult {
   }
   const validateNs = ns(t);
 
-  const imp = parsed.imports[0];
+  // The only imports the service provides are WASI preview1 functions, with their exact
+  // signatures (V8 would accept a JS function for any signature and misread the arguments).
+  let wasi = false;
+  const foreign = parsed.imports.filter((i) => i.module !== WASI_MODULE);
+  const imp = foreign[0];
   if (imp) {
     const kind = imp.kind === 'func' ? 'function' : imp.kind;
     return {
@@ -39,10 +44,16 @@ export default function prepare(task: PrepareTask): PrepareResult {
       code: 'unsupported_import',
       message: clip(
         `the module imports ${kind} "${imp.module}" "${imp.name}", which this service does not provide` +
-          (parsed.imports.length > 1 ? ` (and ${parsed.imports.length - 1} more imports)` : '') +
-          '; modules must be self-contained',
+          (foreign.length > 1 ? ` (and ${foreign.length - 1} more imports)` : '') +
+          `; modules must be self-contained, apart from WASI preview1 ("${WASI_MODULE}") functions`,
       ),
     };
+  }
+  for (const i of parsed.imports) {
+    const type = i.typeIndex !== undefined ? parsed.types[i.typeIndex] : undefined;
+    const problem = checkWasiImport(i.name, type?.params ?? [], type?.results ?? [], i.kind);
+    if (problem) return { ok: false, code: 'unsupported_import', message: clip(problem) };
+    wasi = true;
   }
 
   t = performance.now();
@@ -84,6 +95,7 @@ export default function prepare(task: PrepareTask): PrepareResult {
     hidden: instrumented.hidden,
     memory: instrumented.memory,
     instrumentedSize: instrumented.bytes.length,
+    wasi,
     timings: { validateNs, instrumentNs, compileNs },
   };
 }

@@ -51,6 +51,8 @@ export type PrepareResult =
       hidden: HiddenExports;
       memory: MemoryLimits | null;
       instrumentedSize: number;
+      /** The module imports WASI preview1 functions (all checked against their signatures). */
+      wasi: boolean;
       timings: PrepareTimings;
     }
   | { ok: false; code: 'invalid_module' | 'unsupported_import' | 'module_too_complex'; message: string };
@@ -64,9 +66,31 @@ export interface RunTask {
   args: WasmArg[];
   fuelLimit: number;
   memoryLimitPages: number;
+  /** Wall-clock limit of the run (WASI sleeps are bounded by it). */
+  timeoutMs: number;
+  /** Present for WASI runs: the program's argv, environment, stdin and output caps. */
+  wasi?: WasiTask;
   /** Float64Array[1] over a SharedArrayBuffer: the worker stores performance.timeOrigin + now()
    *  when the guest starts, so the main thread measures the deadline from then, not from queueing. */
   startedAt: SharedArrayBuffer;
+}
+
+export interface WasiTask {
+  args: string[];
+  env: Record<string, string>;
+  stdin: Uint8Array;
+  stdoutLimitBytes: number;
+  stderrLimitBytes: number;
+}
+
+/** What a WASI run adds to its result. */
+export interface WasiResult {
+  /** The code the program exited with (0 when _start returned); null when it did not exit. */
+  exitCode: number | null;
+  stdout: string;
+  stderr: string;
+  stdoutTruncated: boolean;
+  stderrTruncated: boolean;
 }
 
 export type TrapKind =
@@ -112,4 +136,6 @@ export interface RunResult {
   /** Guest execution: the start function plus the called export. */
   durationNs: number;
   instantiateNs: number;
+  /** WASI runs only. */
+  wasi?: WasiResult;
 }

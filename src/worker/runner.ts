@@ -7,7 +7,9 @@
 
 import { performance } from 'node:perf_hooks';
 import { encodeResults } from '../values/codec.js';
-import type { RunResult, RunTask, TrapKind } from './protocol.js';
+import { GuestFuel } from '../wasi/fuel.js';
+import { WASI_MODULE, WasiHost } from '../wasi/preview1.js';
+import type { RunResult, RunTask, TrapKind, WasiResult } from './protocol.js';
 
 const MAX_PAGES = 65_536;
 const PAGE = 65_536;
@@ -34,18 +36,36 @@ export default function run(task: RunTask): RunResult {
     memory = new WebAssembly.Memory({ initial: task.memory.min, maximum, shared: task.memory.shared });
   }
 
+  // Fuel: the hidden global holds consumed - limit; WASI host calls charge it too.
+  const fuel = new GuestFuel(limit);
+  let host: WasiHost | null = null;
+  const imports: WebAssembly.Imports = memory ? { wasmbox: { memory } } : {};
+  if (task.wasi) {
+    host = new WasiHost({
+      args: task.wasi.args,
+      env: task.wasi.env,
+      stdin: task.wasi.stdin,
+      stdoutLimitBytes: task.wasi.stdoutLimitBytes,
+      stderrLimitBytes: task.wasi.stderrLimitBytes,
+      charge: fuel.charge,
+      halt: fuel.halt,
+      sleepBudgetMs: task.timeoutMs,
+    });
+    host.bind(memory ?? new WebAssembly.Memory({ initial: 0, maximum: 0 }));
+    (imports as Record<string, unknown>)[WASI_MODULE] = host.imports();
+  }
+
   const t0 = nowNs();
   let instance: WebAssembly.Instance;
   try {
-    instance = new WebAssembly.Instance(task.module, memory ? { wasmbox: { memory } } : {});
+    instance = new WebAssembly.Instance(task.module, imports);
   } catch (err) {
     // Active segments out of bounds: a trap during instantiation, before any guest code ran.
-    return finish(task, classify(err, null, task), 0n, memory, 0, nowNs() - t0);
+    return finish(task, classify(err, null, task), 0n, memory, 0, nowNs() - t0, host);
   }
   const instantiateNs = nowNs() - t0;
   const exports = instance.exports;
-  const fuel = exports[hidden.fuel] as WebAssembly.Global;
-  fuel.value = -limit;
+  fuel.attach(exports[hidden.fuel] as WebAssembly.Global);
 
   const t1 = nowNs();
   let result: Pick<RunResult, 'outcome' | 'results' | 'trap'>;
@@ -54,10 +74,12 @@ export default function run(task: RunTask): RunResult {
     const returned = (exports[task.functionName] as (...a: unknown[]) => unknown)(...task.args);
     result = { outcome: 'ok', results: encodeResults(task.sig, returned) };
   } catch (err) {
-    result = classify(err, instance, task);
+    // A WASI program that called proc_exit is judged by its exit code, however its code ended
+    // (it may even have caught the unwinding exception; the host then halted it through fuel).
+    result = host?.exitCode != null ? { outcome: 'ok', results: [] } : classify(err, instance, task);
   }
   const durationNs = nowNs() - t1;
-  return finish(task, result, limit + (fuel.value as bigint), memory, durationNs, instantiateNs);
+  return finish(task, result, fuel.consumed(), memory, durationNs, instantiateNs, host);
 }
 
 function finish(
@@ -67,16 +89,28 @@ function finish(
   memory: WebAssembly.Memory | null,
   durationNs: number,
   instantiateNs: number,
+  host: WasiHost | null = null,
 ): RunResult {
   const limit = BigInt(task.fuelLimit);
+  let wasi: WasiResult | undefined;
+  if (host) {
+    const exitCode = host.exitCode ?? (result.outcome === 'ok' ? 0 : null);
+    wasi = { exitCode, ...host.output() };
+    if (result.outcome === 'ok') {
+      // A command's _start returns nothing; its result is its exit code.
+      result = exitCode === 0 ? result : { outcome: 'exited' };
+    }
+  }
   // Checks sit at function entries and loop headers, so a run can pass its budget by one acyclic
   // stretch of code before a check sees it; whatever it then did, it ran out of fuel.
   if (consumed > limit) {
     result = { outcome: 'fuel_exhausted' };
     consumed = limit;
+    if (wasi) wasi.exitCode = null;
   }
   return {
     ...result,
+    ...(wasi && { wasi }),
     fuelConsumed: Number(consumed),
     memoryPeakBytes: memory ? memory.buffer.byteLength : 0,
     durationNs: Math.round(durationNs),

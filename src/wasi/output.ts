@@ -1,0 +1,64 @@
+// A guest's stdout or stderr: bytes captured up to a cap, decoded as UTF-8 at the end.
+
+const decoder = new TextDecoder('utf-8', { fatal: false, ignoreBOM: true });
+
+export class CappedOutput {
+  private buf: Uint8Array;
+  private length = 0;
+  /** True once a byte was dropped because the cap was reached. */
+  truncated = false;
+
+  constructor(readonly limitBytes: number) {
+    // Grown on demand: most runs print little, and the cap may be megabytes.
+    this.buf = new Uint8Array(Math.min(limitBytes, 4096));
+  }
+
+  /** Appends what fits under the cap from `src[start, start + len)`. The caller has bounds-checked. */
+  append(src: Uint8Array, start: number, len: number): void {
+    const room = this.limitBytes - this.length;
+    const take = Math.min(room, len);
+    if (take < len) this.truncated = true;
+    if (take <= 0) return;
+    const need = this.length + take;
+    if (need > this.buf.length) {
+      const grown = new Uint8Array(Math.min(this.limitBytes, Math.max(need, this.buf.length * 2)));
+      grown.set(this.buf.subarray(0, this.length));
+      this.buf = grown;
+    }
+    // `set` copies from a SharedArrayBuffer-backed view as well, so shared memories work too.
+    this.buf.set(src.subarray(start, start + take), this.length);
+    this.length = need;
+  }
+
+  bytes(): Uint8Array {
+    return this.buf.subarray(0, this.length);
+  }
+
+  /**
+   * The captured bytes as UTF-8, invalid sequences replaced by U+FFFD. When the cap cut the
+   * output, an incomplete character at the cut is dropped rather than shown as U+FFFD, so a
+   * truncated stdout is always a prefix of what the untruncated one would have decoded to. An
+   * incomplete character at the end of output that was *not* cut is the guest's own bytes and
+   * decodes to U+FFFD like any other invalid sequence.
+   */
+  text(): string {
+    const bytes = this.bytes();
+    return decoder.decode(this.truncated ? bytes.subarray(0, completeUtf8Prefix(bytes)) : bytes);
+  }
+}
+
+/**
+ * Length of `bytes` without a trailing UTF-8 sequence that was cut short: a lead byte in the last
+ * three positions whose sequence needs more bytes than remain. Anything else (valid, or invalid
+ * in a way more bytes could not fix) is kept for the decoder to judge.
+ */
+export function completeUtf8Prefix(bytes: Uint8Array): number {
+  const n = bytes.length;
+  for (let back = 1; back <= Math.min(3, n); back++) {
+    const b = bytes[n - back]!;
+    if ((b & 0xc0) === 0x80) continue; // continuation byte: keep looking for its lead
+    const need = b >= 0xf0 && b <= 0xf4 ? 4 : b >= 0xe0 && b <= 0xef ? 3 : b >= 0xc2 && b <= 0xdf ? 2 : 1;
+    return need > back ? n - back : n;
+  }
+  return n;
+}
