@@ -2,11 +2,9 @@
 // wasi-libc) and hand-written WAT, run through the fuel-metering transform the way the runner
 // runs them, so host calls are charged against the same fuel global as guest code.
 
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { instrument } from '../dist/src/metering/instrument.js';
@@ -25,10 +23,9 @@ import {
   wasiInputProblem,
 } from '../dist/src/wasi/preview1.js';
 import { completeUtf8Prefix } from '../dist/src/wasi/output.js';
+import { buildNative, GCC, NO_GCC_MESSAGE, type NativeBuilds, program } from './helpers/native.js';
 import { wat } from './helpers/wat.js';
 
-const PROGRAMS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'wasi', 'programs');
-const program = (name: string): Uint8Array => fs.readFileSync(path.join(PROGRAMS, `${name}.wasm`));
 const enc = new TextEncoder();
 const CALL = WASI_COSTS.call;
 
@@ -189,29 +186,22 @@ const PAGE = 65_536;
 
 // ---- native builds for comparison ---------------------------------------------------------------
 
-const GCC = spawnSync('gcc', ['--version']).status === 0 ? 'gcc' : null;
 const NATIVE = ['hello', 'cat', 'args-env', 'exit-code', 'clock-random'];
-let nativeDir = '';
+let native: NativeBuilds | null = null;
 
 function runNative(name: string, args: string[], env: Record<string, string>, stdin: string | Uint8Array = '') {
-  const r = spawnSync(path.join(nativeDir, name), args.slice(1), { argv0: args[0], env, input: stdin, timeout: 10_000 });
-  if (r.error) throw r.error;
-  return { stdout: new TextDecoder().decode(r.stdout), status: r.status };
+  return native!.run(name, args, env, stdin);
 }
 
 beforeAll(() => {
   if (!GCC) {
-    console.warn('gcc not found: the comparisons of WASI output with native builds are skipped');
+    console.warn(NO_GCC_MESSAGE);
     return;
   }
-  nativeDir = fs.mkdtempSync(path.join(os.tmpdir(), 'wasmbox-wasi-native-'));
-  for (const name of NATIVE) {
-    const r = spawnSync(GCC, ['-O2', '-o', path.join(nativeDir, name), path.join(PROGRAMS, `${name}.c`)], { encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(`gcc ${name}.c failed: ${r.stderr}`);
-  }
+  native = buildNative(NATIVE);
 });
 afterAll(() => {
-  if (nativeDir) fs.rmSync(nativeDir, { recursive: true, force: true });
+  native?.dispose();
 });
 
 // ---- real programs --------------------------------------------------------------------------------

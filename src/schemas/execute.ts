@@ -19,7 +19,19 @@ export const LimitsSchema = z
 export const WasiSchema = z
   .object({
     args: z.array(z.string({ error: 'must be a string' }), { error: 'must be an array of strings' }).max(4096, { error: 'must have at most 4096 items' }).default([]),
-    env: z.record(z.string(), z.string({ error: 'must be a string' }), { error: 'must be an object of strings' }).default({}),
+    env: z
+      .preprocess(
+        (env, ctx) => {
+          // zod's record drops an own "__proto__" key without a word (the multipart and query forms
+          // parse with JSON.parse, which keeps it), so the guest would silently miss a variable.
+          if (env !== null && typeof env === 'object' && Object.hasOwn(env, '__proto__')) {
+            ctx.issues.push({ code: 'custom', input: env, path: ['__proto__'], message: 'is not accepted as a variable name' });
+          }
+          return env;
+        },
+        z.record(z.string(), z.string({ error: 'must be a string' }), { error: 'must be an object of strings' }),
+      )
+      .default({}),
     stdin: z.string({ error: 'must be a string (UTF-8 text)' }).optional(),
     stdinBase64: z
       .string({ error: 'must be a base64 string' })
