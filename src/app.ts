@@ -64,6 +64,7 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
   const store = options.store ?? new FsModuleStore({ dir: config.dataDir, maxBytes: config.storeMaxBytes });
   await store.open();
   const pools = new WorkerPools(config);
+  pools.onLateError = (err) => app.log.warn({ err }, 'a worker failed after its task ended; it was replaced');
   app.decorate('pools', pools);
   app.decorate('executor', new ExecuteService(config, pools, store));
   app.addHook('onClose', async () => {
@@ -79,18 +80,21 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
   await app.register(multipart, {
     limits: { fileSize: config.bodyLimitBytes, files: 1, fields: 16, fieldSize: 1024 * 1024, parts: 32, headerPairs: 64 },
   });
-  // A multipart body announced larger than the limit is refused before any of it is read.
-  app.addHook('onRequest', async (request) => {
-    const length = Number(request.headers['content-length']);
-    if (request.isMultipart() && Number.isFinite(length) && length > config.bodyLimitBytes) {
-      throw new ServiceError('payload_too_large', `the body is ${length} bytes, larger than this server's limit of ${config.bodyLimitBytes} bytes`);
-    }
-  });
 
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
     if (app.draining && request.method !== 'GET') {
       throw new ServiceError('overloaded', 'the server is shutting down; retry on another instance', { 'retry-after': '5' });
+    }
+  });
+  // A multipart body announced larger than the limit is refused before any of it is read.
+  // (request.isMultipart() is only set once the body parser runs, after onRequest: read the
+  // header. After the hook above, so the refusal carries x-request-id.)
+  app.addHook('onRequest', async (request) => {
+    const type = String(request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+    const length = Number(request.headers['content-length']);
+    if (type === 'multipart/form-data' && Number.isFinite(length) && length > config.bodyLimitBytes) {
+      throw new ServiceError('payload_too_large', `the body is ${length} bytes, larger than this server's limit of ${config.bodyLimitBytes} bytes`);
     }
   });
   // While draining, every answer (including that of a run already in flight) closes its
@@ -113,6 +117,10 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
         message = `unsupported content type ${JSON.stringify(request.headers['content-type'] ?? '')}; send application/json, multipart/form-data or application/wasm`;
       }
       if (error.code === 'FST_REQ_FILE_TOO_LARGE') message = `the module file is larger than this server's limit of ${config.bodyLimitBytes} bytes`;
+      // The multipart parser's own counters: name the form, as the field errors do.
+      if (error.code === 'FST_FILES_LIMIT') message = 'form.module: give one file part, the module';
+      if (error.code === 'FST_FIELDS_LIMIT') message = 'form: too many fields (at most 16)';
+      if (error.code === 'FST_PARTS_LIMIT') message = 'form: too many parts (at most 32)';
     } else if (error.statusCode && error.statusCode >= 400 && error.statusCode < 500) {
       code = error.statusCode === 413 ? 'payload_too_large' : error.statusCode === 415 ? 'unsupported_media_type' : 'invalid_request';
     } else {
@@ -120,6 +128,9 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
       code = 'internal_error';
       message = 'internal error; the request id identifies it in the server log';
     }
+    // A body refused before it was read whole (a multipart body over the limit, announced or
+    // streamed) is not read any further: the connection closes after the answer.
+    if (code === 'payload_too_large' && !request.raw.complete) reply.header('connection', 'close');
     const body: ErrorBody = { error: { code, message }, requestId: String(request.id) };
     return reply.status(ERROR_CATALOGUE[code].status).send(body);
   });

@@ -29,7 +29,11 @@ const ENV = {
   WASMBOX_TIMEOUT_MS_DEFAULT: int(1).default(DEFAULT_LIMITS.timeoutMs),
   WASMBOX_TIMEOUT_MS_MAX: int(1, 24 * 3600 * 1000).default(DEFAULT_MAX_LIMITS.timeoutMs),
   WASMBOX_PREPARE_TIMEOUT_MS: int(10).default(10_000),
-  WASMBOX_MAX_TABLE_ELEMENTS: int(1, 10_000_000).default(100_000),
+  // Each element is a pointer on the worker's engine heap, and a table grows by one allocation of
+  // its whole new size. V8 can terminate a worker cleanly at its heap limit only when the
+  // allocation that crosses it fits in the 16 MiB of slack Node grants; a bigger single one
+  // aborts the whole process. 1,000,000 elements (8 MB) stays well inside.
+  WASMBOX_MAX_TABLE_ELEMENTS: int(1, 1_000_000).default(100_000),
   WASMBOX_WORKER_HEAP_MB: int(16).default(128),
   WASMBOX_WORKER_STACK_MB: int(1, 64).default(4),
   WASMBOX_QUEUE_MAX: int(0).default(1024),
@@ -38,8 +42,9 @@ const ENV = {
   WASMBOX_DATA_DIR: z.string().min(1).default('.wasmbox-data'),
   WASMBOX_MODULE_MAX_BYTES: int(8, 1024 * 1024 * 1024).default(16 * 1024 * 1024),
   WASMBOX_STORE_MAX_MB: int(1).default(1024),
-  WASMBOX_WASI_STDOUT_MAX_BYTES: int(0, 64 * 1024 * 1024).default(1024 * 1024),
-  WASMBOX_WASI_STDERR_MAX_BYTES: int(0, 64 * 1024 * 1024).default(1024 * 1024),
+  // Output is decoded to one string on the worker's heap: keep it a modest single allocation.
+  WASMBOX_WASI_STDOUT_MAX_BYTES: int(0, 8 * 1024 * 1024).default(1024 * 1024),
+  WASMBOX_WASI_STDERR_MAX_BYTES: int(0, 8 * 1024 * 1024).default(1024 * 1024),
 } as const;
 
 const EnvSchema = z.object(ENV);

@@ -39,7 +39,19 @@ export class WorkerPools {
         stackSizeMb: config.workerStackMb,
       },
     });
+    // A worker can fail after its task has already been settled: one killed at its deadline that
+    // was exhausting its heap reports ERR_WORKER_OUT_OF_MEMORY on the way out. piscina emits
+    // that as the pool's 'error' event, which would crash the process without a listener. The
+    // pool has already replaced the worker; there is nothing else to do.
+    for (const pool of [this.prepare, this.run] as const) {
+      pool.on('error', (err: unknown) => {
+        this.onLateError?.(err);
+      });
+    }
   }
+
+  /** Told about worker failures that no task is waiting for (the app logs them). */
+  onLateError: ((err: unknown) => void) | null = null;
 
   /** Validates, instruments and compiles off the main thread, within the preparation deadline. */
   async prepareModule(bytes: Uint8Array): Promise<PrepareResult> {
