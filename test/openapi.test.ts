@@ -225,10 +225,11 @@ describe('openapi.yaml: the error catalogue', () => {
     }
   });
 
-  it('adds only route_not_found (404) and internal_error (500) to the contract table', () => {
+  it('adds only route_not_found (404), store_full (409) and internal_error (500) to the contract table', () => {
     const extra = Object.keys(catalogue).filter((c) => !Object.hasOwn(CONTRACT_ERRORS, c));
-    expect(extra.sort()).toEqual(['internal_error', 'route_not_found']);
+    expect(extra.sort()).toEqual(['internal_error', 'route_not_found', 'store_full']);
     expect(catalogue.route_not_found?.status).toBe(404);
+    expect(catalogue.store_full?.status).toBe(409);
     expect(catalogue.internal_error?.status).toBe(500);
   });
 });
@@ -303,7 +304,15 @@ describe('openapi.yaml against the running service', () => {
       if (notFound) marked.push(`${method} ${path}`);
       expect(notFound, `${method} ${path} (${status === undefined ? 'served' : 'planned'}) answered ${res.statusCode}`).toBe(status !== undefined);
     }
-    expect(served.sort()).toEqual(['GET /healthz', 'GET /openapi.yaml', 'GET /readyz', 'POST /execute']);
+    expect(served.sort()).toEqual([
+      'DELETE /modules/{moduleId}',
+      'GET /healthz',
+      'GET /modules/{moduleId}',
+      'GET /openapi.yaml',
+      'GET /readyz',
+      'POST /execute',
+      'POST /modules',
+    ]);
   });
 
   it('answers an unknown route with 404 route_not_found in the error body, echoing x-request-id', async () => {

@@ -173,9 +173,20 @@ function jsonField(text: string, field: string): unknown {
   }
 }
 
-/** Streams a multipart body: the `module` file part into memory (capped by the body limit, which
- *  @fastify/multipart enforces while streaming), other parts as text fields. */
+/** Streams a multipart body: the `module` file part into memory (capped by the body limit, refused
+ *  as soon as it passes it: readFilePart), other parts as text fields. */
 async function readMultipart(request: FastifyRequest, allowed: ReadonlySet<string>): Promise<{ module?: Uint8Array; values: Record<string, string> }> {
+  try {
+    return await readMultipartParts(request, allowed);
+  } catch (err) {
+    // The multipart parser's own complaints (a part cut short, a malformed header, no boundary)
+    // are the client's malformed body, not a bug in the service.
+    if (err instanceof ServiceError || !(err instanceof Error) || /^FST_/.test(String((err as { code?: unknown }).code ?? ''))) throw err;
+    throw new ServiceError('invalid_request', `body: malformed multipart/form-data body (${err.message})`);
+  }
+}
+
+async function readMultipartParts(request: FastifyRequest, allowed: ReadonlySet<string>): Promise<{ module?: Uint8Array; values: Record<string, string> }> {
   let module: Uint8Array | undefined;
   const values: Record<string, string> = {};
   for await (const part of request.parts()) {
@@ -185,7 +196,7 @@ async function readMultipart(request: FastifyRequest, allowed: ReadonlySet<strin
         throw new ServiceError('invalid_request', `form.${part.fieldname}: unknown file part; the module goes in a file part named "module"`);
       }
       if (module !== undefined) throw new ServiceError('invalid_request', 'form.module: give one module file part');
-      const bytes = await part.toBuffer();
+      const bytes = await readFilePart(part.file, request.server.config.bodyLimitBytes);
       module = new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     } else {
       const name = part.fieldname;
@@ -203,4 +214,26 @@ async function readMultipart(request: FastifyRequest, allowed: ReadonlySet<strin
   }
   if (module !== undefined && module.length === 0) throw new ServiceError('invalid_request', 'form.module: the module file part is empty');
   return { module, values };
+}
+
+/** Reads a file part into memory, refusing it the moment it passes the limit (the multipart
+ *  parser stops keeping its bytes there but would otherwise read the rest of the part, however
+ *  long, before the refusal could be sent). */
+function readFilePart(file: NodeJS.ReadableStream & { truncated?: boolean }, limit: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    const tooLarge = (): void => {
+      file.removeAllListeners('data');
+      file.resume();
+      reject(new ServiceError('payload_too_large', `the module file is larger than this server's limit of ${limit} bytes`));
+    };
+    if (file.truncated) return tooLarge();
+    file.once('limit', tooLarge);
+    file.on('data', (chunk: Buffer) => chunks.push(chunk));
+    file.once('error', reject);
+    file.once('end', () => {
+      if (file.truncated) tooLarge();
+      else resolve(Buffer.concat(chunks));
+    });
+  });
 }

@@ -29,7 +29,9 @@ export default async function moduleRoutes(app: FastifyInstance): Promise<void> 
 }
 
 function moduleIdParam(raw: string): string {
-  const parsed = ModuleIdSchema.safeParse(decodeURIComponent(raw));
+  // The router has already percent-decoded the parameter; decoding again would throw on a "%"
+  // it produced (a 500 for "/modules/%25zz") and would let "%253A" stand for ":".
+  const parsed = ModuleIdSchema.safeParse(raw);
   if (!parsed.success) {
     throw new ServiceError('invalid_request', `path.moduleId: must be "sha256:" followed by 64 lowercase hex digits; got ${JSON.stringify(raw.slice(0, 80))}`);
   }

@@ -34,6 +34,8 @@ export class FsModuleStore implements ModuleStore {
   private modules = 0;
   /** Sizes of the modules known to be stored, so usage stays right without rescanning. */
   private readonly sizes = new Map<string, number>();
+  /** Modules whose bytes this process has read and verified against their id. */
+  private readonly verified = new Set<string>();
   private readonly pending = new Map<string, Promise<{ created: boolean; record: StoredDescription }>>();
 
   constructor(options: FsStoreOptions) {
@@ -77,6 +79,7 @@ export class FsModuleStore implements ModuleStore {
       await this.quarantine(moduleId);
       throw new CorruptModuleError(moduleId, `its bytes hash to ${actual}`);
     }
+    this.verified.add(moduleId);
     return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
 
@@ -84,6 +87,9 @@ export class FsModuleStore implements ModuleStore {
     const file = this.file(moduleId, 'json');
     if (!file) return null;
     if (!(await exists(this.file(moduleId, 'wasm')!))) return null;
+    // Verify the bytes once per process before vouching for them: a copy damaged on disk is not
+    // described as stored (nor kept when the same module is uploaded again), it is quarantined.
+    if (!this.verified.has(moduleId) && (await this.getBytes(moduleId)) === null) return null;
     let record: StoredDescription;
     try {
       record = JSON.parse(await readFile(file, 'utf8')) as StoredDescription;
@@ -105,13 +111,13 @@ export class FsModuleStore implements ModuleStore {
   }
 
   put(moduleId: string, bytes: Uint8Array, description: ModuleDescription): Promise<{ created: boolean; record: StoredDescription }> {
-    // Concurrent uploads of one module share one write.
-    let p = this.pending.get(moduleId);
-    if (!p) {
-      p = this.write(moduleId, bytes, description).finally(() => this.pending.delete(moduleId));
-      this.pending.set(moduleId, p);
-    }
-    return p;
+    // Concurrent uploads of one module share one write; only the upload that started it created
+    // the module, the others find it already stored.
+    const p = this.pending.get(moduleId);
+    if (p) return p.then(({ record }) => ({ created: false, record }));
+    const write = this.write(moduleId, bytes, description).finally(() => this.pending.delete(moduleId));
+    this.pending.set(moduleId, write);
+    return write;
   }
 
   private async write(moduleId: string, bytes: Uint8Array, description: ModuleDescription): Promise<{ created: boolean; record: StoredDescription }> {
@@ -148,6 +154,7 @@ export class FsModuleStore implements ModuleStore {
       await Promise.all([unlink(wasm).catch(() => {}), unlink(json).catch(() => {})]);
       throw err;
     }
+    this.verified.add(moduleId);
     return { created: true, record };
   }
 
@@ -163,6 +170,7 @@ export class FsModuleStore implements ModuleStore {
       else throw err;
     });
     await unlink(json).catch(() => {});
+    this.verified.delete(moduleId);
     this.sizes.delete(moduleId);
     this.recount();
     return removed;
@@ -203,6 +211,7 @@ export class FsModuleStore implements ModuleStore {
       const f = this.file(moduleId, ext)!;
       await rename(f, path.join(dest, `${path.basename(f)}.${stamp}`)).catch(() => {});
     }
+    this.verified.delete(moduleId);
     this.sizes.delete(moduleId);
     this.recount();
   }
