@@ -10,6 +10,7 @@ import { type Limits, memoryLimitBytes, memoryLimitPages, resolveLimits } from '
 import { type FuncSig, type JsonValue, decodeArgs, formatSignature } from '../values/codec.js';
 import type { WorkerPools } from '../worker/pool.js';
 import type { Outcome, RunResult, TrapKind } from '../worker/protocol.js';
+import { sharedOutputBuffer } from '../wasi/output.js';
 import { CorruptModuleError, type ModuleStore, StoreFullError } from '../store/types.js';
 import type { ModuleDescription } from '../worker/protocol.js';
 import { type Prepared, PreparedCache } from './prepared-cache.js';
@@ -123,6 +124,7 @@ export class ExecuteService {
             stdin: req.wasi.stdin ?? new Uint8Array(0),
             stdoutLimitBytes: this.config.wasiStdoutMaxBytes,
             stderrLimitBytes: this.config.wasiStderrMaxBytes,
+            output: sharedOutputBuffer(this.config.wasiStdoutMaxBytes, this.config.wasiStderrMaxBytes),
           },
         }),
       },

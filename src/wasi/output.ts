@@ -2,13 +2,61 @@
 
 const decoder = new TextDecoder('utf-8', { fatal: false, ignoreBOM: true });
 
+/**
+ * Where a run's output is mirrored so the main thread can still read it when it kills the worker
+ * at the deadline: a SharedArrayBuffer of OUTPUT_HEADER_BYTES + stdout cap + stderr cap. The
+ * header holds four Int32s: stdout length, stderr length, stdout truncated, stderr truncated.
+ */
+export const OUTPUT_HEADER_BYTES = 16;
+
+export function sharedOutputBuffer(stdoutLimitBytes: number, stderrLimitBytes: number): SharedArrayBuffer {
+  return new SharedArrayBuffer(OUTPUT_HEADER_BYTES + stdoutLimitBytes + stderrLimitBytes);
+}
+
+/** The stream's slot in a shared output buffer: its bytes and its two header cells. */
+export interface SharedSlot {
+  bytes: Uint8Array;
+  header: Int32Array;
+  lengthIndex: number;
+  truncatedIndex: number;
+}
+
+export function sharedSlots(sab: SharedArrayBuffer, stdoutLimitBytes: number, stderrLimitBytes: number): [SharedSlot, SharedSlot] {
+  const header = new Int32Array(sab, 0, 4);
+  return [
+    { bytes: new Uint8Array(sab, OUTPUT_HEADER_BYTES, stdoutLimitBytes), header, lengthIndex: 0, truncatedIndex: 2 },
+    { bytes: new Uint8Array(sab, OUTPUT_HEADER_BYTES + stdoutLimitBytes, stderrLimitBytes), header, lengthIndex: 1, truncatedIndex: 3 },
+  ];
+}
+
+/** Reads what a (possibly killed) run had written to its shared output buffer. */
+export function readSharedOutput(
+  sab: SharedArrayBuffer,
+  stdoutLimitBytes: number,
+  stderrLimitBytes: number,
+): { stdout: string; stderr: string; stdoutTruncated: boolean; stderrTruncated: boolean } {
+  const [out, err] = sharedSlots(sab, stdoutLimitBytes, stderrLimitBytes);
+  const read = (slot: SharedSlot): [string, boolean] => {
+    const len = Math.min(Atomics.load(slot.header, slot.lengthIndex), slot.bytes.length);
+    const truncated = Atomics.load(slot.header, slot.truncatedIndex) === 1;
+    const bytes = slot.bytes.slice(0, len); // a private copy: TextDecoder refuses shared views
+    return [decoder.decode(truncated ? bytes.subarray(0, completeUtf8Prefix(bytes)) : bytes), truncated];
+  };
+  const [stdout, stdoutTruncated] = read(out);
+  const [stderr, stderrTruncated] = read(err);
+  return { stdout, stderr, stdoutTruncated, stderrTruncated };
+}
+
 export class CappedOutput {
   private buf: Uint8Array;
   private length = 0;
   /** True once a byte was dropped because the cap was reached. */
   truncated = false;
 
-  constructor(readonly limitBytes: number) {
+  constructor(
+    readonly limitBytes: number,
+    private readonly shared: SharedSlot | null = null,
+  ) {
     // Grown on demand: most runs print little, and the cap may be megabytes.
     this.buf = new Uint8Array(Math.min(limitBytes, 4096));
   }
@@ -17,7 +65,10 @@ export class CappedOutput {
   append(src: Uint8Array, start: number, len: number): void {
     const room = this.limitBytes - this.length;
     const take = Math.min(room, len);
-    if (take < len) this.truncated = true;
+    if (take < len) {
+      this.truncated = true;
+      if (this.shared) Atomics.store(this.shared.header, this.shared.truncatedIndex, 1);
+    }
     if (take <= 0) return;
     const need = this.length + take;
     if (need > this.buf.length) {
@@ -27,6 +78,10 @@ export class CappedOutput {
     }
     // `set` copies from a SharedArrayBuffer-backed view as well, so shared memories work too.
     this.buf.set(src.subarray(start, start + take), this.length);
+    if (this.shared) {
+      this.shared.bytes.set(src.subarray(start, start + take), this.length);
+      Atomics.store(this.shared.header, this.shared.lengthIndex, need);
+    }
     this.length = need;
   }
 

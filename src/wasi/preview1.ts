@@ -67,7 +67,7 @@ import {
   SUBCLOCKFLAG_ABSTIME,
   WASI_MODULE,
 } from './abi.js';
-import { CappedOutput } from './output.js';
+import { CappedOutput, sharedSlots } from './output.js';
 
 export { checkWasiImport, Errno, PREVIEW1_SIGNATURES, WASI_MODULE } from './abi.js';
 export { GuestFuel } from './fuel.js';
@@ -120,6 +120,9 @@ export interface WasiOptions {
   charge: (units: number) => boolean;
   /** Called once by proc_exit, before WasiExit is thrown: make the guest trap at its next check. */
   halt?: () => void;
+  /** When given (see output.ts sharedOutputBuffer), output is mirrored there as it is written,
+   *  so whoever kills the worker at the deadline can still return what the program printed. */
+  outputBuffer?: SharedArrayBuffer;
   /** Total wall time poll_oneoff may sleep in this run; pass the run's timeoutMs. */
   sleepBudgetMs?: number;
   costs?: WasiCosts;
@@ -263,8 +266,9 @@ export class WasiHost {
     this.args = encodeStrings(options.args);
     this.env = encodeStrings(Object.entries(options.env).map(([k, v]) => `${k}=${v}`));
     this.stdin = options.stdin;
-    this.stdout = new CappedOutput(options.stdoutLimitBytes);
-    this.stderr = new CappedOutput(options.stderrLimitBytes);
+    const slots = options.outputBuffer ? sharedSlots(options.outputBuffer, options.stdoutLimitBytes, options.stderrLimitBytes) : null;
+    this.stdout = new CappedOutput(options.stdoutLimitBytes, slots?.[0] ?? null);
+    this.stderr = new CappedOutput(options.stderrLimitBytes, slots?.[1] ?? null);
     this.costs = options.costs ?? WASI_COSTS;
     this.charge = options.charge;
     this.halt = options.halt;

@@ -6,6 +6,7 @@ import { performance } from 'node:perf_hooks';
 import { Piscina } from 'piscina';
 import type { Config } from '../config.js';
 import { ServiceError } from '../errors.js';
+import { readSharedOutput } from '../wasi/output.js';
 import type { PrepareResult, PrepareTask, RunResult, RunTask } from './protocol.js';
 
 const epochUs = (): number => (performance.timeOrigin + performance.now()) * 1000;
@@ -87,9 +88,12 @@ export class WorkerPools {
     }
     if (settled.kind === 'done') return settled.value;
     if (settled.kind === 'queue_timeout') throw overloaded('no worker became free in time');
+    const wasi = task.wasi;
     return {
       outcome: 'timeout',
       message: `the run exceeded its wall-clock limit of ${timeoutMs} ms and was stopped`,
+      // What the program printed before it was stopped.
+      ...(wasi && { wasi: { exitCode: null, ...readSharedOutput(wasi.output, wasi.stdoutLimitBytes, wasi.stderrLimitBytes) } }),
       fuelConsumed: null,
       memoryPeakBytes: null,
       durationNs: Math.round(settled.ranMs * 1e6),

@@ -81,6 +81,8 @@ export interface WasiTask {
   stdin: Uint8Array;
   stdoutLimitBytes: number;
   stderrLimitBytes: number;
+  /** Output mirrored as it is written (src/wasi/output.ts), readable after a kill. */
+  output: SharedArrayBuffer;
 }
 
 /** What a WASI run adds to its result. */

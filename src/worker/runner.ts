@@ -47,6 +47,7 @@ export default function run(task: RunTask): RunResult {
       stdin: task.wasi.stdin,
       stdoutLimitBytes: task.wasi.stdoutLimitBytes,
       stderrLimitBytes: task.wasi.stderrLimitBytes,
+      outputBuffer: task.wasi.output,
       charge: fuel.charge,
       halt: fuel.halt,
       sleepBudgetMs: task.timeoutMs,
