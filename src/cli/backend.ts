@@ -1,0 +1,189 @@
+// Where a run or an inspection happens: in this process (the service's own ExecuteService, worker
+// pools and request schema, with an in-memory module store, so nothing is written to disk), or on
+// a wasmbox server over HTTP. Both answer with the status and body the server would send, so
+// --json prints the same thing either way.
+
+import { randomUUID } from 'node:crypto';
+import { type Config, loadConfig } from '../config.js';
+import { type ErrorBody, ServiceError } from '../errors.js';
+import { ExecuteJsonSchema, ModuleJsonSchema, describeIssues } from '../schemas/execute.js';
+import { type ExecuteRequest, ExecuteService } from '../service/execute.js';
+import { MemoryModuleStore } from '../store/memory-store.js';
+import { WorkerPools } from '../worker/pool.js';
+import type { RemoteOptions } from './args.js';
+import { EXIT } from './exit-codes.js';
+
+/** The run fields of POST /execute's JSON body (everything but the module). */
+export interface RunRequest {
+  function?: string;
+  args: (string | number)[];
+  limits?: { fuel?: number; memoryMb?: number; timeoutMs?: number };
+  wasi?: { args: string[]; env: Record<string, string>; stdin?: string; stdinBase64?: string };
+}
+
+/** What the service answered: HTTP status, the parsed body, and its JSON text. */
+export interface Answer {
+  status: number;
+  body: any;
+  text: string;
+}
+
+export interface Backend {
+  /** POST /execute with the module and the run fields. */
+  execute(module: Uint8Array, request: RunRequest): Promise<Answer>;
+  /** POST /modules: the module's description (validated and prepared as for a run). */
+  describe(module: Uint8Array): Promise<Answer>;
+  close(): Promise<void>;
+}
+
+/** A failure of the tool itself (not an answer of the service), with its exit code. */
+export class CliFailure extends Error {
+  override readonly name = 'CliFailure';
+  constructor(
+    message: string,
+    readonly exitCode: number,
+  ) {
+    super(message);
+  }
+}
+
+// Variables the local runner ignores: it listens nowhere and logs nothing, and a bad PORT meant
+// for the server must not stop a local run.
+const IGNORED = new Set(['PORT', 'HOST', 'LOG_LEVEL', 'WASMBOX_DATA_DIR']);
+
+/** The server's configuration from the environment, for one run: one thread of each kind. */
+export function localConfig(env: NodeJS.ProcessEnv): Config {
+  const picked: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(env)) if (!IGNORED.has(k)) picked[k] = v;
+  return loadConfig({ ...picked, WASMBOX_WORKERS: '1', WASMBOX_PREPARE_WORKERS: '1' });
+}
+
+export class LocalBackend implements Backend {
+  private readonly pools: WorkerPools;
+  private readonly store = new MemoryModuleStore();
+  private readonly service: ExecuteService;
+
+  constructor(private readonly config: Config) {
+    this.pools = new WorkerPools(config);
+    this.service = new ExecuteService(config, this.pools, this.store);
+  }
+
+  async execute(module: Uint8Array, request: RunRequest): Promise<Answer> {
+    return this.answer(async () => {
+      // The body the server would receive, read the way routes/body.ts reads it: the same body
+      // limit, the same schema, the same messages.
+      const parsed = ExecuteJsonSchema.safeParse(this.jsonBody({ module: base64(module), ...request }));
+      if (!parsed.success) throw new ServiceError('invalid_request', describeIssues(parsed.error));
+      const { module: _encoded, moduleId: _id, ...fields } = parsed.data;
+      // As routes/execute.ts hands the fields to the service.
+      const wasi = fields.wasi;
+      const run: ExecuteRequest = {
+        module,
+        ...(fields.function !== undefined && { function: fields.function }),
+        args: fields.args,
+        ...(fields.limits !== undefined && { limits: fields.limits }),
+        ...(wasi !== undefined && {
+          wasi: {
+            args: wasi.args,
+            env: wasi.env,
+            ...(wasi.stdin !== undefined && { stdin: new TextEncoder().encode(wasi.stdin) }),
+            ...(wasi.stdinBase64 !== undefined && { stdin: new Uint8Array(Buffer.from(wasi.stdinBase64, 'base64')) }),
+          },
+        }),
+      };
+      return { status: 200, body: await this.service.execute(run) };
+    });
+  }
+
+  async describe(module: Uint8Array): Promise<Answer> {
+    return this.answer(async () => {
+      const parsed = ModuleJsonSchema.safeParse(this.jsonBody({ module: base64(module) }));
+      if (!parsed.success) throw new ServiceError('invalid_request', describeIssues(parsed.error));
+      const { created, body } = await this.service.store(module);
+      return { status: created ? 201 : 200, body };
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.pools.close();
+    await this.store.close();
+  }
+
+  /** The body as the server would receive it, refused as the server refuses one over its limit. */
+  private jsonBody(body: Record<string, unknown>): unknown {
+    const text = JSON.stringify(body);
+    if (Buffer.byteLength(text) > this.config.bodyLimitBytes) {
+      throw new ServiceError('payload_too_large', `the body is larger than this server's limit of ${this.config.bodyLimitBytes} bytes`);
+    }
+    return JSON.parse(text);
+  }
+
+  private async answer(work: () => Promise<{ status: number; body: unknown }>): Promise<Answer> {
+    try {
+      const { status, body } = await work();
+      return { status, body, text: JSON.stringify(body) };
+    } catch (err) {
+      if (!(err instanceof ServiceError)) throw err;
+      // Request ids are random UUIDs, as the server's are; locally they name no log line.
+      const body: ErrorBody = { error: { code: err.code, message: err.message }, requestId: randomUUID() };
+      return { status: err.status, body, text: JSON.stringify(body) };
+    }
+  }
+}
+
+export class RemoteBackend implements Backend {
+  constructor(private readonly remote: RemoteOptions) {}
+
+  execute(module: Uint8Array, request: RunRequest): Promise<Answer> {
+    return this.post('/execute', { module: base64(module), ...request });
+  }
+
+  describe(module: Uint8Array): Promise<Answer> {
+    return this.post('/modules', { module: base64(module) });
+  }
+
+  async close(): Promise<void> {}
+
+  private async post(path: string, body: unknown): Promise<Answer> {
+    const url = this.remote.url + path;
+    const headers: Record<string, string> = { 'content-type': 'application/json', accept: 'application/json' };
+    if (this.remote.apiKey !== undefined) {
+      headers.authorization = `Bearer ${this.remote.apiKey}`;
+      headers['x-api-key'] = this.remote.apiKey;
+    }
+    let res: Response;
+    let text: string;
+    try {
+      res = await fetch(url, { method: 'POST', headers, body: JSON.stringify(body) });
+      text = await res.text();
+    } catch (err) {
+      throw new CliFailure(`cannot reach the service at ${this.remote.url}: ${networkReason(err)}`, EXIT.unavailable);
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      parsed = undefined;
+    }
+    const isBody = typeof parsed === 'object' && parsed !== null;
+    const isError = isBody && typeof (parsed as { error?: { code?: unknown } }).error?.code === 'string';
+    if ((res.ok && isBody && !isError) || (!res.ok && isError)) return { status: res.status, body: parsed, text };
+    const snippet = text.replace(/\s+/g, ' ').trim().slice(0, 200);
+    const gateway = res.status === 502 || res.status === 503 || res.status === 504;
+    throw new CliFailure(
+      `${url} answered HTTP ${res.status} with a body that is not the service's${snippet ? `: ${snippet}` : ''}`,
+      gateway ? EXIT.unavailable : EXIT.internal,
+    );
+  }
+}
+
+function networkReason(err: unknown): string {
+  const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+  if (cause?.message) return cause.message;
+  if (cause?.code) return cause.code;
+  return err instanceof Error ? err.message : String(err);
+}
+
+function base64(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64');
+}

@@ -1,0 +1,32 @@
+// Where the tool writes: the process's stdout and stderr, drained before it exits.
+
+export interface Output {
+  stdout(text: string): void;
+  stderr(text: string): void;
+  readonly stderrIsTTY: boolean;
+}
+
+export const processOutput: Output = {
+  stdout: (text) => {
+    if (text) process.stdout.write(text);
+  },
+  stderr: (text) => {
+    if (text) process.stderr.write(text);
+  },
+  get stderrIsTTY() {
+    return process.stderr.isTTY === true;
+  },
+};
+
+/** Resolves once everything written so far has been handed to the OS. */
+export async function flushOutput(): Promise<void> {
+  await Promise.all(
+    [process.stdout, process.stderr].map(
+      (s) =>
+        new Promise<void>((resolve) => {
+          if (s.destroyed || !s.writable) return resolve();
+          s.write('', () => resolve());
+        }),
+    ),
+  );
+}
