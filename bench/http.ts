@@ -1,0 +1,372 @@
+// Section "http": requests/s and latency under load, on loopback, with autocannon.
+//
+// Where the server runs: in a CHILD PROCESS (`node dist/src/server.js`, exactly what `npm start`
+// runs, with its default configuration apart from PORT/HOST), not in this process. On a 2-core
+// machine everything competes for the same two cores anyway, but in one process autocannon's
+// request generation and response parsing would run on the server's own event loop: every
+// millisecond the load generator spends would be added to the server's latency and subtracted
+// from its throughput, and the two could never overlap. As separate processes the OS schedules
+// them side by side as it would a real client and server on one host; the remaining sharing (the
+// client and the guest runner threads compete for cores) is made visible by the CPU columns: the
+// server's CPU use (all its threads, from /proc) and the load generator's.
+//
+// The baseline is a bare Fastify server, also a child process (bench/http-bare-server.ts).
+// Latency percentiles are computed from every response's own time (autocannon's histogram keeps
+// whole milliseconds only). Any non-2xx response or socket error is a problem (non-zero exit).
+//
+// The scenarios are a list: a new row is one more entry in SCENARIOS (a setup that builds the
+// request, a response check, an optional target); (c) was added that way.
+
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import autocannon from 'autocannon';
+import { request } from 'undici';
+import { CLK_TCK, ROOT, type SectionOptions, type SectionResult, fmt, fmtInt, met, machineCpu, quantiles, sleep, table } from './lib.js';
+
+const CONNECTIONS = 32;
+
+/** add(i32, i32) -> i32, hand-assembled: (func (export "add") (param i32 i32) (result i32) local.get 0 local.get 1 i32.add). */
+export const ADD_WASM = Buffer.from('0061736d0100000001070160027f7f017f030201000707010361646400000a09010700200020016a0b', 'hex');
+
+type ServerKind = 'bare' | 'wasmbox';
+
+interface RequestSpec {
+  method: 'GET' | 'POST';
+  path: string;
+  headers?: Record<string, string>;
+  body?: string;
+}
+
+interface Scenario {
+  id: string;
+  label: string;
+  server: ServerKind;
+  /** Builds the request once the server is up (the by-id scenario uploads its module here), or
+   *  says why the scenario cannot run on this server (it is then listed as skipped). */
+  setup(baseUrl: string): Promise<RequestSpec | { skip: string }>;
+  /** Checks one response (before and after the load); returns what is wrong, or null. */
+  check(status: number, body: unknown): string | null;
+  target?: { rps: number; p99Ms: number };
+}
+
+const SCENARIOS: Scenario[] = [
+  {
+    id: 'a',
+    label: 'bare Fastify GET /hello (fixed JSON)',
+    server: 'bare',
+    setup: async () => ({ method: 'GET', path: '/hello' }),
+    check: (status, body) => (status === 200 && (body as { hello?: string })?.hello === 'world' ? null : `status ${status}, body ${JSON.stringify(body)}`),
+  },
+  {
+    id: 'b',
+    label: 'POST /execute, JSON body, base64 module add(5,10)',
+    server: 'wasmbox',
+    setup: async () => ({
+      method: 'POST',
+      path: '/execute',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ module: ADD_WASM.toString('base64'), function: 'add', args: [5, 10] }),
+    }),
+    check: checkAdd,
+    target: { rps: 3000, p99Ms: 20 },
+  },
+  {
+    id: 'c',
+    label: 'POST /execute by moduleId, add(5,10)',
+    server: 'wasmbox',
+    setup: async (base) => {
+      const res = await request(`${base}/modules`, { method: 'POST', headers: { 'content-type': 'application/wasm' }, body: ADD_WASM });
+      const text = await res.body.text();
+      if (res.statusCode !== 201 && res.statusCode !== 200) return { skip: `POST /modules answered ${res.statusCode}: ${text.slice(0, 200)}` };
+      const { moduleId } = JSON.parse(text) as { moduleId: string };
+      return {
+        method: 'POST',
+        path: '/execute',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ moduleId, function: 'add', args: [5, 10] }),
+      };
+    },
+    check: checkAdd,
+    target: { rps: 3000, p99Ms: 20 },
+  },
+];
+
+function checkAdd(status: number, body: unknown): string | null {
+  const b = body as { outcome?: string; results?: unknown[] } | null;
+  return status === 200 && b?.outcome === 'ok' && b.results?.[0] === 15 ? null : `status ${status}, body ${JSON.stringify(body).slice(0, 300)}`;
+}
+
+interface ServerProcess {
+  kind: ServerKind;
+  baseUrl: string;
+  child: ChildProcess;
+  stderr: () => string;
+  cpuSeconds: () => number | null;
+  stop: () => Promise<void>;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const addr = s.address();
+      s.close(() => (addr && typeof addr === 'object' ? resolve(addr.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+/** CPU seconds of a process, all its threads included. */
+function procCpuSeconds(pid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+    return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+  } catch {
+    return null;
+  }
+}
+
+async function startServer(kind: ServerKind): Promise<ServerProcess> {
+  const port = await freePort();
+  const script = kind === 'bare' ? new URL('./http-bare-server.js', import.meta.url).pathname : `${ROOT}dist/src/server.js`;
+  // A throw-away module store, so the run leaves nothing behind in the project. stdout (the
+  // service's JSON log lines, one per execution at the default level) goes to /dev/null: the
+  // logging cost stays in the measurement, reading it back does not.
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'wasmbox-bench-'));
+  const child = spawn(process.execPath, [script], {
+    cwd: ROOT,
+    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', WASMBOX_DATA_DIR: dataDir },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => {
+    err = (err + d.toString()).slice(-4000);
+  });
+  let exited: number | string | null = null;
+  const exitedP = new Promise<void>((resolve) =>
+    child.once('exit', (code, signal) => {
+      exited = code ?? signal ?? 'unknown';
+      resolve();
+    }),
+  );
+  const baseUrl = `http://127.0.0.1:${port}`;
+  const probe = kind === 'bare' ? '/hello' : '/readyz';
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    if (exited !== null) {
+      rmSync(dataDir, { recursive: true, force: true });
+      throw new Error(`the ${kind} server exited (${exited}) before it was ready:\n${err}`);
+    }
+    try {
+      const res = await request(baseUrl + probe);
+      await res.body.dump();
+      if (res.statusCode === 200) break;
+    } catch {
+      /* not listening yet */
+    }
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      rmSync(dataDir, { recursive: true, force: true });
+      throw new Error(`the ${kind} server did not become ready in 20 s:\n${err}`);
+    }
+    await sleep(50);
+  }
+  return {
+    kind,
+    baseUrl,
+    child,
+    stderr: () => err,
+    cpuSeconds: () => procCpuSeconds(child.pid!),
+    stop: async () => {
+      if (exited === null) {
+        child.kill('SIGTERM');
+        const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+        await exitedP;
+        clearTimeout(timer);
+      }
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+async function probeOnce(baseUrl: string, spec: RequestSpec): Promise<{ status: number; body: unknown }> {
+  const res = await request(baseUrl + spec.path, { method: spec.method, headers: spec.headers ?? {}, body: spec.body ?? null });
+  const text = await res.body.text();
+  let body: unknown = text;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    /* keep the text */
+  }
+  return { status: res.statusCode, body };
+}
+
+interface LoadResult {
+  durationS: number;
+  requests: number;
+  rps: number;
+  p50Ms: number;
+  p90Ms: number;
+  p99Ms: number;
+  maxMs: number;
+  meanMs: number;
+  non2xx: number;
+  errors: number;
+  timeouts: number;
+  statusCodes: Record<string, number>;
+  serverCpuPercent: number | null;
+  loadGenCpuPercent: number;
+  /** CPU used by everything else on the machine meanwhile: other processes and kernel work charged
+   *  to neither process; `irqCpuPercent` is the interrupt and softirq part of the machine's total. */
+  otherCpuPercent: number | null;
+  irqCpuPercent: number | null;
+  autocannon: { rpsAverage: number; p50: number; p99: number };
+}
+
+async function load(server: ServerProcess, spec: RequestSpec, durationS: number): Promise<LoadResult> {
+  const lat: number[] = [];
+  const cpu0 = server.cpuSeconds();
+  const m0 = machineCpu();
+  const own0 = process.cpuUsage();
+  const t0 = performance.now();
+  const instance = autocannon({
+    url: server.baseUrl + spec.path,
+    method: spec.method,
+    headers: spec.headers ?? {},
+    ...(spec.body !== undefined && { body: spec.body }),
+    connections: CONNECTIONS,
+    pipelining: 1,
+    duration: durationS,
+    timeout: 10,
+  });
+  instance.on('response', (_client: unknown, _status: number, _bytes: number, ms: number) => {
+    lat.push(ms);
+  });
+  const r = await instance;
+  const wallS = (performance.now() - t0) / 1000;
+  const cpu1 = server.cpuSeconds();
+  const m1 = machineCpu();
+  const own = process.cpuUsage(own0);
+  const [p50, p90, p99, max] = quantiles(Float64Array.from(lat), [0.5, 0.9, 0.99, 1]);
+  const serverCpuPercent = cpu0 !== null && cpu1 !== null ? ((cpu1 - cpu0) / wallS) * 100 : null;
+  const loadGenCpuPercent = ((own.user + own.system) / 1e6 / wallS) * 100;
+  const otherCpuPercent =
+    m0 && m1 && serverCpuPercent !== null ? Math.max(0, ((m1.busy - m0.busy) / wallS) * 100 - serverCpuPercent - loadGenCpuPercent) : null;
+  const irqCpuPercent = m0 && m1 ? ((m1.irq - m0.irq) / wallS) * 100 : null;
+  const statusCodes: Record<string, number> = {};
+  for (const [code, v] of Object.entries(r.statusCodeStats)) statusCodes[code] = v.count;
+  return {
+    durationS: r.duration,
+    requests: lat.length,
+    rps: lat.length / r.duration,
+    p50Ms: p50!,
+    p90Ms: p90!,
+    p99Ms: p99!,
+    maxMs: max!,
+    meanMs: lat.reduce((a, v) => a + v, 0) / lat.length,
+    non2xx: r.non2xx,
+    errors: r.errors,
+    timeouts: r.timeouts,
+    statusCodes,
+    serverCpuPercent,
+    loadGenCpuPercent,
+    otherCpuPercent,
+    irqCpuPercent,
+    autocannon: { rpsAverage: r.requests.average, p50: r.latency.p50, p99: r.latency.p99 },
+  };
+}
+
+export async function httpSection(options: SectionOptions): Promise<SectionResult> {
+  const warmS = options.quick ? 1 : 3;
+  const durationS = options.quick ? 3 : 10;
+  const problems: string[] = [];
+  const missed: string[] = [];
+  const skipped: string[] = [];
+  const results: (LoadResult & { id: string; label: string; server: ServerKind; target?: Scenario['target'] })[] = [];
+
+  const kinds = [...new Set(SCENARIOS.map((s) => s.server))];
+  for (const kind of kinds) {
+    options.log(`  http: starting the ${kind} server`);
+    const server = await startServer(kind);
+    try {
+      for (const sc of SCENARIOS.filter((s) => s.server === kind)) {
+        const spec = await sc.setup(server.baseUrl);
+        if ('skip' in spec) {
+          skipped.push(`(${sc.id}) ${sc.label}: skipped: ${spec.skip}`);
+          options.log(`  http: ${skipped.at(-1)}`);
+          continue;
+        }
+        const before = await probeOnce(server.baseUrl, spec);
+        const wrong = sc.check(before.status, before.body);
+        if (wrong) {
+          problems.push(`http (${sc.id}) ${sc.label}: unexpected response before the load: ${wrong}`);
+          continue;
+        }
+        options.log(`  http: (${sc.id}) ${sc.label}: warm-up ${warmS} s, then ${durationS} s at ${CONNECTIONS} connections`);
+        await load(server, spec, warmS);
+        const r = await load(server, spec, durationS);
+        const after = await probeOnce(server.baseUrl, spec);
+        const wrongAfter = sc.check(after.status, after.body);
+        if (wrongAfter) problems.push(`http (${sc.id}): unexpected response after the load: ${wrongAfter}`);
+        if (r.non2xx || r.errors || r.timeouts) {
+          problems.push(`http (${sc.id}): ${r.non2xx} non-2xx responses (${JSON.stringify(r.statusCodes)}), ${r.errors} errors, ${r.timeouts} timeouts`);
+        }
+        results.push({ ...r, id: sc.id, label: sc.label, server: kind, ...(sc.target && { target: sc.target }) });
+      }
+    } finally {
+      await server.stop();
+      const tail = server.stderr().trim();
+      if (tail) options.log(`  http: ${kind} server stderr:\n${tail}`);
+    }
+  }
+
+  const base = results.find((r) => r.id === 'a');
+  const rows = results.map((r) => {
+    let target = '';
+    let verdict = '';
+    if (r.target) {
+      const ok = r.rps >= r.target.rps && r.p99Ms < r.target.p99Ms;
+      target = `≥ ${fmtInt(r.target.rps)} req/s, p99 < ${r.target.p99Ms} ms`;
+      verdict = met(ok);
+      if (!ok) missed.push(`http (${r.id}): ${fmt(r.rps, 0)} req/s, p99 ${fmt(r.p99Ms, 2)} ms (target ${target})`);
+    }
+    return [
+      `(${r.id}) ${r.label}`,
+      fmt(r.rps, 0),
+      fmt(r.p50Ms, 2),
+      fmt(r.p99Ms, 2),
+      fmt(r.maxMs, 1),
+      base ? fmt(r.rps / base.rps, 3) : '–',
+      r.serverCpuPercent === null ? '–' : `${fmt(r.serverCpuPercent, 0)} %`,
+      `${fmt(r.loadGenCpuPercent, 0)} %`,
+      r.otherCpuPercent === null ? '–' : `${fmt(r.otherCpuPercent, 0)} %${r.irqCpuPercent === null ? '' : ` (irq ${fmt(r.irqCpuPercent, 0)} %)`}`,
+      target,
+      verdict,
+    ];
+  });
+  const ratios = base
+    ? results
+        .filter((r) => r !== base)
+        .map((r) => `(${r.id})/(a): ${fmt(r.rps / base.rps, 3)} of the requests/s, p99 ${fmt(r.p99Ms / base.p99Ms, 2)}x`)
+    : [];
+  const markdown = [
+    '## HTTP throughput and latency',
+    '',
+    `autocannon, ${CONNECTIONS} connections, no pipelining, 127.0.0.1; ${warmS} s warm-up, then ${durationS} s measured; ` +
+      'servers are child processes with their default configuration (the service logs one line per execution to /dev/null). ' +
+      'Latency percentiles over every response. CPU columns in % of one core (both cores = 200 %): the server (all its threads), ' +
+      'the load generator (this process), and the rest of the machine meanwhile: other processes (a busy machine skews the numbers) and ' +
+      'kernel work charged to neither; "irq" is the machine\'s interrupt/softirq time, mostly loopback TCP.',
+    '',
+    table(['scenario', 'req/s', 'p50 ms', 'p99 ms', 'max ms', 'req/s vs (a)', 'server CPU', 'load-gen CPU', 'other CPU', 'target', 'result'], rows),
+    ...(ratios.length ? ['', ...ratios.map((s) => `- ratio ${s}`)] : []),
+    ...skipped.map((s) => `- ${s}`),
+    ...(problems.length ? ['', ...problems.map((s) => `**PROBLEM** ${s}`)] : []),
+  ].join('\n');
+  return { markdown, data: { connections: CONNECTIONS, warmS, durationS, scenarios: results, skipped }, ok: problems.length === 0, problems, missed };
+}

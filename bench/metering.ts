@@ -1,0 +1,248 @@
+// Section "metering": what fuel metering costs a guest. For each program of bench/programs, the
+// original module (plain WebAssembly.Instance, no metering) against the output of instrument()
+// (memory imported as the runner does, fuel global set to -limit), each in its own fresh worker
+// thread, compiled once, one warm-up call (V8 compiles lazily with Liftoff and tiers hot
+// functions up to TurboFan, so the first call is not representative), then REPS timed calls,
+// interleaved U M / M U / U M ... so drift on the machine (other load, frequency) falls on both.
+// Both results must equal each other and programs.json's `expect`; fuel must be the same on every
+// call (it is exact and the programs are deterministic).
+
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { loadConfig } from '../src/config.js';
+import { memoryLimitPages } from '../src/limits/index.js';
+import { instrument } from '../src/metering/instrument.js';
+import { PROGRAMS_DIR, type SectionOptions, type SectionResult, fmt, fmtInt, geomean, median, met, min, table } from './lib.js';
+import type { MeteringReady, MeteringReply, MeteringWorkerData } from './metering-worker.js';
+
+const TARGET_GEOMEAN = 1.25;
+const TARGET_MAX = 1.6;
+/** Effectively unlimited, as the brief suggests: the global then holds consumed - 2^62. */
+const FUEL_LIMIT = 2n ** 62n;
+
+interface Program {
+  name: string;
+  file: string;
+  function: string;
+  params: string[];
+  results: string[];
+  args: number[];
+  expect: number | string;
+  smallArgs: number[];
+  smallExpect: number | string;
+}
+
+interface VariantTimes {
+  compileMs: number;
+  firstMs: number;
+  ms: number[];
+  medianMs: number;
+  bestMs: number;
+}
+
+interface ProgramResult {
+  name: string;
+  n: number;
+  originalBytes: number;
+  instrumentedBytes: number;
+  instrumentMs: number;
+  unmetered: VariantTimes;
+  metered: VariantTimes;
+  ratioMedian: number;
+  ratioBest: number;
+  ratioFirstCall: number;
+  fuel: string;
+  nsPerFuelMetered: number;
+  nsPerFuelUnmetered: number;
+  result: string;
+  problems: string[];
+}
+
+class VariantWorker {
+  private readonly worker: Worker;
+  private pending: ((reply: MeteringReply) => void) | null = null;
+  readonly ready: Promise<MeteringReady>;
+
+  constructor(data: MeteringWorkerData) {
+    this.worker = new Worker(new URL('./metering-worker.js', import.meta.url), { workerData: data });
+    let resolveReady!: (r: MeteringReady) => void;
+    this.ready = new Promise((resolve) => (resolveReady = resolve));
+    this.worker.on('message', (msg: MeteringReady | MeteringReply) => {
+      if ('ready' in msg) resolveReady(msg);
+      else {
+        const p = this.pending;
+        this.pending = null;
+        p?.(msg);
+      }
+    });
+    this.worker.on('error', (err) => {
+      resolveReady({ ready: false, error: String(err) });
+      const p = this.pending;
+      this.pending = null;
+      p?.({ ok: false, error: String(err) });
+    });
+  }
+
+  run(n: number): Promise<MeteringReply> {
+    return new Promise((resolve) => {
+      this.pending = resolve;
+      this.worker.postMessage({ n });
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.worker.terminate();
+  }
+}
+
+export async function meteringSection(options: SectionOptions): Promise<SectionResult> {
+  const reps = options.quick ? 2 : 7;
+  const programs = JSON.parse(readFileSync(path.join(PROGRAMS_DIR, 'programs.json'), 'utf8')) as Program[];
+  const config = loadConfig({});
+  const limitPages = memoryLimitPages(config.limits.defaults);
+  const results: ProgramResult[] = [];
+  const problems: string[] = [];
+
+  for (const p of programs) {
+    const n = options.quick ? p.smallArgs[0]! : p.args[0]!;
+    const expect = String(options.quick ? p.smallExpect : p.expect);
+    const bytes = new Uint8Array(readFileSync(path.join(PROGRAMS_DIR, p.file)));
+    const t = performance.now();
+    const ins = instrument(bytes, { maxTableElements: config.maxTableElements });
+    const instrumentMs = performance.now() - t;
+
+    const u = new VariantWorker({ variant: 'unmetered', bytes, functionName: p.function });
+    const m = new VariantWorker({
+      variant: 'metered',
+      bytes: ins.bytes,
+      functionName: p.function,
+      fuelExport: ins.hidden.fuel,
+      startExport: ins.hidden.start,
+      memory: ins.memory,
+      memoryLimitPages: limitPages,
+      fuelLimit: FUEL_LIMIT,
+    });
+    const own: string[] = [];
+    try {
+      const [ur, mr] = await Promise.all([u.ready, m.ready]);
+      if (!ur.ready || !mr.ready) {
+        own.push(`${p.name}: could not instantiate: ${!ur.ready ? `unmetered: ${ur.error}` : ''} ${!mr.ready ? `metered: ${mr.error}` : ''}`);
+        problems.push(...own);
+        continue;
+      }
+      const times = { u: [] as number[], m: [] as number[] };
+      const seen = { u: new Set<string>(), m: new Set<string>(), fuel: new Set<string>() };
+      const first = { u: NaN, m: NaN };
+      const call = async (which: 'u' | 'm', timed: boolean): Promise<void> => {
+        const reply = await (which === 'u' ? u : m).run(n);
+        if (!reply.ok) {
+          own.push(`${p.name}: ${which === 'u' ? 'unmetered' : 'metered'} run(${n}) failed: ${reply.error}`);
+          return;
+        }
+        seen[which].add(reply.result);
+        if (reply.fuel !== null) seen.fuel.add(reply.fuel);
+        if (timed) times[which].push(reply.ms);
+        else first[which] = reply.ms;
+      };
+      options.log(`  metering: ${p.name} run(${n}) x ${reps + 1} per variant`);
+      // Warm-up (also the "first call" figure), then interleaved timed calls.
+      await call('u', false);
+      await call('m', false);
+      for (let r = 0; r < reps; r++) {
+        const order: ('u' | 'm')[] = r % 2 === 0 ? ['m', 'u'] : ['u', 'm'];
+        for (const which of order) await call(which, true);
+      }
+
+      const ures = [...seen.u];
+      const mres = [...seen.m];
+      if (ures.length !== 1 || mres.length !== 1 || ures[0] !== mres[0] || ures[0] !== expect) {
+        own.push(
+          `${p.name}: RESULT MISMATCH for run(${n}): unmetered ${JSON.stringify(ures)}, metered ${JSON.stringify(mres)}, programs.json expects ${expect}`,
+        );
+      }
+      if (seen.fuel.size !== 1) own.push(`${p.name}: fuel differs between identical runs: ${[...seen.fuel].join(', ')}`);
+      if (own.length > 0 || times.u.length !== reps || times.m.length !== reps) {
+        problems.push(...own);
+        continue;
+      }
+      const fuel = [...seen.fuel][0]!;
+      const variant = (ready: Extract<MeteringReady, { ready: true }>, f: number, ms: number[]): VariantTimes => ({
+        compileMs: ready.compileMs,
+        firstMs: f,
+        ms,
+        medianMs: median(ms),
+        bestMs: min(ms),
+      });
+      const uv = variant(ur, first.u, times.u);
+      const mv = variant(mr, first.m, times.m);
+      results.push({
+        name: p.name,
+        n,
+        originalBytes: bytes.length,
+        instrumentedBytes: ins.bytes.length,
+        instrumentMs,
+        unmetered: uv,
+        metered: mv,
+        ratioMedian: mv.medianMs / uv.medianMs,
+        ratioBest: mv.bestMs / uv.bestMs,
+        ratioFirstCall: first.m / first.u,
+        fuel,
+        nsPerFuelMetered: (mv.medianMs * 1e6) / Number(fuel),
+        nsPerFuelUnmetered: (uv.medianMs * 1e6) / Number(fuel),
+        result: ures[0]!,
+        problems: own,
+      });
+    } finally {
+      await Promise.all([u.close(), m.close()]);
+    }
+  }
+
+  const ratios = results.map((r) => r.ratioMedian);
+  const gm = ratios.length ? geomean(ratios) : NaN;
+  const worst = results.reduce<ProgramResult | null>((a, r) => (!a || r.ratioMedian > a.ratioMedian ? r : a), null);
+  const gmBest = results.length ? geomean(results.map((r) => r.ratioBest)) : NaN;
+  const missed: string[] = [];
+  if (!(gm <= TARGET_GEOMEAN)) missed.push(`metering: geomean ratio ${fmt(gm, 3)} > ${TARGET_GEOMEAN}`);
+  for (const r of results) {
+    if (!(r.ratioMedian <= TARGET_MAX)) missed.push(`metering: ${r.name} ratio ${fmt(r.ratioMedian, 3)} > ${TARGET_MAX}`);
+  }
+  if (results.length !== programs.length) missed.push(`metering: only ${results.length} of ${programs.length} programs measured`);
+
+  const rows = results.map((r) => [
+    r.name,
+    fmtInt(r.n),
+    fmt(r.unmetered.medianMs),
+    fmt(r.unmetered.bestMs),
+    fmt(r.metered.medianMs),
+    fmt(r.metered.bestMs),
+    fmt(r.ratioMedian, 3),
+    fmt(r.ratioBest, 3),
+    fmt(r.ratioFirstCall, 2),
+    fmtInt(BigInt(r.fuel)),
+    fmt(r.nsPerFuelMetered, 3),
+    `≤ ${TARGET_MAX}`,
+    met(r.ratioMedian <= TARGET_MAX),
+  ]);
+  const summary = [
+    ['geomean ratio (medians)', fmt(gm, 3), `≤ ${TARGET_GEOMEAN}`, met(gm <= TARGET_GEOMEAN)],
+    ['max ratio (medians)', worst ? `${fmt(worst.ratioMedian, 3)} (${worst.name})` : '–', `≤ ${TARGET_MAX}`, met(!!worst && worst.ratioMedian <= TARGET_MAX)],
+    ['geomean ratio (best-of)', fmt(gmBest, 3), '', ''],
+  ];
+  const markdown = [
+    '## Metering overhead (metered / unmetered guest time)',
+    '',
+    `Each variant in its own worker thread; 1 warm-up call (Liftoff → TurboFan), then ${reps} timed calls per variant, interleaved. ` +
+      `Times in ms (median and best of ${reps}); "1st" is the ratio of the warm-up calls. Fuel limit 2^62; ns/fuel = metered median / fuel consumed.`,
+    '',
+    table(
+      ['program', 'n', 'unmetered med', 'unmetered best', 'metered med', 'metered best', 'ratio med', 'ratio best', 'ratio 1st', 'fuel consumed', 'ns/fuel', 'target', 'result'],
+      rows,
+    ),
+    '',
+    table(['summary', 'value', 'target', 'result'], summary),
+    ...(problems.length ? ['', ...problems.map((s) => `**PROBLEM** ${s}`)] : []),
+  ].join('\n');
+
+  return { markdown, data: { reps, fuelLimit: String(FUEL_LIMIT), programs: results, geomean: gm, geomeanBest: gmBest, max: worst?.ratioMedian ?? null }, ok: problems.length === 0, problems, missed };
+}
