@@ -92,7 +92,66 @@ const SCENARIOS: Scenario[] = [
     check: checkAdd,
     target: { rps: 3000, p99Ms: 20 },
   },
+  {
+    id: 'd',
+    label: 'POST /execute, JSON body, base64 module add(5,10) padded to 100 KiB',
+    server: 'wasmbox',
+    setup: async () => ({
+      method: 'POST',
+      path: '/execute',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ module: ADD_100K_WASM.toString('base64'), function: 'add', args: [5, 10] }),
+    }),
+    check: checkAdd,
+  },
+  {
+    id: 'e',
+    label: 'POST /execute by moduleId, the same 100 KiB module',
+    server: 'wasmbox',
+    setup: async (base) => {
+      const id = await storeModule(base, ADD_100K_WASM);
+      if (typeof id !== 'string') return id;
+      return {
+        method: 'POST',
+        path: '/execute',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ moduleId: id, function: 'add', args: [5, 10] }),
+      };
+    },
+    check: checkAdd,
+  },
 ];
+
+/** By-id runs against base64 runs of the same module: (by id, base64, minimum ratio). */
+const RATIO_TARGETS: readonly [string, string, number][] = [
+  ['c', 'b', 1.5],
+  ['e', 'd', 1.5],
+];
+
+/** The same add module padded to ~100 KiB with a custom section: the size of a small compiled
+ *  program, so the bytes a base64 request carries (JSON parse, base64 decode, SHA-256) weigh as
+ *  they do in practice. Rows (d) and (e) run this one module both ways. */
+export const ADD_100K_WASM = (() => {
+  const name = Buffer.from('wasmbox-bench-padding');
+  const payload = Buffer.alloc(100 * 1024 - 32, 0x5a);
+  const content = Buffer.concat([Buffer.from([name.length]), name, payload]);
+  const size: number[] = [];
+  let n = content.length;
+  do {
+    let b = n & 0x7f;
+    n >>>= 7;
+    if (n) b |= 0x80;
+    size.push(b);
+  } while (n);
+  return Buffer.concat([ADD_WASM, Buffer.from([0, ...size]), content]);
+})();
+
+async function storeModule(base: string, bytes: Uint8Array): Promise<string | { skip: string }> {
+  const res = await request(`${base}/modules`, { method: 'POST', headers: { 'content-type': 'application/wasm' }, body: bytes });
+  const text = await res.body.text();
+  if (res.statusCode !== 201 && res.statusCode !== 200) return { skip: `POST /modules answered ${res.statusCode}: ${text.slice(0, 200)}` };
+  return (JSON.parse(text) as { moduleId: string }).moduleId;
+}
 
 function checkAdd(status: number, body: unknown): string | null {
   const b = body as { outcome?: string; results?: unknown[] } | null;
@@ -281,6 +340,43 @@ async function load(server: ServerProcess, spec: RequestSpec, durationS: number)
   };
 }
 
+async function coldFirstRun(options: SectionOptions): Promise<{ row?: string[]; ok?: boolean; problem?: string }> {
+  const { generateModule } = await import('./gen-module.js');
+  const mod = generateModule(1024 * 1024, 7).bytes;
+  options.log('  http: cold first run of a 1 MiB module on a fresh server');
+  const server = await startServer('wasmbox');
+  try {
+    const t0 = performance.now();
+    const up = await request(`${server.baseUrl}/modules`, { method: 'POST', headers: { 'content-type': 'application/wasm' }, body: mod });
+    const upBody = (await up.body.json()) as { moduleId?: string };
+    const t1 = performance.now();
+    if (up.statusCode !== 201 || !upBody.moduleId) return { problem: `cold: POST /modules answered ${up.statusCode}` };
+    const run = await request(`${server.baseUrl}/execute`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ moduleId: upBody.moduleId, function: 'main' }),
+    });
+    const runBody = (await run.body.json()) as { outcome?: string; telemetry?: { prepareNs?: number } };
+    const t2 = performance.now();
+    if (run.statusCode !== 200 || runBody.outcome !== 'ok') return { problem: `cold: first run answered ${run.statusCode} ${JSON.stringify(runBody).slice(0, 200)}` };
+    const total = t2 - t0;
+    return {
+      ok: total < 300,
+      row: [
+        `${fmt(mod.length / 1024, 0)} KiB, generated`,
+        fmt(t1 - t0, 1),
+        fmt(t2 - t1, 1),
+        fmt(total, 1),
+        fmt((runBody.telemetry?.prepareNs ?? 0) / 1e6, 3),
+        '< 300 ms',
+        met(total < 300),
+      ],
+    };
+  } finally {
+    await server.stop();
+  }
+}
+
 export async function httpSection(options: SectionOptions): Promise<SectionResult> {
   const warmS = options.quick ? 1 : 3;
   const durationS = options.quick ? 3 : 10;
@@ -354,6 +450,17 @@ export async function httpSection(options: SectionOptions): Promise<SectionResul
         .filter((r) => r !== base)
         .map((r) => `(${r.id})/(a): ${fmt(r.rps / base.rps, 3)} of the requests/s, p99 ${fmt(r.p99Ms / base.p99Ms, 2)}x`)
     : [];
+  const ratioRows = RATIO_TARGETS.flatMap(([byId, b64, want]) => {
+    const x = results.find((r) => r.id === byId);
+    const y = results.find((r) => r.id === b64);
+    if (!x || !y) return [];
+    const ratio = x.rps / y.rps;
+    if (ratio < want) missed.push(`http (${byId})/(${b64}): ${fmt(ratio, 2)}x the requests/s (target ≥ ${want}x)`);
+    return [[`(${byId}) by id / (${b64}) base64`, fmt(ratio, 2), `≥ ${want}`, met(ratio >= want)]];
+  });
+  const cold = await coldFirstRun(options);
+  if (cold.problem) problems.push(cold.problem);
+  if (cold.row && !cold.ok) missed.push(`http cold 1 MiB: ${cold.row[3]} ms (target < 300 ms)`);
   const markdown = [
     '## HTTP throughput and latency',
     '',
@@ -366,6 +473,15 @@ export async function httpSection(options: SectionOptions): Promise<SectionResul
     table(['scenario', 'req/s', 'p50 ms', 'p99 ms', 'max ms', 'req/s vs (a)', 'server CPU', 'load-gen CPU', 'other CPU', 'target', 'result'], rows),
     ...(ratios.length ? ['', ...ratios.map((s) => `- ratio ${s}`)] : []),
     ...skipped.map((s) => `- ${s}`),
+    ...(ratioRows.length ? ['', table(['by id vs base64 (same module)', 'req/s ratio', 'target', 'result'], ratioRows)] : []),
+    ...(cold.row
+      ? [
+          '',
+          'Cold first run of a 1 MiB module through a fresh server: POST /modules (application/wasm: upload, validate, instrument, compile, store), then the first POST /execute by id (instantiate, run). Wall times from this client, in ms.',
+          '',
+          table(['module', 'POST /modules', 'first run by id', 'total', 'server prepareNs (ms)', 'target', 'result'], [cold.row]),
+        ]
+      : []),
     ...(problems.length ? ['', ...problems.map((s) => `**PROBLEM** ${s}`)] : []),
   ].join('\n');
   return { markdown, data: { connections: CONNECTIONS, warmS, durationS, scenarios: results, skipped }, ok: problems.length === 0, problems, missed };
