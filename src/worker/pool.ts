@@ -75,8 +75,10 @@ export class WorkerPools {
       settled = await this.withDeadline(this.run, { ...task, startedAt }, startedAt, timeoutMs);
     } catch (err) {
       if ((err as { code?: string }).code === 'ERR_WORKER_OUT_OF_MEMORY') {
+        const wasi = task.wasi;
         return {
           outcome: 'memory_limit_exceeded',
+          ...(wasi && { wasi: { exitCode: null, ...readSharedOutput(wasi.output, wasi.stdoutLimitBytes, wasi.stderrLimitBytes) } }),
           message: `the guest exhausted its worker's ${this.config.workerHeapMb} MiB engine heap (tables and other engine objects live there)`,
           fuelConsumed: null,
           memoryPeakBytes: null,
