@@ -129,8 +129,14 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
       message = 'internal error; the request id identifies it in the server log';
     }
     // A body refused before it was read whole (a multipart body over the limit, announced or
-    // streamed) is not read any further: the connection closes after the answer.
-    if (code === 'payload_too_large' && !request.raw.complete) reply.header('connection', 'close');
+    // streamed): a modest overshoot (announced at most 4x the limit) is read and discarded, so a
+    // client still sending it gets the answer rather than a broken pipe; anything larger, or of
+    // unknown length, is not read any further and the connection closes after the answer.
+    if (code === 'payload_too_large' && !request.raw.complete) {
+      const announced = Number(request.headers['content-length']);
+      if (Number.isFinite(announced) && announced <= 4 * config.bodyLimitBytes) request.raw.resume();
+      else reply.header('connection', 'close');
+    }
     const body: ErrorBody = { error: { code, message }, requestId: String(request.id) };
     return reply.status(ERROR_CATALOGUE[code].status).send(body);
   });

@@ -128,6 +128,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     ['WASMBOX_MEMORY_MB_DEFAULT', 'WASMBOX_MEMORY_MB_MAX', 'memoryMb'],
     ['WASMBOX_TIMEOUT_MS_DEFAULT', 'WASMBOX_TIMEOUT_MS_MAX', 'timeoutMs'],
   ] as const;
+  // A table grows by one allocation of its whole new size on the worker's engine heap; one that
+  // cannot fit is fatal to the whole process (V8 aborts), not just to the worker. Keep the largest
+  // table (32 bytes per element, generously) within a quarter of the heap.
+  const tableBytes = config.maxTableElements * 32;
+  if (tableBytes > (config.workerHeapMb * 1024 * 1024) / 4) {
+    throw new ConfigError(
+      `invalid configuration:\n  WASMBOX_MAX_TABLE_ELEMENTS=${config.maxTableElements} needs up to ${Math.ceil(tableBytes / 1048576)} MiB of engine heap per table; ` +
+        `WASMBOX_WORKER_HEAP_MB=${config.workerHeapMb} allows at most ${Math.floor((config.workerHeapMb * 1024 * 1024) / 4 / 32)} elements (raise the heap or lower the cap)`,
+    );
+  }
   for (const [d, m, k] of pairs) {
     if (config.limits.defaults[k] > config.limits.max[k]) {
       throw new ConfigError(`invalid configuration:\n  ${d}=${config.limits.defaults[k]} is above ${m}=${config.limits.max[k]}`);

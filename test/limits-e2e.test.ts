@@ -381,12 +381,14 @@ describe("worker heap exhaustion (tables live on the worker's engine heap)", () 
     // whole process, so the configuration bounds every table to 1,000,000 elements (8 MB).
     const { loadConfig } = await import('../dist/src/config.js');
     expect(() => loadConfig({ WASMBOX_MAX_TABLE_ELEMENTS: '10000000' })).toThrow(/WASMBOX_MAX_TABLE_ELEMENTS/);
+    // and to a quarter of the worker heap at 32 bytes per element
+    expect(() => loadConfig({ WASMBOX_WORKER_HEAP_MB: '16', WASMBOX_MAX_TABLE_ELEMENTS: '1000000' })).toThrow(/WASMBOX_WORKER_HEAP_MB=16 allows at most 131072/);
   });
 
   it('a table.grow to the largest allowed cap on a small worker heap is ok or memory_limit_exceeded, never a crash of the server', async () => {
-    const c = await spawnServer({ WASMBOX_WORKER_HEAP_MB: '16', WASMBOX_MAX_TABLE_ELEMENTS: '1000000' });
+    const c = await spawnServer({ WASMBOX_WORKER_HEAP_MB: '16', WASMBOX_MAX_TABLE_ELEMENTS: '131072' });
     try {
-      const m = b64(wat('(module (table $t 10 funcref) (func (export "f") (result i32) (table.grow $t (ref.null func) (i32.const 999000))))'));
+      const m = b64(wat('(module (table $t 10 funcref) (func (export "f") (result i32) (table.grow $t (ref.null func) (i32.const 131000))))'));
       const res = await c.execute({ module: m, function: 'f', limits: { timeoutMs: 20_000 } }).catch((err: Error) => ({ status: 0, body: err.message }));
       await new Promise((r) => setTimeout(r, 500));
       expect(c.exited(), c.stderr().slice(0, 1500)).toBeNull();

@@ -9,6 +9,7 @@ import { type ErrorBody, ServiceError } from '../errors.js';
 import { ExecuteJsonSchema, ModuleJsonSchema, describeIssues } from '../schemas/execute.js';
 import { type ExecuteRequest, ExecuteService } from '../service/execute.js';
 import { MemoryModuleStore } from '../store/memory-store.js';
+import { sharedOutputBuffer, sharedSlots } from '../wasi/output.js';
 import { WorkerPools } from '../worker/pool.js';
 import type { RemoteOptions } from './args.js';
 import { EXIT } from './exit-codes.js';
@@ -26,11 +27,20 @@ export interface Answer {
   status: number;
   body: any;
   text: string;
+  /** The WASI program's stdout/stderr were already written live (local runs); do not print them again. */
+  streamed?: boolean;
+}
+
+/** Receives a WASI program's output while it runs: raw bytes, in order. */
+export interface OutputSink {
+  stdout(bytes: Uint8Array): void;
+  stderr(bytes: Uint8Array): void;
 }
 
 export interface Backend {
-  /** POST /execute with the module and the run fields. */
-  execute(module: Uint8Array, request: RunRequest): Promise<Answer>;
+  /** POST /execute with the module and the run fields. With `live`, a WASI program's output is
+   *  streamed to it as the program writes (local runs; a remote run answers once, at the end). */
+  execute(module: Uint8Array, request: RunRequest, live?: OutputSink): Promise<Answer>;
   /** POST /modules: the module's description (validated and prepared as for a run). */
   describe(module: Uint8Array): Promise<Answer>;
   close(): Promise<void>;
@@ -68,8 +78,10 @@ export class LocalBackend implements Backend {
     this.service = new ExecuteService(config, this.pools, this.store);
   }
 
-  async execute(module: Uint8Array, request: RunRequest): Promise<Answer> {
-    return this.answer(async () => {
+  async execute(module: Uint8Array, request: RunRequest, live?: OutputSink): Promise<Answer> {
+    const outputBuffer = live && request.wasi ? sharedOutputBuffer(this.config.wasiStdoutMaxBytes, this.config.wasiStderrMaxBytes) : undefined;
+    const stream = outputBuffer && live ? new OutputPump(outputBuffer, this.config, live) : null;
+    const answer = await this.answer(async () => {
       // The body the server would receive, read the way routes/body.ts reads it: the same body
       // limit, the same schema, the same messages.
       const parsed = ExecuteJsonSchema.safeParse(this.jsonBody({ module: base64(module), ...request }));
@@ -88,11 +100,19 @@ export class LocalBackend implements Backend {
             env: wasi.env,
             ...(wasi.stdin !== undefined && { stdin: new TextEncoder().encode(wasi.stdin) }),
             ...(wasi.stdinBase64 !== undefined && { stdin: new Uint8Array(Buffer.from(wasi.stdinBase64, 'base64')) }),
+            ...(outputBuffer && { outputBuffer }),
           },
         }),
       };
-      return { status: 200, body: await this.service.execute(run) };
+      stream?.start();
+      try {
+        return { status: 200, body: await this.service.execute(run) };
+      } finally {
+        stream?.stop();
+      }
     });
+    if (stream?.started) answer.streamed = true;
+    return answer;
   }
 
   async describe(module: Uint8Array): Promise<Answer> {
@@ -128,6 +148,44 @@ export class LocalBackend implements Backend {
       const body: ErrorBody = { error: { code: err.code, message: err.message }, requestId: randomUUID() };
       return { status: err.status, body, text: JSON.stringify(body) };
     }
+  }
+}
+
+/** Copies what a running program writes to its shared output buffer to a sink, every few ms. */
+class OutputPump {
+  private timer: NodeJS.Timeout | null = null;
+  private readonly slots: ReturnType<typeof sharedSlots>;
+  private readonly sent = [0, 0];
+  started = false;
+
+  constructor(
+    buffer: SharedArrayBuffer,
+    config: Config,
+    private readonly sink: OutputSink,
+  ) {
+    this.slots = sharedSlots(buffer, config.wasiStdoutMaxBytes, config.wasiStderrMaxBytes);
+  }
+
+  start(): void {
+    this.started = true;
+    this.timer = setInterval(() => this.pump(), 15);
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    this.pump();
+  }
+
+  private pump(): void {
+    this.slots.forEach((slot, i) => {
+      const len = Math.min(Atomics.load(slot.header, slot.lengthIndex), slot.bytes.length);
+      if (len <= this.sent[i]!) return;
+      const chunk = slot.bytes.slice(this.sent[i], len); // a private copy of the shared bytes
+      this.sent[i] = len;
+      if (i === 0) this.sink.stdout(chunk);
+      else this.sink.stderr(chunk);
+    });
   }
 }
 

@@ -85,7 +85,9 @@ export async function runCommand(cmd: RunCommand, out: Output, env: NodeJS.Proce
         if (stdin.length > 0) request.wasi.stdinBase64 = Buffer.from(stdin.buffer, stdin.byteOffset, stdin.byteLength).toString('base64');
       }
     }
-    const answer = await backend.execute(bytes, request);
+    // A local WASI run streams its output as the program writes it (--json prints one body).
+    const live = facts.wasi && !cmd.json ? out.raw : undefined;
+    const answer = await backend.execute(bytes, request, live);
     return report(answer, cmd, facts.wasi, out);
   } finally {
     await backend.close();
@@ -101,8 +103,10 @@ function report(answer: Answer, cmd: RunCommand, wasi: boolean, out: Output): nu
 
   const body = answer.body;
   const outcome: string = body.outcome;
-  if (typeof body.stdout === 'string') out.stdout(body.stdout);
-  if (typeof body.stderr === 'string') out.stderr(body.stderr);
+  if (!answer.streamed) {
+    if (typeof body.stdout === 'string') out.stdout(body.stdout);
+    if (typeof body.stderr === 'string') out.stderr(body.stderr);
+  }
   if (body.stdoutTruncated) out.stderr("wasmbox: the program's stdout was cut at the service's output cap\n");
   if (body.stderrTruncated) out.stderr("wasmbox: the program's stderr was cut at the service's output cap\n");
   if (Array.isArray(body.results)) out.stdout(formatResults(body.results));

@@ -4,6 +4,8 @@ export interface Output {
   stdout(text: string): void;
   stderr(text: string): void;
   readonly stderrIsTTY: boolean;
+  /** Raw bytes of a running program's output, written as they arrive. */
+  readonly raw: { stdout(bytes: Uint8Array): void; stderr(bytes: Uint8Array): void };
 }
 
 export const processOutput: Output = {
@@ -15,6 +17,14 @@ export const processOutput: Output = {
   },
   get stderrIsTTY() {
     return process.stderr.isTTY === true;
+  },
+  raw: {
+    stdout: (bytes) => {
+      process.stdout.write(bytes);
+    },
+    stderr: (bytes) => {
+      process.stderr.write(bytes);
+    },
   },
 };
 

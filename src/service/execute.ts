@@ -30,6 +30,9 @@ export interface WasiRequest {
   args: string[];
   env: Record<string, string>;
   stdin?: Uint8Array;
+  /** Where the runner mirrors output as it is written (src/wasi/output.ts sharedOutputBuffer,
+   *  sized for the configured caps); the CLI reads it to stream a local run's output live. */
+  outputBuffer?: SharedArrayBuffer;
 }
 
 /** argv[0] when a WASI request gives no args (C programs expect argc >= 1). */
@@ -124,7 +127,7 @@ export class ExecuteService {
             stdin: req.wasi.stdin ?? new Uint8Array(0),
             stdoutLimitBytes: this.config.wasiStdoutMaxBytes,
             stderrLimitBytes: this.config.wasiStderrMaxBytes,
-            output: sharedOutputBuffer(this.config.wasiStdoutMaxBytes, this.config.wasiStderrMaxBytes),
+            output: req.wasi.outputBuffer ?? sharedOutputBuffer(this.config.wasiStdoutMaxBytes, this.config.wasiStderrMaxBytes),
           },
         }),
       },
