@@ -32,7 +32,7 @@ port.on('message', (req: PrepareRequest) => {
   const t = performance.now();
   let r: PrepareResult;
   try {
-    r = prepare({ bytes: req.bytes, maxTableElements: req.maxTableElements });
+    r = prepare({ bytes: req.bytes, maxTableElements: req.maxTableElements, startedAt: new SharedArrayBuffer(8) });
   } catch (err) {
     port.postMessage({ ok: false, wallMs: performance.now() - t, error: err instanceof Error ? (err.stack ?? err.message) : String(err) } satisfies PrepareReply);
     return;

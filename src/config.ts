@@ -146,5 +146,3 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   return config;
 }
 
-/** The variables loadConfig reads, with their defaults, for documentation and tests. */
-export const CONFIG_VARIABLES: readonly string[] = Object.keys(ENV);

@@ -249,6 +249,13 @@ describe('wasmbox run (in this process)', () => {
     expect(ignored).toMatchObject({ code: 0, stdout: '3\n' });
   });
 
+  it('serve with an invalid WASMBOX_* setting exits 78 naming the variable, without a stack trace', async () => {
+    const bad = await cli(['serve'], { env: { WASMBOX_WORKERS: 'many' } });
+    expect(bad.code).toBe(78);
+    expect(bad.stderr).toContain('WASMBOX_WORKERS');
+    expect(bad.stderr).not.toMatch(NO_STACK);
+  });
+
   it('the configured limits apply: WASMBOX_FUEL_DEFAULT is the default budget', async () => {
     const r = await cli(['run', 'examples/spin.wasm', '--json'], { env: { WASMBOX_FUEL_DEFAULT: '1234' } });
     expect(r.code).toBe(82);

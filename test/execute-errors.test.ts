@@ -170,6 +170,13 @@ describe('400 function_not_found', () => {
     expect(msg).not.toContain('mem');
   });
 
+  it('refuses names of Object.prototype members ("toString", "__proto__", "constructor") as function_not_found, not a 500', async () => {
+    for (const name of ['toString', '__proto__', 'constructor', 'hasOwnProperty']) {
+      const msg = expectError(await server.execute({ module: ADD, function: name, args: [] }), 400, 'function_not_found');
+      expect(msg).toContain(JSON.stringify(name));
+    }
+  });
+
   it('refuses a missing function when the module has no _start, saying so and listing the exports', async () => {
     const msg = expectError(await server.execute({ module: ADD, args: [1, 2] }), 400, 'function_not_found');
     expect(msg).toContain('no "function" was given and the module does not export _start');

@@ -402,3 +402,29 @@ describe("worker heap exhaustion (tables live on the worker's engine heap)", () 
     }
   }, 30_000);
 });
+
+describe('queue limits', () => {
+  const SPIN = b64(wat('(module (func (export "spin") (loop $l (br $l))))'));
+  const ADD = b64(wat('(module (func (export "add") (param i32 i32) (result i32) (i32.add (local.get 0) (local.get 1))))'));
+
+  it('refuses a run that waited WASMBOX_QUEUE_TIMEOUT_MS for a worker with 503 overloaded and Retry-After, even when its own timeoutMs is longer', async () => {
+    const s = await startServer({ WASMBOX_WORKERS: '1', WASMBOX_QUEUE_TIMEOUT_MS: '300' });
+    try {
+      // The only worker spins for 2.5 s; a second run queues behind it.
+      const busy = s.execute({ module: SPIN, function: 'spin', limits: { fuel: 10_000_000_000, timeoutMs: 2_500 } });
+      await new Promise((r) => setTimeout(r, 100));
+      const t0 = Date.now();
+      const res = await s.post('/execute', { module: ADD, function: 'add', args: [1, 2], limits: { timeoutMs: 5_000 } });
+      const waited = Date.now() - t0;
+      expect(res.status, JSON.stringify(res.body)).toBe(503);
+      expect(res.body.error.code).toBe('overloaded');
+      expect(res.headers['retry-after']).toBeDefined();
+      // Refused at the queue timeout, well before the spinning run's 2.5 s deadline frees the worker.
+      expect(waited).toBeLessThan(2_000);
+      expect((await busy).body.outcome).toBe('timeout');
+      expect((await s.execute({ module: ADD, function: 'add', args: [1, 2] })).body.results).toEqual([3]);
+    } finally {
+      await s.close();
+    }
+  });
+});

@@ -7,7 +7,8 @@ import { randomUUID } from 'node:crypto';
 import { type Config, loadConfig } from '../config.js';
 import { type ErrorBody, ServiceError } from '../errors.js';
 import { ExecuteJsonSchema, ModuleJsonSchema, describeIssues } from '../schemas/execute.js';
-import { type ExecuteRequest, ExecuteService } from '../service/execute.js';
+import { ExecuteService } from '../service/execute.js';
+import { toExecuteRequest } from '../routes/body.js';
 import { MemoryModuleStore } from '../store/memory-store.js';
 import { sharedOutputBuffer, sharedSlots } from '../wasi/output.js';
 import { WorkerPools } from '../worker/pool.js';
@@ -88,22 +89,7 @@ export class LocalBackend implements Backend {
       if (!parsed.success) throw new ServiceError('invalid_request', describeIssues(parsed.error));
       const { module: _encoded, moduleId: _id, ...fields } = parsed.data;
       // As routes/execute.ts hands the fields to the service.
-      const wasi = fields.wasi;
-      const run: ExecuteRequest = {
-        module,
-        ...(fields.function !== undefined && { function: fields.function }),
-        args: fields.args,
-        ...(fields.limits !== undefined && { limits: fields.limits }),
-        ...(wasi !== undefined && {
-          wasi: {
-            args: wasi.args,
-            env: wasi.env,
-            ...(wasi.stdin !== undefined && { stdin: new TextEncoder().encode(wasi.stdin) }),
-            ...(wasi.stdinBase64 !== undefined && { stdin: new Uint8Array(Buffer.from(wasi.stdinBase64, 'base64')) }),
-            ...(outputBuffer && { outputBuffer }),
-          },
-        }),
-      };
+      const run = toExecuteRequest({ module, fields }, outputBuffer);
       stream?.start();
       try {
         return { status: 200, body: await this.service.execute(run) };

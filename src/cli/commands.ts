@@ -1,7 +1,7 @@
 // The commands: run, inspect, serve. Each returns the process's exit code (null: keep running).
 
 import { readFile } from 'node:fs/promises';
-import { ConfigError } from '../config.js';
+import { ConfigError, loadConfig } from '../config.js';
 import type { InspectCommand, RunCommand, ServeCommand } from './args.js';
 import { UsageError } from './args.js';
 import { type Answer, type Backend, CliFailure, LocalBackend, RemoteBackend, type RunRequest, localConfig } from './backend.js';
@@ -174,6 +174,13 @@ export async function inspectCommand(cmd: InspectCommand, out: Output, env: Node
 export async function serveCommand(cmd: ServeCommand, env: NodeJS.ProcessEnv): Promise<null> {
   if (cmd.port !== undefined) env.PORT = String(cmd.port);
   if (cmd.host !== undefined) env.HOST = cmd.host;
+  // A bad setting is the tool's documented exit code 78 (the server itself exits 2).
+  try {
+    loadConfig(env);
+  } catch (err) {
+    if (err instanceof ConfigError) throw new CliFailure(err.message, EXIT.config);
+    throw err;
+  }
   // The server's own entry point, exactly as `npm start` runs it: it reads the configuration,
   // listens, and exits on SIGTERM/SIGINT after draining.
   await import('../server.js');

@@ -6,9 +6,8 @@
 import { parseModule } from '../wasm/module.js';
 import { describeModule } from '../wasm/describe.js';
 import { type FuncSig, formatSignature } from '../values/codec.js';
+import { WASI_MODULE } from '../wasi/abi.js';
 import { UsageError } from './args.js';
-
-export const WASI_MODULE = 'wasi_snapshot_preview1';
 
 /** What the tool learns from the module before sending it; null fields when it cannot be parsed
  *  (the service then refuses it, and that answer is the one shown). */

@@ -10,6 +10,7 @@
 // `invalid_request` naming the field ("form.args: ...", "query.fuel: ...") whatever the form.
 
 import type { FastifyRequest } from 'fastify';
+import type { ExecuteRequest } from '../service/execute.js';
 import { ServiceError } from '../errors.js';
 import {
   ExecuteJsonSchema,
@@ -115,6 +116,31 @@ export async function readModuleBody(request: FastifyRequest): Promise<Uint8Arra
       return module;
     }
   }
+}
+
+const utf8 = new TextEncoder();
+
+/** A validated run body as the execution service takes it (the HTTP routes and the CLI's local
+ *  runs both come through here). */
+export function toExecuteRequest(body: RunBody, outputBuffer?: SharedArrayBuffer): ExecuteRequest {
+  const { fields } = body;
+  const wasi = fields.wasi;
+  return {
+    ...(body.module !== undefined && { module: body.module }),
+    ...(body.moduleId !== undefined && { moduleId: body.moduleId }),
+    ...(fields.function !== undefined && { function: fields.function }),
+    args: fields.args,
+    ...(fields.limits !== undefined && { limits: fields.limits }),
+    ...(wasi !== undefined && {
+      wasi: {
+        args: wasi.args,
+        env: wasi.env,
+        ...(wasi.stdin !== undefined && { stdin: utf8.encode(wasi.stdin) }),
+        ...(wasi.stdinBase64 !== undefined && { stdin: base64Bytes(wasi.stdinBase64) }),
+        ...(outputBuffer && { outputBuffer }),
+      },
+    }),
+  };
 }
 
 function parseFields(raw: Record<string, unknown>, root: string): RunFields {

@@ -87,7 +87,6 @@ export const ModuleJsonSchema = z.object({ module: ModuleBase64 }).strict();
 
 export { ModuleId as ModuleIdSchema };
 
-export type ExecuteJson = z.infer<typeof ExecuteJsonSchema>;
 
 /** "body.limits.fuel: must be a whole number" — the first problem, naming the field. */
 export function describeIssues(error: z.ZodError, root = 'body'): string {

@@ -200,7 +200,7 @@ export class ExecuteService {
       pending = this.pools.prepareModule(bytes).then((result) => {
         const value = result.ok ? { ...result, moduleId } : result;
         // A deadline miss may be load, not the module: let the next request try again.
-        if (result.ok || !/preparation limit/.test(result.message)) this.cache.set(moduleId, value);
+        if (result.ok || !result.transient) this.cache.set(moduleId, value);
         return unwrap(value);
       });
       this.inflight.set(moduleId, pending);
@@ -257,7 +257,8 @@ function unwrap(v: Prepared | { ok: false; code: 'invalid_module' | 'unsupported
 
 function pickFunction(p: Prepared, requested: string | undefined): [string, FuncSig] {
   const name = requested ?? '_start';
-  const sig = p.functions[name];
+  // Own properties only: "toString" or "__proto__" must be function_not_found, not a prototype's.
+  const sig = Object.hasOwn(p.functions, name) ? p.functions[name] : undefined;
   if (sig) return [name, sig];
   const listed = Object.entries(p.functions)
     .slice(0, MAX_LISTED)

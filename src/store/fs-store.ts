@@ -132,6 +132,9 @@ export class FsModuleStore implements ModuleStore {
         if (!(err instanceof CorruptModuleError)) throw err;
         // The damaged copy was quarantined: store this good one in its place.
       }
+      // Known but gone (removed from outside): its old size must not count against this write.
+      this.sizes.delete(moduleId);
+      this.recount();
     }
     if (this.bytes + bytes.length > this.maxBytes) {
       throw new StoreFullError(

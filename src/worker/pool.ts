@@ -56,12 +56,14 @@ export class WorkerPools {
 
   /** Validates, instruments and compiles off the main thread, within the preparation deadline. */
   async prepareModule(bytes: Uint8Array): Promise<PrepareResult> {
-    const task: PrepareTask = { bytes, maxTableElements: this.config.maxTableElements };
-    const settled = await this.withDeadline(this.prepare, task, null, this.config.prepareTimeoutMs);
+    const startedAt = new SharedArrayBuffer(8);
+    const task: PrepareTask = { bytes, maxTableElements: this.config.maxTableElements, startedAt };
+    const settled = await this.withDeadline(this.prepare, task, startedAt, this.config.prepareTimeoutMs);
     if (settled.kind === 'done') return settled.value;
-    if (settled.kind === 'queue_timeout') throw overloaded('the preparation queue is full');
+    if (settled.kind === 'queue_timeout') throw overloaded('no preparation worker became free in time');
     return {
       ok: false,
+      transient: true,
       code: 'module_too_complex',
       message: `the module could not be validated, instrumented and compiled within this server's preparation limit of ${this.config.prepareTimeoutMs} ms`,
     };
@@ -136,7 +138,8 @@ export class WorkerPools {
         timer = setTimeout(check, Math.max(1, Math.ceil(deadlineMs - ranMs)));
       }
     };
-    timer = setTimeout(check, deadlineMs);
+    // First look: at the queue timeout while the task may still be waiting, else at the deadline.
+    timer = setTimeout(check, started ? Math.min(deadlineMs, this.config.queueTimeoutMs) : deadlineMs);
     try {
       const value = await pool.run(task, { signal: ac.signal });
       return { kind: 'done', value };

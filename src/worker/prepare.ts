@@ -15,6 +15,7 @@ const ns = (from: number): number => Math.round((performance.now() - from) * 1e6
 const clip = (s: string): string => (s.length > MAX_MESSAGE ? `${s.slice(0, MAX_MESSAGE)}…` : s);
 
 export default function prepare(task: PrepareTask): PrepareResult {
+  Atomics.store(new BigInt64Array(task.startedAt), 0, BigInt(Math.round((performance.timeOrigin + performance.now()) * 1000)));
   const bytes = task.bytes;
   let t = performance.now();
   try {

@@ -34,6 +34,9 @@ export interface ModuleDescription {
 export interface PrepareTask {
   bytes: Uint8Array;
   maxTableElements: number;
+  /** BigInt64Array[1]: the worker stores the epoch in µs when it starts, so the preparation
+   *  deadline counts from then, not from queueing (time in the queue is not the module's fault). */
+  startedAt: SharedArrayBuffer;
 }
 
 export interface PrepareTimings {
@@ -55,7 +58,13 @@ export type PrepareResult =
       wasi: boolean;
       timings: PrepareTimings;
     }
-  | { ok: false; code: 'invalid_module' | 'unsupported_import' | 'module_too_complex'; message: string };
+  | {
+      ok: false;
+      code: 'invalid_module' | 'unsupported_import' | 'module_too_complex';
+      message: string;
+      /** A deadline miss: it may be load rather than the module, so it is not cached. */
+      transient?: true;
+    };
 
 export interface RunTask {
   module: WebAssembly.Module;
