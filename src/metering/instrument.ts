@@ -8,6 +8,9 @@
 //   can sit anywhere in the binary, and a charge placed in dead code simply never runs. A run that
 //   completes is charged exactly; a run that traps mid-block is short by at most the straight-line
 //   code since the last block boundary, never over.
+// - In functions with a loop the count is kept in an i64 local and written back to the global at
+//   loop headers, calls, returns, throws and traps (see instrumentBody); the global stays the
+//   account the host reads.
 // - Checks (`if (global > 0) unreachable`) sit only at function entry and at every loop header:
 //   every cycle in the control-flow and call graph passes one, so a run cannot loop or recurse
 //   past its budget, while straight-line code pays no check (ENGINE-NOTES: checks at every block
