@@ -4,7 +4,7 @@
 import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyError, type FastifyInstance, LogController } from 'fastify';
 import { type Config, loadConfig } from './config.js';
-import { ERROR_CATALOGUE, type ErrorBody, type ErrorCode, ServiceError } from './errors.js';
+import { ERROR_CATALOGUE, type ErrorCode, ServiceError, errorBody } from './errors.js';
 import multipart from '@fastify/multipart';
 import executeRoutes from './routes/execute.js';
 import healthRoutes from './routes/health.js';
@@ -137,16 +137,12 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
       if (Number.isFinite(announced) && announced <= 4 * config.bodyLimitBytes) request.raw.resume();
       else reply.header('connection', 'close');
     }
-    const body: ErrorBody = { error: { code, message }, requestId: String(request.id) };
-    return reply.status(ERROR_CATALOGUE[code].status).send(body);
+    return reply.status(ERROR_CATALOGUE[code].status).send(errorBody(code, message, String(request.id)));
   });
 
   app.setNotFoundHandler((request, reply) => {
-    const body: ErrorBody = {
-      error: { code: 'route_not_found', message: `no route for ${request.method} ${request.url.split('?')[0]}` },
-      requestId: String(request.id),
-    };
-    return reply.status(404).send(body);
+    const message = `no route for ${request.method} ${request.url.split('?')[0]}`;
+    return reply.status(ERROR_CATALOGUE.route_not_found.status).send(errorBody('route_not_found', message, String(request.id)));
   });
 
   await app.register(healthRoutes);

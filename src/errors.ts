@@ -41,3 +41,8 @@ export interface ErrorBody {
   error: { code: ErrorCode; message: string };
   requestId: string;
 }
+
+/** The body of every refusal. */
+export function errorBody(code: ErrorCode, message: string, requestId: string): ErrorBody {
+  return { error: { code, message }, requestId };
+}

@@ -5,7 +5,7 @@
 
 import { randomUUID } from 'node:crypto';
 import { type Config, loadConfig } from '../config.js';
-import { type ErrorBody, ServiceError } from '../errors.js';
+import { ServiceError, errorBody } from '../errors.js';
 import { ExecuteJsonSchema, ModuleJsonSchema, describeIssues } from '../schemas/execute.js';
 import { ExecuteService } from '../service/execute.js';
 import { toExecuteRequest } from '../routes/body.js';
@@ -131,7 +131,7 @@ export class LocalBackend implements Backend {
     } catch (err) {
       if (!(err instanceof ServiceError)) throw err;
       // Request ids are random UUIDs, as the server's are; locally they name no log line.
-      const body: ErrorBody = { error: { code: err.code, message: err.message }, requestId: randomUUID() };
+      const body = errorBody(err.code, err.message, randomUUID());
       return { status: err.status, body, text: JSON.stringify(body) };
     }
   }

@@ -3,7 +3,9 @@
 import { z } from 'zod';
 import { wasiInputProblem } from '../wasi/preview1.js';
 
-export const MODULE_ID_PATTERN = /^sha256:[0-9a-f]{64}$/;
+import { MODULE_ID_PATTERN } from '../store/module-id.js';
+
+export { MODULE_ID_PATTERN };
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
 // Number.isInteger, not .int(): zod's int() means a *safe* integer, so 1e20 would be refused as

@@ -2,7 +2,6 @@
 // the body and call `execute`; this resolves limits, finds or prepares the module, checks the
 // function and arguments, runs the guest and shapes the answer.
 
-import { createHash } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { Config } from '../config.js';
 import { ServiceError } from '../errors.js';
@@ -11,6 +10,7 @@ import { type FuncSig, type JsonValue, decodeArgs, formatSignature } from '../va
 import type { WorkerPools } from '../worker/pool.js';
 import type { Outcome, RunResult, TrapKind } from '../worker/protocol.js';
 import { sharedOutputBuffer } from '../wasi/output.js';
+import { moduleIdOf } from '../store/module-id.js';
 import { CorruptModuleError, type ModuleStore, StoreFullError } from '../store/types.js';
 import type { ModuleDescription } from '../worker/protocol.js';
 import { type Prepared, PreparedCache } from './prepared-cache.js';
@@ -64,9 +64,7 @@ export interface ExecuteResponse {
   moduleId: string;
 }
 
-export function moduleIdOf(bytes: Uint8Array): string {
-  return `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
-}
+export { moduleIdOf } from '../store/module-id.js';
 
 const MAX_LISTED = 20;
 

@@ -11,14 +11,14 @@
 // A crash mid-write leaves at most a file in tmp/, never a partial module. Reads verify the bytes
 // against their content address, so a file damaged on disk is detected and refused, never run.
 
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
 import { mkdir, open, readFile, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { ModuleDescription } from '../worker/protocol.js';
+import { MODULE_ID_PATTERN, moduleIdOf } from './module-id.js';
 import { CorruptModuleError, type ModuleStore, type StoreUsage, type StoredDescription, StoreFullError } from './types.js';
 
-const ID = /^sha256:([0-9a-f]{64})$/;
 
 export interface FsStoreOptions {
   dir: string;
@@ -74,7 +74,7 @@ export class FsModuleStore implements ModuleStore {
       if (isNotFound(err)) return null;
       throw err;
     }
-    const actual = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+    const actual = moduleIdOf(bytes);
     if (actual !== moduleId) {
       await this.quarantine(moduleId);
       throw new CorruptModuleError(moduleId, `its bytes hash to ${actual}`);
@@ -188,7 +188,7 @@ export class FsModuleStore implements ModuleStore {
   }
 
   private file(moduleId: string, ext: 'wasm' | 'json'): string | null {
-    const m = ID.exec(moduleId);
+    const m = MODULE_ID_PATTERN.exec(moduleId);
     if (!m) return null;
     const hex = m[1]!;
     return path.join(this.dir, 'modules', hex.slice(0, 2), `${hex}.${ext}`);
