@@ -251,7 +251,9 @@ describe('limit_out_of_range', () => {
       for (const value of [1, MAX[name]]) {
         const res = await server.execute({ module: PROGRAM, function: 'add', args: [1, 2], limits: { [name]: value } });
         expect(res.status, `${name}=${value}: ${JSON.stringify(res.body)}`).toBe(200);
-        expect(['ok', 'fuel_exhausted']).toContain(res.body.outcome);
+        // A 1 ms deadline covers instantiation too, so on a busy machine it may pass first.
+        const allowed = name === 'timeoutMs' && value === 1 ? ['ok', 'timeout'] : ['ok', 'fuel_exhausted'];
+        expect(allowed).toContain(res.body.outcome);
       }
     }
   });
