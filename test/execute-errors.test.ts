@@ -2,9 +2,9 @@
 // `{ error: { code, message }, requestId }`, plus the memory_limit_exceeded outcome, the `_start`
 // default and the operational routes, against a real server on a real port.
 
-import { request } from 'undici';
 import { parse as parseYaml } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { send } from './helpers/forms.js';
 import { b64, startServer, type TestServer } from './helpers/server.js';
 import { wat } from './helpers/wat.js';
 
@@ -43,21 +43,8 @@ function expectError(res: { status: number; body: any; headers?: Record<string, 
   return res.body.error.message;
 }
 
-async function raw(
-  method: 'GET' | 'POST' | 'PUT' | 'DELETE',
-  path: string,
-  body?: string | Uint8Array,
-  headers: Record<string, string> = {},
-): Promise<{ status: number; body: any; text: string; headers: Record<string, unknown> }> {
-  const res = await request(server.url + path, { method, headers, ...(body !== undefined && { body }) });
-  const text = await res.body.text();
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    parsed = text;
-  }
-  return { status: res.statusCode, body: parsed, text, headers: res.headers };
+function raw(method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string, body?: string | Uint8Array, headers: Record<string, string> = {}) {
+  return send(server.url + path, method, body, headers);
 }
 
 describe('request ids', () => {

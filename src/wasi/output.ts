@@ -39,8 +39,7 @@ export function readSharedOutput(
   const read = (slot: SharedSlot): [string, boolean] => {
     const len = Math.min(Atomics.load(slot.header, slot.lengthIndex), slot.bytes.length);
     const truncated = Atomics.load(slot.header, slot.truncatedIndex) === 1;
-    const bytes = slot.bytes.slice(0, len); // a private copy: TextDecoder refuses shared views
-    return [decoder.decode(truncated ? bytes.subarray(0, completeUtf8Prefix(bytes)) : bytes), truncated];
+    return [decodeCaptured(slot.bytes.slice(0, len), truncated), truncated]; // slice: a private copy
   };
   const [stdout, stdoutTruncated] = read(out);
   const [stderr, stderrTruncated] = read(err);
@@ -57,8 +56,9 @@ export class CappedOutput {
     readonly limitBytes: number,
     private readonly shared: SharedSlot | null = null,
   ) {
-    // Grown on demand: most runs print little, and the cap may be megabytes.
-    this.buf = new Uint8Array(Math.min(limitBytes, 4096));
+    // With a shared slot the bytes live only there (it is allocated at the cap); otherwise the
+    // buffer grows on demand: most runs print little, and the cap may be megabytes.
+    this.buf = shared ? shared.bytes : new Uint8Array(Math.min(limitBytes, 4096));
   }
 
   /** Appends what fits under the cap from `src[start, start + len)`. The caller has bounds-checked. */
@@ -78,15 +78,13 @@ export class CappedOutput {
     }
     // `set` copies from a SharedArrayBuffer-backed view as well, so shared memories work too.
     this.buf.set(src.subarray(start, start + take), this.length);
-    if (this.shared) {
-      this.shared.bytes.set(src.subarray(start, start + take), this.length);
-      Atomics.store(this.shared.header, this.shared.lengthIndex, need);
-    }
+    if (this.shared) Atomics.store(this.shared.header, this.shared.lengthIndex, need);
     this.length = need;
   }
 
+  /** The captured bytes (a private copy when they live in shared memory). */
   bytes(): Uint8Array {
-    return this.buf.subarray(0, this.length);
+    return this.shared ? this.buf.slice(0, this.length) : this.buf.subarray(0, this.length);
   }
 
   /**
@@ -97,9 +95,13 @@ export class CappedOutput {
    * decodes to U+FFFD like any other invalid sequence.
    */
   text(): string {
-    const bytes = this.bytes();
-    return decoder.decode(this.truncated ? bytes.subarray(0, completeUtf8Prefix(bytes)) : bytes);
+    return decodeCaptured(this.bytes(), this.truncated);
   }
+}
+
+/** Captured output as UTF-8; when the cap cut it, a character cut in half is dropped. */
+function decodeCaptured(bytes: Uint8Array, truncated: boolean): string {
+  return decoder.decode(truncated ? bytes.subarray(0, completeUtf8Prefix(bytes)) : bytes);
 }
 
 /**

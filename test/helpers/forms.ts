@@ -17,7 +17,7 @@ export interface Res {
 
 export async function send(
   url: string,
-  method: 'GET' | 'POST' | 'DELETE',
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE',
   body?: string | Uint8Array | FormData | Readable,
   headers: Record<string, string> = {},
 ): Promise<Res> {
