@@ -213,7 +213,7 @@ export interface StoredModuleBody {
   moduleId: string;
   size: number;
   /** The exported functions with their signatures. */
-  exports: { name: string; params: string[]; results: string[] }[];
+  exports: { name: string; params: readonly string[]; results: readonly string[] }[];
   /** Exports that are not functions (memories, tables, globals, tags). */
   otherExports: { name: string; kind: string }[];
   imports: ModuleDescription['imports'];

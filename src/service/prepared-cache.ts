@@ -24,8 +24,8 @@ export class PreparedCache {
   }
 
   set(moduleId: string, value: Prepared | Refusal): void {
-    // Compiled code is not measurable from JS; the instrumented size is proportional to it.
-    const weight = value.ok ? value.description.size + 2 * value.instrumentedSize : 256 + value.message.length;
+    // Weighed in the preparation worker by what the entry holds (src/service/cache-weight.ts).
+    const weight = value.ok ? value.weightBytes : 256 + 2 * value.message.length;
     if (weight > this.maxBytes) return;
     this.delete(moduleId);
     this.entries.set(moduleId, { value, weight });

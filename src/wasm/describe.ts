@@ -21,13 +21,18 @@ export function functionTypes(m: ParsedModule): FuncType[] {
 export function describeModule(m: ParsedModule): { description: ModuleDescription; functions: Record<string, FuncSig> } {
   const types = functionTypes(m);
   const functions: Record<string, FuncSig> = Object.create(null);
+  // One signature object per function type, shared by every export of that type (and kept shared
+  // by structured clone): a module with 100,000 exports of one type holds one, not 100,000.
+  const sigs = new Map<FuncType, FuncSig>();
   const exports: ExportDescription[] = m.exports.map((e) => {
     const d: ExportDescription = { name: e.name, kind: KIND_NAMES[e.kind] };
     if (e.kind === 'func') {
       const t = types[e.index]!;
-      d.params = [...t.params];
-      d.results = [...t.results];
-      functions[e.name] = { params: t.params, results: t.results };
+      let sig = sigs.get(t);
+      if (!sig) sigs.set(t, (sig = { params: t.params, results: t.results }));
+      d.params = sig.params;
+      d.results = sig.results;
+      functions[e.name] = sig;
     }
     return d;
   });

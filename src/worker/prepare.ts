@@ -3,6 +3,7 @@
 // (which must stay small so a runner killed at its deadline is replaced in milliseconds).
 
 import { performance } from 'node:perf_hooks';
+import { estimateCompiledBytes, estimateHeapBytes } from '../service/cache-weight.js';
 import { TableLimitError, instrumentParsed } from '../metering/instrument.js';
 import { WasmFormatError } from '../wasm/bytes.js';
 import { describeModule } from '../wasm/describe.js';
@@ -88,6 +89,8 @@ export default function prepare(task: PrepareTask): PrepareResult {
   const compileNs = ns(t);
 
   const { description, functions } = describeModule(parsed);
+  const weightBytes =
+    estimateHeapBytes({ description, functions }) + estimateCompiledBytes(instrumented.bytes.length, parsed.importedFuncs + parsed.funcTypes.length);
   return {
     ok: true,
     module,
@@ -96,6 +99,7 @@ export default function prepare(task: PrepareTask): PrepareResult {
     hidden: instrumented.hidden,
     memory: instrumented.memory,
     instrumentedSize: instrumented.bytes.length,
+    weightBytes,
     wasi,
     timings: { validateNs, instrumentNs, compileNs },
   };

@@ -9,9 +9,9 @@ import type { Limits as MemoryLimits } from '../wasm/module.js';
 export interface ExportDescription {
   name: string;
   kind: 'function' | 'table' | 'memory' | 'global' | 'tag';
-  /** Functions only. */
-  params?: string[];
-  results?: string[];
+  /** Functions only (shared by every export of the same type: never mutate). */
+  params?: readonly string[];
+  results?: readonly string[];
 }
 
 export interface ImportDescription {
@@ -54,6 +54,9 @@ export type PrepareResult =
       hidden: HiddenExports;
       memory: MemoryLimits | null;
       instrumentedSize: number;
+      /** What keeping this result costs the main thread: heap of the description and export
+       *  lists plus the compiled module's native memory (src/service/cache-weight.ts). */
+      weightBytes: number;
       /** The module imports WASI preview1 functions (all checked against their signatures). */
       wasi: boolean;
       timings: PrepareTimings;
