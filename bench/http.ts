@@ -17,21 +17,16 @@
 // The scenarios are a list: a new row is one more entry in SCENARIOS (a setup that builds the
 // request, a response check, an optional target); (c) was added that way.
 
-import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
 import autocannon from 'autocannon';
 import { request } from 'undici';
-import { CLK_TCK, ROOT, type SectionOptions, type SectionResult, fmt, fmtInt, met, machineCpu, quantiles, sleep, table } from './lib.js';
+import { type ServerKind, type ServerProcess, startServer } from './server-process.js';
+import { type SectionOptions, type SectionResult, fmt, fmtInt, met, machineCpu, quantiles, table } from './lib.js';
 
 const CONNECTIONS = 32;
 
 /** add(i32, i32) -> i32, hand-assembled: (func (export "add") (param i32 i32) (result i32) local.get 0 local.get 1 i32.add). */
 export const ADD_WASM = Buffer.from('0061736d0100000001070160027f7f017f030201000707010361646400000a09010700200020016a0b', 'hex');
 
-type ServerKind = 'bare' | 'wasmbox';
 
 interface RequestSpec {
   method: 'GET' | 'POST';
@@ -156,101 +151,6 @@ async function storeModule(base: string, bytes: Uint8Array): Promise<string | { 
 function checkAdd(status: number, body: unknown): string | null {
   const b = body as { outcome?: string; results?: unknown[] } | null;
   return status === 200 && b?.outcome === 'ok' && b.results?.[0] === 15 ? null : `status ${status}, body ${JSON.stringify(body).slice(0, 300)}`;
-}
-
-interface ServerProcess {
-  kind: ServerKind;
-  baseUrl: string;
-  child: ChildProcess;
-  stderr: () => string;
-  cpuSeconds: () => number | null;
-  stop: () => Promise<void>;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const addr = s.address();
-      s.close(() => (addr && typeof addr === 'object' ? resolve(addr.port) : reject(new Error('no port'))));
-    });
-  });
-}
-
-/** CPU seconds of a process, all its threads included. */
-function procCpuSeconds(pid: number): number | null {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
-    return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
-  } catch {
-    return null;
-  }
-}
-
-async function startServer(kind: ServerKind): Promise<ServerProcess> {
-  const port = await freePort();
-  const script = kind === 'bare' ? new URL('./http-bare-server.js', import.meta.url).pathname : `${ROOT}dist/src/server.js`;
-  // A throw-away module store, so the run leaves nothing behind in the project. stdout (the
-  // service's JSON log lines, one per execution at the default level) goes to /dev/null: the
-  // logging cost stays in the measurement, reading it back does not.
-  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'wasmbox-bench-'));
-  const child = spawn(process.execPath, [script], {
-    cwd: ROOT,
-    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', WASMBOX_DATA_DIR: dataDir },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let err = '';
-  child.stderr!.on('data', (d: Buffer) => {
-    err = (err + d.toString()).slice(-4000);
-  });
-  let exited: number | string | null = null;
-  const exitedP = new Promise<void>((resolve) =>
-    child.once('exit', (code, signal) => {
-      exited = code ?? signal ?? 'unknown';
-      resolve();
-    }),
-  );
-  const baseUrl = `http://127.0.0.1:${port}`;
-  const probe = kind === 'bare' ? '/hello' : '/readyz';
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    if (exited !== null) {
-      rmSync(dataDir, { recursive: true, force: true });
-      throw new Error(`the ${kind} server exited (${exited}) before it was ready:\n${err}`);
-    }
-    try {
-      const res = await request(baseUrl + probe);
-      await res.body.dump();
-      if (res.statusCode === 200) break;
-    } catch {
-      /* not listening yet */
-    }
-    if (Date.now() > deadline) {
-      child.kill('SIGKILL');
-      rmSync(dataDir, { recursive: true, force: true });
-      throw new Error(`the ${kind} server did not become ready in 20 s:\n${err}`);
-    }
-    await sleep(50);
-  }
-  return {
-    kind,
-    baseUrl,
-    child,
-    stderr: () => err,
-    cpuSeconds: () => procCpuSeconds(child.pid!),
-    stop: async () => {
-      if (exited === null) {
-        child.kill('SIGTERM');
-        const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-        await exitedP;
-        clearTimeout(timer);
-      }
-      rmSync(dataDir, { recursive: true, force: true });
-    },
-  };
 }
 
 async function probeOnce(baseUrl: string, spec: RequestSpec): Promise<{ status: number; body: unknown }> {
