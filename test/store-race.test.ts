@@ -4,7 +4,7 @@
 // fresh re-scan of the directory; the module-count cap and the byte cap with descriptions and
 // per-file overhead counted; running totals that survive a restart.
 
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -12,7 +12,8 @@ import { FsModuleStore, STORE_FILE_OVERHEAD_BYTES } from '../dist/src/store/fs-s
 import { moduleIdOf } from '../dist/src/store/module-id.js';
 import { StoreFullError } from '../dist/src/store/types.js';
 import type { ModuleDescription } from '../dist/src/worker/protocol.js';
-import { withCustomSection } from './helpers/forms.js';
+import { type Res, runIn, send, uploadIn, withCustomSection } from './helpers/forms.js';
+import { startServer, type TestServer } from './helpers/server.js';
 
 const ADD = new Uint8Array(readFileSync(new URL('../examples/add.wasm', import.meta.url)));
 
@@ -204,5 +205,207 @@ describe('FsModuleStore: concurrent put, delete, describe and run of the same mo
     }
     await store.close();
     expect(failures.length, `${failures.length} of ${ITERATIONS} interleavings broke the store:\n${failures.slice(0, 10).join('\n')}`).toBe(0);
+  }, 120_000);
+});
+
+/** What a module stored with `describeModule` counts against the byte cap. */
+function countedBytes(bytes: Uint8Array, storedAt: string): number {
+  const id = moduleIdOf(bytes);
+  const json = Buffer.byteLength(JSON.stringify({ moduleId: id, description: describeModule(bytes), storedAt }));
+  return bytes.length + json + 2 * STORE_FILE_OVERHEAD_BYTES;
+}
+
+describe('FsModuleStore: capacity', () => {
+  it('counts each module with its description and per-file overhead: a module of exactly the remaining room fits, one byte more is store_full naming WASMBOX_STORE_MAX_MB', async () => {
+    const dir = tempDir();
+    const maxBytes = 64 * 1024;
+    const store = new FsModuleStore({ dir, maxBytes, maxModules: 100 });
+    await store.open();
+    const first = withCustomSection(ADD, 'first', 1000);
+    const { record } = await store.put(moduleIdOf(first), first, describeModule(first));
+    expect(store.usage()).toEqual({ modules: 1, bytes: countedBytes(first, record.storedAt) });
+
+    // A module whose bytes alone would fit the room left, but not with its description and files.
+    const room = maxBytes - store.usage().bytes;
+    const storedAt = new Date().toISOString();
+    let payload = room - 2 * STORE_FILE_OVERHEAD_BYTES - 400;
+    while (countedBytes(withCustomSection(ADD, 'exact', payload), storedAt) < room) payload++;
+    while (countedBytes(withCustomSection(ADD, 'exact', payload), storedAt) > room) payload--;
+    const exact = withCustomSection(ADD, 'exact', payload);
+    expect(countedBytes(exact, storedAt)).toBe(room);
+    const tooBig = withCustomSection(ADD, 'exact', payload + 1, 0x2b);
+    expect(tooBig.length).toBeLessThan(room);
+
+    const refused = await store.put(moduleIdOf(tooBig), tooBig, describeModule(tooBig)).catch((err: unknown) => err);
+    expect(refused).toBeInstanceOf(StoreFullError);
+    const message = (refused as Error).message;
+    expect(message).toContain('WASMBOX_STORE_MAX_MB');
+    expect(message).toContain(String(maxBytes));
+    expect(message).toContain(`${STORE_FILE_OVERHEAD_BYTES} bytes of file-system overhead`);
+    expect(message).toMatch(/delete modules/);
+    expect(await store.has(moduleIdOf(tooBig))).toBe(false);
+
+    await store.put(moduleIdOf(exact), exact, describeModule(exact));
+    expect(store.usage()).toEqual({ modules: 2, bytes: maxBytes });
+    expect(rescan(dir)).toEqual(store.usage());
+    await store.close();
+  });
+
+  it('millions of tiny modules do not fit: the byte cap counts each at least two file overheads', async () => {
+    const dir = tempDir();
+    const maxBytes = 1024 * 1024;
+    const store = new FsModuleStore({ dir, maxBytes, maxModules: 1_000_000 });
+    await store.open();
+    let stored = 0;
+    for (let i = 0; ; i++) {
+      const tiny = withCustomSection(ADD, `t${i}`, 0);
+      try {
+        await store.put(moduleIdOf(tiny), tiny, describeModule(tiny));
+        stored++;
+      } catch (err) {
+        expect(err).toBeInstanceOf(StoreFullError);
+        expect((err as Error).message).toContain('WASMBOX_STORE_MAX_MB');
+        break;
+      }
+    }
+    // Counted by their bytes alone, more than ten thousand of these would have fit.
+    expect(stored).toBeGreaterThan(0);
+    expect(stored).toBeLessThanOrEqual(maxBytes / (2 * STORE_FILE_OVERHEAD_BYTES));
+    expect(store.usage()).toEqual(rescan(dir));
+    expect(store.usage().bytes).toBeLessThanOrEqual(maxBytes);
+    await store.close();
+  });
+
+  it('caps the number of modules: past maxModules is store_full naming WASMBOX_STORE_MAX_MODULES, and parallel uploads cannot overshoot it', async () => {
+    const dir = tempDir();
+    const store = new FsModuleStore({ dir, maxBytes: 1024 * 1024 * 1024, maxModules: 5 });
+    await store.open();
+    const modules = Array.from({ length: 12 }, (_, i) => withCustomSection(ADD, `cap${i}`, 10));
+    const results = await Promise.allSettled(modules.map((m) => store.put(moduleIdOf(m), m, describeModule(m))));
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(5);
+    for (const r of results) {
+      if (r.status === 'rejected') {
+        expect(r.reason).toBeInstanceOf(StoreFullError);
+        expect((r.reason as Error).message).toContain('maximum of 5 modules (WASMBOX_STORE_MAX_MODULES)');
+        expect((r.reason as Error).message).toMatch(/delete modules/);
+      }
+    }
+    expect(store.usage().modules).toBe(5);
+    expect(rescan(dir)).toEqual(store.usage());
+    // A module already stored is not a new one: still answered, not refused.
+    const storedOne = modules[results.findIndex((r) => r.status === 'fulfilled')]!;
+    expect((await store.put(moduleIdOf(storedOne), storedOne, describeModule(storedOne))).created).toBe(false);
+    // Deleting one makes room for one.
+    const refusedOne = modules[results.findIndex((r) => r.status === 'rejected')]!;
+    expect(await store.delete(moduleIdOf(storedOne))).toBe(true);
+    expect((await store.put(moduleIdOf(refusedOne), refusedOne, describeModule(refusedOne))).created).toBe(true);
+    await store.close();
+  });
+});
+
+describe('FsModuleStore: totals across a restart', () => {
+  it('a store opened again on the same directory counts what is there once, equal to the totals before, and keeps enforcing both caps', async () => {
+    const dir = tempDir();
+    const options = { dir, maxBytes: 1024 * 1024, maxModules: 6 };
+    const before = new FsModuleStore(options);
+    await before.open();
+    const modules = Array.from({ length: 6 }, (_, i) => withCustomSection(ADD, `restart${i}`, 100 * i));
+    for (const m of modules) await before.put(moduleIdOf(m), m, describeModule(m));
+    await before.delete(moduleIdOf(modules[2]!));
+    const usage = before.usage();
+    expect(usage.modules).toBe(5);
+    expect(usage).toEqual(rescan(dir));
+    await before.close();
+
+    // What an interrupted write leaves between its two renames: a description without its bytes.
+    const orphan = withCustomSection(ADD, 'orphan', 5);
+    const orphanJson = moduleFile(dir, moduleIdOf(orphan), 'json');
+    mkdirSync(path.dirname(orphanJson), { recursive: true });
+    writeFileSync(orphanJson, JSON.stringify({ moduleId: moduleIdOf(orphan), description: describeModule(orphan), storedAt: new Date().toISOString() }));
+
+    const after = new FsModuleStore(options);
+    await after.open();
+    expect(after.usage()).toEqual(usage);
+    expect(existsSync(orphanJson)).toBe(false);
+    expect(rescan(dir)).toEqual(after.usage());
+    for (const [i, m] of modules.entries()) expect(await after.has(moduleIdOf(m))).toBe(i !== 2);
+    // One more module fits the count cap of 6, the next does not.
+    expect((await after.put(moduleIdOf(orphan), orphan, describeModule(orphan))).created).toBe(true);
+    const seventh = withCustomSection(ADD, 'seventh', 5);
+    await expect(after.put(moduleIdOf(seventh), seventh, describeModule(seventh))).rejects.toThrow(/WASMBOX_STORE_MAX_MODULES/);
+    expect(rescan(dir)).toEqual(after.usage());
+    await after.close();
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Through the real server.
+
+const del = (base: string, id: string): Promise<Res> => send(`${base}/modules/${id}`, 'DELETE');
+const get = (base: string, id: string): Promise<Res> => send(`${base}/modules/${id}`, 'GET');
+
+describe('concurrent DELETE and POST of one module over HTTP', () => {
+  let server: TestServer;
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it('after each of 80 rounds, the answers fit one order and a run by id is 200 if that order ends in POST, 404 if in DELETE; GET agrees; nothing quarantined', async () => {
+    server = await startServer();
+    const module = withCustomSection(ADD, 'http-race', 64);
+    const id = moduleIdOf(module);
+    const random = prng(7);
+    const failures: string[] = [];
+    const ROUNDS = 80;
+    let storedNow = false;
+    for (let round = 0; round < ROUNDS; round++) {
+      // Start from a known state: stored in even rounds, not stored in odd ones.
+      const storedBefore = round % 2 === 0;
+      if (storedBefore && !storedNow) expect((await uploadIn(server.url, 'wasm', module)).status).toBe(201);
+      if (!storedBefore && storedNow) expect((await del(server.url, id)).status).toBe(204);
+
+      const wait = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, Math.floor(random() * 3)));
+      const [post, remove, described, ran] = await Promise.all([
+        wait().then(() => uploadIn(server.url, random() < 0.5 ? 'wasm' : 'json', module)),
+        wait().then(() => del(server.url, id)),
+        wait().then(() => get(server.url, id)),
+        wait().then(() => runIn(server.url, 'json', { moduleId: id, function: 'add', args: [2, 3] })),
+      ]);
+      const problems: string[] = [];
+      for (const [what, res, ok] of [
+        ['POST', post, [200, 201]],
+        ['DELETE', remove, [204, 404]],
+        ['GET', described, [200, 404]],
+        ['run', ran, [200, 404]],
+      ] as const) {
+        if (!(ok as readonly number[]).includes(res.status)) problems.push(`${what} answered ${res.status} ${res.text}`);
+        if (/corrupt/.test(res.text)) problems.push(`${what} found the module corrupt: ${res.text}`);
+      }
+      if (ran.status === 200 && ran.body.results?.[0] !== 5) problems.push(`run answered ${ran.text}`);
+      // Only one order of the POST and the DELETE gives these two answers.
+      const postFirst = post.status === (storedBefore ? 200 : 201) && remove.status === 204;
+      const deleteFirst = remove.status === (storedBefore ? 204 : 404) && post.status === 201;
+      if (postFirst === deleteFirst) problems.push(`POST ${post.status} and DELETE ${remove.status} fit no order from ${storedBefore ? '' : 'not '}stored`);
+      const storedAfter = deleteFirst;
+
+      const run = await runIn(server.url, 'json', { moduleId: id, function: 'add', args: [20, 22] });
+      if (storedAfter ? run.status !== 200 || run.body.results?.[0] !== 42 : run.status !== 404 || run.body.error?.code !== 'module_not_found') {
+        problems.push(`run by id after ${deleteFirst ? 'DELETE then POST' : 'POST then DELETE'} answered ${run.status} ${run.text}`);
+      }
+      const after = await get(server.url, id);
+      if (after.status !== (storedAfter ? 200 : 404)) problems.push(`GET afterwards answered ${after.status} ${after.text}`);
+      if (existsSync(path.join(server.config.dataDir, 'corrupt'))) problems.push('a copy was quarantined');
+      if (problems.length > 0) {
+        failures.push(`#${round} from ${storedBefore ? '' : 'not '}stored: ${problems.join('; ')}`);
+        // Judge the next round on its own: bring the store back to a known state.
+        rmSync(path.join(server.config.dataDir, 'corrupt'), { recursive: true, force: true });
+        await del(server.url, id);
+        await del(server.url, id);
+        storedNow = false;
+        continue;
+      }
+      storedNow = storedAfter;
+    }
+    expect(failures.length, `${failures.length} of ${ROUNDS} rounds broke the store:\n${failures.slice(0, 10).join('\n')}`).toBe(0);
   }, 120_000);
 });
