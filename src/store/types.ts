@@ -18,6 +18,9 @@ export interface StoreUsage {
   bytes: number;
 }
 
+/** Operations on one module id take effect one at a time, in the order they were called, so after
+ *  concurrent calls the store holds what the last answer said; has() changes only when a put or
+ *  delete completes. */
 export interface ModuleStore {
   /** A short name for logs and /readyz ("fs"). */
   readonly kind: string;
