@@ -61,7 +61,7 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
 
   app.decorate('config', config);
   app.decorate('draining', false);
-  const store = options.store ?? new FsModuleStore({ dir: config.dataDir, maxBytes: config.storeMaxBytes });
+  const store = options.store ?? new FsModuleStore({ dir: config.dataDir, maxBytes: config.storeMaxBytes, maxModules: config.storeMaxModules });
   await store.open();
   const pools = new WorkerPools(config);
   pools.onLateError = (err) => app.log.warn({ err }, 'a worker failed after its task ended; it was replaced');

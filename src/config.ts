@@ -42,6 +42,9 @@ const ENV = {
   WASMBOX_DATA_DIR: z.string().min(1).default('.wasmbox-data'),
   WASMBOX_MODULE_MAX_BYTES: int(8, 1024 * 1024 * 1024).default(16 * 1024 * 1024),
   WASMBOX_STORE_MAX_MB: int(1).default(1024),
+  // Each module is two files and a startup stat of each; a count cap bounds inodes and start-up
+  // time however small the modules are.
+  WASMBOX_STORE_MAX_MODULES: int(1).default(100_000),
   // Output is decoded to one string on the worker's heap: keep it a modest single allocation.
   WASMBOX_WASI_STDOUT_MAX_BYTES: int(0, 8 * 1024 * 1024).default(1024 * 1024),
   WASMBOX_WASI_STDERR_MAX_BYTES: int(0, 8 * 1024 * 1024).default(1024 * 1024),
@@ -76,8 +79,10 @@ export interface Config {
   dataDir: string;
   /** Largest module POST /modules stores. */
   moduleMaxBytes: number;
-  /** Total bytes of stored modules. */
+  /** What stored modules may take: their bytes and descriptions plus per-file overhead. */
   storeMaxBytes: number;
+  /** How many modules the store may hold. */
+  storeMaxModules: number;
   /** Caps on a WASI run's captured stdout and stderr. */
   wasiStdoutMaxBytes: number;
   wasiStderrMaxBytes: number;
@@ -120,6 +125,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     dataDir: path.resolve(e.WASMBOX_DATA_DIR),
     moduleMaxBytes: e.WASMBOX_MODULE_MAX_BYTES,
     storeMaxBytes: e.WASMBOX_STORE_MAX_MB * 1024 * 1024,
+    storeMaxModules: e.WASMBOX_STORE_MAX_MODULES,
     wasiStdoutMaxBytes: e.WASMBOX_WASI_STDOUT_MAX_BYTES,
     wasiStderrMaxBytes: e.WASMBOX_WASI_STDERR_MAX_BYTES,
   };

@@ -13,7 +13,7 @@ export const ERROR_CATALOGUE = {
   module_not_found: { status: 404, summary: 'No stored module has that moduleId.' },
   job_not_found: { status: 404, summary: 'Unknown or expired jobId.' },
   route_not_found: { status: 404, summary: 'No route matches the method and path.' },
-  store_full: { status: 409, summary: 'The module store is at its configured maximum size; delete modules first.' },
+  store_full: { status: 409, summary: 'The module store is at its configured maximum size or module count; the message names which. Delete modules first.' },
   payload_too_large: { status: 413, summary: 'The body is larger than the configured maximum.' },
   unsupported_media_type: { status: 415, summary: 'The content type is not one the route accepts.' },
   module_too_complex: { status: 422, summary: 'The module could not be prepared (validated, instrumented, compiled) within the server limits; the message gives the limit.' },

@@ -1,6 +1,7 @@
 // The module store through the real server: POST /modules (201 then 200, Location, the
 // description), GET and DELETE /modules/{moduleId}, runs by moduleId (prepared once, then only
-// instantiated), WASMBOX_MODULE_MAX_BYTES (413) and WASMBOX_STORE_MAX_MB (409 store_full),
+// instantiated), WASMBOX_MODULE_MAX_BYTES (413), WASMBOX_STORE_MAX_MB and WASMBOX_STORE_MAX_MODULES
+// (409 store_full),
 // concurrent uploads, persistence across real restarts (in process and as `node
 // dist/src/server.js`), and crash safety on disk: a damaged module file is refused, never run, and
 // quarantined; a half-written file left in tmp/ by a crash is cleared at start.
@@ -345,6 +346,25 @@ describe('WASMBOX_STORE_MAX_MB: 409 store_full', () => {
     }
   });
 
+  it('counts the description and per-file overhead: a module whose own bytes fit but not with them is 409 naming the cap; a smaller one fits', async () => {
+    const server = await startServer({ WASMBOX_STORE_MAX_MB: '1', WASMBOX_BODY_LIMIT_BYTES: String(2 * 1024 * 1024) });
+    try {
+      const almostAll = withCustomSection(ADD, 'almost-all', 1024 * 1024 - 4096 - ADD.length - 16);
+      expect(almostAll.length).toBeLessThan(1024 * 1024 - 4096 + 1);
+      const message = expectError(await uploadIn(server.url, 'wasm', almostAll), 409, 'store_full');
+      expect(message).toContain('WASMBOX_STORE_MAX_MB');
+      expect(message).toContain(String(1024 * 1024));
+      expect(message).toContain('4096 bytes of file-system overhead');
+      expect(message).toMatch(/delete modules/);
+      expectError(await get(server.url, idOf(almostAll)), 404, 'module_not_found');
+      const fits = withCustomSection(ADD, 'fits', 1024 * 1024 - 2 * 4096 - 1000 - ADD.length - 16);
+      const up = await uploadIn(server.url, 'wasm', fits);
+      expect(up.status, up.text).toBe(201);
+    } finally {
+      await server.close();
+    }
+  });
+
   it('parallel uploads of different modules cannot overshoot the maximum together', async () => {
     const dir = tempDir();
     const server = await startServer({ ...env, WASMBOX_DATA_DIR: dir });
@@ -366,6 +386,35 @@ describe('WASMBOX_STORE_MAX_MB: 409 store_full', () => {
       expect(files).toBe(3);
       expect(bytes).toBeLessThanOrEqual(1024 * 1024);
       expect(readdirSync(path.join(dir, 'tmp'))).toEqual([]);
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+describe('WASMBOX_STORE_MAX_MODULES: 409 store_full', () => {
+  it('refuses the module past the count naming the cap, answers modules already stored, takes one once another is deleted, and keeps the count across a restart', async () => {
+    const dir = tempDir();
+    const env = { WASMBOX_STORE_MAX_MODULES: '3', WASMBOX_DATA_DIR: dir };
+    const [a, b, c, d] = ['a', 'b', 'c', 'd'].map((tag) => withCustomSection(ADD, `count-${tag}`, 8)) as [Uint8Array, Uint8Array, Uint8Array, Uint8Array];
+    let server = await startServer(env);
+    try {
+      for (const m of [a, b, c]) expect((await uploadIn(server.url, 'wasm', m)).status).toBe(201);
+      for (const form of FORMS) {
+        const message = expectError(await uploadIn(server.url, form, d), 409, 'store_full');
+        expect(message).toContain('maximum of 3 modules');
+        expect(message).toContain('WASMBOX_STORE_MAX_MODULES');
+        expect(message).toMatch(/delete modules/);
+      }
+      expectError(await get(server.url, idOf(d)), 404, 'module_not_found');
+      expect((await uploadIn(server.url, 'json', a)).status).toBe(200);
+
+      await server.close();
+      server = await startServer(env);
+      expectError(await uploadIn(server.url, 'wasm', d), 409, 'store_full');
+      expect((await del(server.url, idOf(b))).status).toBe(204);
+      expect((await uploadIn(server.url, 'multipart', d)).status).toBe(201);
+      expect((await runIn(server.url, 'json', { moduleId: idOf(d), function: 'add', args: [3, 4] })).body.results).toEqual([7]);
     } finally {
       await server.close();
     }

@@ -137,6 +137,10 @@ export class ExecuteService {
   /** A stored module, prepared: from the cache when it is there (a run by id then pays only
    *  instantiation), otherwise read from the store, verified and prepared. */
   private async prepareStored(moduleId: string): Promise<{ prepared: Prepared; cached: boolean }> {
+    // The store decides, the cache only saves work: the cache is keyed by content, so an entry can
+    // outlive a DELETE (a preparation under way when it completed puts it back) and must never make
+    // a deleted module runnable. has() turns false when a delete completes and true when a put
+    // does, so a run after a completed DELETE is 404 and after a completed POST runs.
     if (!(await this.modules.has(moduleId))) throw notStored(moduleId);
     const hit = this.cache.get(moduleId);
     if (hit) return { prepared: unwrap(hit), cached: true };

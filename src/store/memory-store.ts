@@ -8,6 +8,8 @@ import type { ModuleDescription } from '../worker/protocol.js';
 export interface MemoryModuleStoreOptions {
   /** Total bytes of stored modules; unlimited when unset. */
   maxBytes?: number;
+  /** How many modules may be stored; unlimited when unset. */
+  maxModules?: number;
 }
 
 export class MemoryModuleStore implements ModuleStore {
@@ -36,12 +38,10 @@ export class MemoryModuleStore implements ModuleStore {
   async put(moduleId: string, bytes: Uint8Array, description: ModuleDescription): Promise<{ created: boolean; record: StoredDescription }> {
     const existing = this.modules.get(moduleId);
     if (existing) return { created: false, record: existing.record };
-    const max = this.options.maxBytes;
-    if (max !== undefined && this.bytes + bytes.length > max) {
-      throw new StoreFullError(
-        `storing this module (${bytes.length} bytes) would take the module store past its maximum of ${max} bytes ` +
-          `(${this.bytes} bytes in ${this.modules.size} modules are stored); delete modules first`,
-      );
+    const { maxBytes, maxModules } = this.options;
+    if (maxModules !== undefined && this.modules.size + 1 > maxModules) throw StoreFullError.modules(maxModules);
+    if (maxBytes !== undefined && this.bytes + bytes.length > maxBytes) {
+      throw StoreFullError.bytes(bytes.length, `its ${bytes.length} bytes`, maxBytes, this.bytes, this.modules.size);
     }
     const record: StoredDescription = { moduleId, description, storedAt: new Date().toISOString() };
     this.modules.set(moduleId, { bytes: bytes.slice(), record });

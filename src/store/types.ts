@@ -13,9 +13,14 @@ export interface StoredDescription {
 
 export interface StoreUsage {
   modules: number;
+  /** What the stored modules count against the store's maximum (for the local-disk store, their
+   *  files plus per-file overhead; see fs-store.ts). */
   bytes: number;
 }
 
+/** Operations on one module id take effect one at a time, in the order they were called, so after
+ *  concurrent calls the store holds what the last answer said; has() changes only when a put or
+ *  delete completes. */
 export interface ModuleStore {
   /** A short name for logs and /readyz ("fs"). */
   readonly kind: string;
@@ -48,7 +53,24 @@ export class CorruptModuleError extends Error {
   }
 }
 
-/** Accepting the module would take the store past its configured maximum. */
+/** Accepting the module would take the store past one of its configured maximums. The messages
+ *  name the cap, so a caller knows which one was hit and that deleting modules frees room. */
 export class StoreFullError extends Error {
   override readonly name = 'StoreFullError';
+
+  /** Over WASMBOX_STORE_MAX_MB. `neededBytes` is what the module would count, `detail` what it is made of. */
+  static bytes(neededBytes: number, detail: string, maxBytes: number, usedBytes: number, usedModules: number): StoreFullError {
+    return new StoreFullError(
+      `storing this module needs ${neededBytes} bytes of the module store (${detail}), which would take it past its maximum of ` +
+        `${maxBytes} bytes (WASMBOX_STORE_MAX_MB); ${usedBytes} bytes in ${usedModules} modules are stored or being stored. ` +
+        `${FREE_ROOM}`,
+    );
+  }
+
+  /** Over WASMBOX_STORE_MAX_MODULES. */
+  static modules(maxModules: number): StoreFullError {
+    return new StoreFullError(`the module store already holds its maximum of ${maxModules} modules (WASMBOX_STORE_MAX_MODULES). ${FREE_ROOM}`);
+  }
 }
+
+const FREE_ROOM = 'To store this one, delete modules that are no longer needed first (DELETE /modules/{moduleId})';
