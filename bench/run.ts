@@ -1,6 +1,6 @@
 // `npm run bench [-- [--quick] [--strict] [section...]]`: the benchmark suite.
 //
-//   sections: http, metering, prepare (default: all, in that order)
+//   sections: http, metering, prepare, overload (default: all, in that order)
 //   --quick   shorter runs, to check the suite itself works (numbers not to be quoted)
 //   --strict  also exit non-zero when a target is missed
 //
@@ -16,12 +16,14 @@ import path from 'node:path';
 import { httpSection } from './http.js';
 import { RESULTS_DIR, type Section, type SectionResult, machineCpu, otherLoadPercent } from './lib.js';
 import { meteringSection } from './metering.js';
+import { overloadSection } from './overload.js';
 import { prepareSection } from './prepare.js';
 
 const SECTIONS: Record<string, Section> = {
   http: httpSection,
   metering: meteringSection,
   prepare: prepareSection,
+  overload: overloadSection,
 };
 
 function usage(message: string): never {

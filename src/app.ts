@@ -2,10 +2,14 @@
 // listens and shuts it down.
 
 import { randomUUID } from 'node:crypto';
-import Fastify, { type FastifyError, type FastifyInstance, LogController } from 'fastify';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from 'fastify';
 import { type Config, loadConfig } from './config.js';
-import { ERROR_CATALOGUE, type ErrorCode, ServiceError, errorBody } from './errors.js';
+import { ERROR_CATALOGUE, type ErrorCode, ServiceError, errorBody, clip } from './errors.js';
+import { clientErrorHandler, refusalFor } from './http/refusals.js';
 import multipart from '@fastify/multipart';
+import callers from './plugins/callers.js';
+import metrics from './plugins/metrics.js';
+import overload from './plugins/overload.js';
 import executeRoutes from './routes/execute.js';
 import healthRoutes from './routes/health.js';
 import moduleRoutes from './routes/modules.js';
@@ -32,31 +36,36 @@ export interface BuildOptions {
   logger?: boolean | object;
 }
 
-// Fastify's own refusals, mapped onto the catalogue.
-const FASTIFY_CODES: Readonly<Record<string, ErrorCode>> = {
-  FST_ERR_CTP_BODY_TOO_LARGE: 'payload_too_large',
-  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'unsupported_media_type',
-  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'invalid_request',
-  FST_ERR_CTP_EMPTY_JSON_BODY: 'invalid_request',
-  FST_ERR_CTP_INVALID_JSON_BODY: 'invalid_request',
-  FST_REQ_FILE_TOO_LARGE: 'payload_too_large',
-  FST_PARTS_LIMIT: 'payload_too_large',
-  FST_FILES_LIMIT: 'invalid_request',
-  FST_FIELDS_LIMIT: 'invalid_request',
-  FST_PROTO_VIOLATION: 'invalid_request',
-  FST_INVALID_MULTIPART_CONTENT_TYPE: 'invalid_request',
-};
+/** Messages are already clipped where they quote input; this bounds the log line regardless. */
+const clipForLog = (message: string): string => (message.length > 1000 ? `${message.slice(0, 1000)}…` : message);
 
 export async function buildApp(options: BuildOptions = {}): Promise<FastifyInstance> {
   const config = options.config ?? loadConfig();
+  let countRefusal: (code: ErrorCode) => void = () => {};
   const app = Fastify({
     logger: options.logger ?? { level: config.logLevel, redact: ['req.headers.authorization', 'req.headers["x-api-key"]'] },
     bodyLimit: config.bodyLimitBytes,
-    // One structured line per execution (routes/execute.ts) instead of two per request.
+    // One structured line per execution (routes/execute.ts) and per refusal instead of two per request.
     logController: new LogController({ disableRequestLogging: true }),
     requestIdHeader: 'x-request-id',
     genReqId: () => randomUUID(),
     return503OnClosing: true,
+    trustProxy: config.trustProxy,
+    // Connection limits, set deliberately (README "Operating it"): a request (headers and body)
+    // must arrive within the body timeout; idle keep-alive connections close after 72 s (longer
+    // than common load balancers' 60 s idle timeout, so the balancer closes first).
+    requestTimeout: config.bodyTimeoutMs,
+    keepAliveTimeout: 72_000,
+    // A module id is 71 characters; longer path parameters are refused with invalid_request.
+    routerOptions: { maxParamLength: 200 },
+    http: {
+      maxHeaderSize: config.maxHeaderBytes,
+      headersTimeout: Math.min(config.bodyTimeoutMs, 30_000),
+      // How often Node checks requests against the timeouts (its default, 30 s, would let a
+      // trickled body live up to 30 s past its limit).
+      connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(config.bodyTimeoutMs / 4))),
+    },
+    clientErrorHandler: clientErrorHandler(config, (code) => countRefusal(code)),
   });
 
   app.decorate('config', config);
@@ -66,7 +75,19 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
   const pools = new WorkerPools(config);
   pools.onLateError = (err) => app.log.warn({ err }, 'a worker failed after its task ended; it was replaced');
   app.decorate('pools', pools);
-  app.decorate('executor', new ExecuteService(config, pools, store));
+  const executor = new ExecuteService(config, pools, store, { maxConcurrentPerKey: config.apiKeys.length > 0 ? config.maxConcurrentPerKey : null });
+  app.decorate('executor', executor);
+  await app.register(metrics, {
+    sources: {
+      queueDepth: () => executor.queueDepths(),
+      inflightBodyBytes: () => app.inflight.bytes,
+      store: () => store.usage(),
+      cache: () => ({ bytes: executor.cache.usedBytes, entries: executor.cache.size }),
+    },
+  });
+  executor.attachMetrics(app.metrics);
+  pools.onWorkerRestart = (pool) => app.metrics.workerRestarts.inc({ pool });
+  countRefusal = (code) => app.metrics.refusals.inc({ code });
   app.addHook('onClose', async () => {
     await pools.close();
     await store.close();
@@ -87,6 +108,14 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
       throw new ServiceError('overloaded', 'the server is shutting down; retry on another instance', { 'retry-after': '5' });
     }
   });
+  // Who is calling (API keys, rate limit), then what the process can hold (in-flight body bytes,
+  // event-loop delay): both refuse before a body is read.
+  await app.register(callers, { keys: config.apiKeys, rateLimitPerMinute: config.rateLimitPerMinute });
+  await app.register(overload, {
+    inflightBodyBytes: config.inflightBodyBytes,
+    bodyLimitBytes: config.bodyLimitBytes,
+    readyMaxEventLoopDelayMs: config.readyMaxEventLoopDelayMs,
+  });
   // A multipart body announced larger than the limit is refused before any of it is read.
   // (request.isMultipart() is only set once the body parser runs, after onRequest: read the
   // header. After the hook above, so the refusal carries x-request-id.)
@@ -105,45 +134,36 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
   });
 
   app.setErrorHandler((error: FastifyError | ServiceError, request, reply) => {
-    let code: ErrorCode;
-    let message = error.message;
-    if (error instanceof ServiceError) {
-      code = error.code;
-      reply.headers(error.headers);
-    } else if (error.code && FASTIFY_CODES[error.code]) {
-      code = FASTIFY_CODES[error.code]!;
-      if (code === 'payload_too_large') message = `the body is larger than this server's limit of ${config.bodyLimitBytes} bytes`;
-      if (code === 'unsupported_media_type') {
-        message = `unsupported content type ${JSON.stringify(request.headers['content-type'] ?? '')}; send application/json, multipart/form-data or application/wasm`;
-      }
-      if (error.code === 'FST_REQ_FILE_TOO_LARGE') message = `the module file is larger than this server's limit of ${config.bodyLimitBytes} bytes`;
-      // The multipart parser's own counters: name the form, as the field errors do.
-      if (error.code === 'FST_FILES_LIMIT') message = 'form.module: give one file part, the module';
-      if (error.code === 'FST_FIELDS_LIMIT') message = 'form: too many fields (at most 16)';
-      if (error.code === 'FST_PARTS_LIMIT') message = 'form: too many parts (at most 32)';
-    } else if (error.statusCode && error.statusCode >= 400 && error.statusCode < 500) {
-      code = error.statusCode === 413 ? 'payload_too_large' : error.statusCode === 415 ? 'unsupported_media_type' : 'invalid_request';
-    } else {
+    let refusal = refusalFor(error, request, config);
+    if (!refusal) {
       request.log.error({ err: error }, 'internal error');
-      code = 'internal_error';
-      message = 'internal error; the request id identifies it in the server log';
+      refusal = { code: 'internal_error', message: 'internal error; the request id identifies it in the server log', headers: {} };
     }
-    // A body refused before it was read whole (a multipart body over the limit, announced or
-    // streamed): a modest overshoot (announced at most 4x the limit) is read and discarded, so a
-    // client still sending it gets the answer rather than a broken pipe; anything larger, or of
-    // unknown length, is not read any further and the connection closes after the answer.
+    const { code, message } = refusal;
+    reply.headers(refusal.headers);
+    // A body refused before it was read whole (over the limit, announced or streamed): a modest
+    // overshoot (announced at most 4x the limit) is read and discarded, so a client still sending
+    // it gets the answer rather than a broken pipe; anything larger, or of unknown length, is not
+    // read any further and the connection closes after the answer.
     if (code === 'payload_too_large' && !request.raw.complete) {
       const announced = Number(request.headers['content-length']);
       if (Number.isFinite(announced) && announced <= 4 * config.bodyLimitBytes) request.raw.resume();
       else reply.header('connection', 'close');
     }
-    return reply.status(ERROR_CATALOGUE[code].status).send(errorBody(code, message, String(request.id)));
+    return refuse(request, reply, code, message);
   });
 
-  app.setNotFoundHandler((request, reply) => {
-    const message = `no route for ${request.method} ${request.url.split('?')[0]}`;
-    return reply.status(ERROR_CATALOGUE.route_not_found.status).send(errorBody('route_not_found', message, String(request.id)));
-  });
+  app.setNotFoundHandler((request, reply) => refuse(request, reply, 'route_not_found', `no route for ${clip(request.method, 20)} ${clip(request.url.split('?')[0]!)}`));
+
+  /** Every refusal: counted, logged at info with its code, answered in the catalogue shape. */
+  function refuse(request: FastifyRequest, reply: FastifyReply, code: ErrorCode, message: string): FastifyReply {
+    const status = ERROR_CATALOGUE[code].status;
+    if (status < 500 || code === 'overloaded') {
+      countRefusal(code);
+      request.log.info({ code, status, method: request.method, route: request.routeOptions.url ?? null, message: clipForLog(message) }, 'refused');
+    }
+    return reply.status(status).send(errorBody(code, message, String(request.id)));
+  }
 
   await app.register(healthRoutes);
   await app.register(executeRoutes);

@@ -5,6 +5,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
+import { type ApiKey, ApiKeyError, loadApiKeys } from './callers/api-keys.js';
 import { DEFAULT_LIMITS, DEFAULT_MAX_LIMITS, type Limits, MAX_MEMORY_MB } from './limits/index.js';
 
 const int = (min: number, max = Number.MAX_SAFE_INTEGER) =>
@@ -19,8 +20,13 @@ const ENV = {
   PORT: int(0, 65535).default(8080),
   HOST: z.string().min(1).default('127.0.0.1'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  // One runner thread per core: runners run at a lower scheduling priority than the main thread
+  // (src/worker/runner.ts), so guests use every core without starving the event loop.
   WASMBOX_WORKERS: int(1, 256).default(Math.max(1, os.availableParallelism())),
-  WASMBOX_PREPARE_WORKERS: int(1, 64).default(1),
+  // Threads for modules over WASMBOX_PREPARE_SMALL_BYTES (half the cores); small modules have a
+  // thread of their own besides these.
+  WASMBOX_PREPARE_WORKERS: int(1, 64).default(Math.max(1, Math.floor(os.availableParallelism() / 2))),
+  WASMBOX_PREPARE_SMALL_BYTES: int(0, 1024 * 1024 * 1024).default(1024 * 1024),
   WASMBOX_BODY_LIMIT_BYTES: int(1024, 1024 * 1024 * 1024).default(16 * 1024 * 1024),
   WASMBOX_FUEL_DEFAULT: int(1).default(DEFAULT_LIMITS.fuel),
   WASMBOX_FUEL_MAX: int(1).default(DEFAULT_MAX_LIMITS.fuel),
@@ -45,6 +51,16 @@ const ENV = {
   // Each module is two files and a startup stat of each; a count cap bounds inodes and start-up
   // time however small the modules are.
   WASMBOX_STORE_MAX_MODULES: int(1).default(100_000),
+  WASMBOX_API_KEYS: z.string().optional(),
+  WASMBOX_API_KEYS_FILE: z.string().optional(),
+  WASMBOX_RATE_LIMIT: int(0).default(0),
+  WASMBOX_MAX_CONCURRENT_PER_KEY: int(1).optional(),
+  WASMBOX_INFLIGHT_BODY_MB: int(1).default(128),
+  WASMBOX_BODY_TIMEOUT_MS: int(100, 3_600_000).default(30_000),
+  WASMBOX_READY_MAX_EVENT_LOOP_DELAY_MS: int(1).default(100),
+  WASMBOX_DRAIN_DELAY_MS: int(0, 600_000).default(1_000),
+  WASMBOX_TRUST_PROXY: z.string().optional(),
+  WASMBOX_MAX_HEADER_BYTES: int(1024, 1024 * 1024).default(16 * 1024),
   // Output is decoded to one string on the worker's heap: keep it a modest single allocation.
   WASMBOX_WASI_STDOUT_MAX_BYTES: int(0, 8 * 1024 * 1024).default(1024 * 1024),
   WASMBOX_WASI_STDERR_MAX_BYTES: int(0, 8 * 1024 * 1024).default(1024 * 1024),
@@ -58,8 +74,28 @@ export interface Config {
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   /** Threads that run guests. */
   workers: number;
-  /** Threads that validate, instrument and compile modules. */
+  /** Threads that validate, instrument and compile modules over prepareSmallBytes. */
   prepareWorkers: number;
+  /** Modules up to this size are prepared on a thread of their own. */
+  prepareSmallBytes: number;
+  /** API keys (their digests and ids); empty: keys off. */
+  apiKeys: ApiKey[];
+  /** Requests per minute per caller; 0: off. */
+  rateLimitPerMinute: number;
+  /** Runs and preparations in flight per API key. */
+  maxConcurrentPerKey: number;
+  /** Request body bytes held at once across all requests. */
+  inflightBodyBytes: number;
+  /** A request whose body has not arrived in full by then is answered 408 and closed. */
+  bodyTimeoutMs: number;
+  /** Mean event-loop delay at which /readyz fails (new work is shed at twice it). */
+  readyMaxEventLoopDelayMs: number;
+  /** After SIGTERM, /readyz fails for this long before new work is refused. */
+  drainDelayMs: number;
+  /** Fastify trustProxy: false, true, addresses/CIDRs of trusted proxies, or a hop count. */
+  trustProxy: boolean | string | ((address: string, hop: number) => boolean);
+  /** Largest request line plus headers, in bytes (431 headers_too_large past it). */
+  maxHeaderBytes: number;
   bodyLimitBytes: number;
   limits: { defaults: Limits; max: Limits };
   /** Server-side deadline for preparing one module (module_too_complex past it). */
@@ -92,6 +128,25 @@ export class ConfigError extends Error {
   override readonly name = 'ConfigError';
 }
 
+function loadKeys(inline: string | undefined, file: string | undefined): ApiKey[] {
+  try {
+    return loadApiKeys(inline, file);
+  } catch (err) {
+    if (err instanceof ApiKeyError) throw new ConfigError(`invalid configuration:\n  ${err.message}`);
+    throw err;
+  }
+}
+
+function parseTrustProxy(raw: string | undefined): Config['trustProxy'] {
+  if (raw === undefined || raw === 'false') return false;
+  if (raw === 'true') return true;
+  if (/^[0-9]+$/.test(raw)) {
+    const hops = Number(raw);
+    return (_address, hop) => hop < hops;
+  }
+  return raw;
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const picked: Record<string, string | undefined> = {};
   for (const key of Object.keys(ENV)) {
@@ -110,6 +165,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     logLevel: e.LOG_LEVEL,
     workers: e.WASMBOX_WORKERS,
     prepareWorkers: e.WASMBOX_PREPARE_WORKERS,
+    prepareSmallBytes: e.WASMBOX_PREPARE_SMALL_BYTES,
+    apiKeys: loadKeys(e.WASMBOX_API_KEYS, e.WASMBOX_API_KEYS_FILE),
+    rateLimitPerMinute: e.WASMBOX_RATE_LIMIT,
+    maxConcurrentPerKey: e.WASMBOX_MAX_CONCURRENT_PER_KEY ?? e.WASMBOX_WORKERS,
+    inflightBodyBytes: e.WASMBOX_INFLIGHT_BODY_MB * 1024 * 1024,
+    bodyTimeoutMs: e.WASMBOX_BODY_TIMEOUT_MS,
+    readyMaxEventLoopDelayMs: e.WASMBOX_READY_MAX_EVENT_LOOP_DELAY_MS,
+    drainDelayMs: e.WASMBOX_DRAIN_DELAY_MS,
+    trustProxy: parseTrustProxy(e.WASMBOX_TRUST_PROXY),
+    maxHeaderBytes: e.WASMBOX_MAX_HEADER_BYTES,
     bodyLimitBytes: e.WASMBOX_BODY_LIMIT_BYTES,
     limits: {
       defaults: { fuel: e.WASMBOX_FUEL_DEFAULT, memoryMb: e.WASMBOX_MEMORY_MB_DEFAULT, timeoutMs: e.WASMBOX_TIMEOUT_MS_DEFAULT },

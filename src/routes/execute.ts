@@ -2,12 +2,13 @@
 
 import type { FastifyInstance } from 'fastify';
 import { readRunBody, toExecuteRequest } from './body.js';
+import { callContext } from './context.js';
 
 export default async function executeRoutes(app: FastifyInstance): Promise<void> {
   app.post('/execute', async (request, reply) => {
     const parsed = await readRunBody(request);
     const body = parsed.fields;
-    const result = await app.executor.execute(toExecuteRequest(parsed));
+    const result = await app.executor.execute(toExecuteRequest(parsed), callContext(request, reply));
     request.log.info(
       { moduleId: result.moduleId, function: body.function ?? '_start', outcome: result.outcome, telemetry: result.telemetry },
       'execution',

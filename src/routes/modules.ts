@@ -4,11 +4,12 @@ import type { FastifyInstance } from 'fastify';
 import { ServiceError } from '../errors.js';
 import { ModuleIdSchema } from '../schemas/execute.js';
 import { readModuleBody } from './body.js';
+import { callContext } from './context.js';
 
 export default async function moduleRoutes(app: FastifyInstance): Promise<void> {
   app.post('/modules', async (request, reply) => {
     const bytes = await readModuleBody(request);
-    const { created, body } = await app.executor.store(bytes);
+    const { created, body } = await app.executor.store(bytes, callContext(request, reply));
     request.log.info({ moduleId: body.moduleId, size: body.size, created }, 'module stored');
     return reply
       .status(created ? 201 : 200)

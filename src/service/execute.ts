@@ -14,6 +14,9 @@ import { moduleIdOf } from '../store/module-id.js';
 import { CorruptModuleError, type ModuleStore, StoreFullError } from '../store/types.js';
 import type { ModuleDescription } from '../worker/protocol.js';
 import { type Prepared, PreparedCache } from './prepared-cache.js';
+import { FairQueue, type Slot } from '../scheduling/fair-queue.js';
+import { ConcurrencyQuota } from '../limits/concurrency.js';
+import type { Metrics } from '../metrics/index.js';
 
 export interface ExecuteRequest {
   module?: Uint8Array;
@@ -38,13 +41,34 @@ export interface WasiRequest {
 /** argv[0] when a WASI request gives no args (C programs expect argc >= 1). */
 export const DEFAULT_ARGV0 = 'module.wasm';
 
+/** Who asked, for fairness, quotas and metrics. */
+export interface CallContext {
+  /** Fairness key of the queues: the API key's id, or the client address when keys are off. */
+  caller: string;
+  /** The API key's id (per-key concurrency quota, metrics); null when keys are off. */
+  keyId: string | null;
+  /** Aborted when the client goes away: a task still waiting for a worker leaves its queue. */
+  signal?: AbortSignal;
+}
+
+/** The CLI's local runs and other in-process callers. */
+export const LOCAL_CALLER: CallContext = { caller: 'local', keyId: null };
+
+/** The preparation lanes: small modules have a thread of their own, so they are never queued
+ *  behind large ones that take seconds to prepare. */
+export type PrepareLane = 'small' | 'large';
+
 export interface Telemetry {
   fuelConsumed: number | null;
   fuelLimit: number;
   memoryPeakBytes: number | null;
   memoryLimitBytes: number;
   durationNs: number;
+  /** Time the run waited for a runner thread. */
+  queueNs: number;
   instantiateNs: number;
+  /** Time to find the module and have it prepared: a cache lookup when cached, else waiting for
+   *  a preparation thread plus validation, instrumentation and compilation. */
   prepareNs: number;
   moduleCached: boolean;
 }
@@ -68,30 +92,72 @@ export { moduleIdOf } from '../store/module-id.js';
 
 const MAX_LISTED = 20;
 
+export interface ExecuteServiceOptions {
+  /** Per-key concurrency quota (runs and preparations in flight per API key); null: keys off. */
+  maxConcurrentPerKey: number | null;
+  metrics?: Metrics | null;
+}
+
 export class ExecuteService {
   readonly cache: PreparedCache;
+  /** Admission and round-robin order in front of the runner threads and each preparation lane. */
+  readonly queues: { run: FairQueue; prepare: Record<PrepareLane, FairQueue> };
+  private readonly quota: ConcurrencyQuota | null;
+  private metrics: Metrics | null;
   private readonly inflight = new Map<string, Promise<Prepared>>();
 
   constructor(
     private readonly config: Config,
     private readonly pools: WorkerPools,
     readonly modules: ModuleStore,
+    options: ExecuteServiceOptions = { maxConcurrentPerKey: null },
   ) {
     this.cache = new PreparedCache(config.cacheBytes);
+    const queue = (name: string, slots: number): FairQueue =>
+      new FairQueue({ name, slots, queueMax: config.queueMax, queueTimeoutMs: config.queueTimeoutMs });
+    this.queues = {
+      run: queue('run queue', config.workers),
+      prepare: { small: queue('small-module preparation queue', 1), large: queue('preparation queue', config.prepareWorkers) },
+    };
+    this.quota = options.maxConcurrentPerKey === null ? null : new ConcurrencyQuota(options.maxConcurrentPerKey);
+    this.metrics = options.metrics ?? null;
   }
 
-  async execute(req: ExecuteRequest): Promise<ExecuteResponse> {
+  /** Metrics are created after the service (they read its queues and cache). */
+  attachMetrics(metrics: Metrics): void {
+    this.metrics = metrics;
+  }
+
+  /** Tasks waiting for a thread, by lane (for metrics). */
+  queueDepths(): Record<string, number> {
+    return { run: this.queues.run.depth, 'prepare-small': this.queues.prepare.small.depth, 'prepare-large': this.queues.prepare.large.depth };
+  }
+
+  async execute(req: ExecuteRequest, ctx: CallContext = LOCAL_CALLER): Promise<ExecuteResponse> {
     const limits = resolveLimits(req.limits, this.config.limits);
+    const giveBack = this.takeQuota(ctx);
+    try {
+      return await this.executeWithin(req, limits, ctx);
+    } finally {
+      giveBack();
+    }
+  }
+
+  private takeQuota(ctx: CallContext): () => void {
+    return this.quota && ctx.keyId !== null ? this.quota.take(ctx.keyId) : () => {};
+  }
+
+  private async executeWithin(req: ExecuteRequest, limits: Limits, ctx: CallContext): Promise<ExecuteResponse> {
     const t = performance.now();
     let moduleId: string;
     let found: { prepared: Prepared; cached: boolean };
     if (req.moduleId !== undefined) {
       moduleId = req.moduleId;
-      found = await this.prepareStored(moduleId);
+      found = await this.prepareStored(moduleId, ctx);
     } else {
       const bytes = req.module!;
       moduleId = moduleIdOf(bytes);
-      found = await this.prepare(moduleId, bytes);
+      found = await this.prepare(moduleId, bytes, ctx);
     }
     const { prepared, cached } = found;
     const prepareNs = Math.round((performance.now() - t) * 1e6);
@@ -107,43 +173,58 @@ export class ExecuteService {
     const decoded = decodeArgs(name, sig, req.args);
     if (!decoded.ok) throw new ServiceError('invalid_arguments', decoded.message);
 
-    const run = await this.pools.runGuest(
-      {
-        module: prepared.module,
-        hidden: prepared.hidden,
-        memory: prepared.memory,
-        functionName: name,
-        sig,
-        args: decoded.values,
-        fuelLimit: limits.fuel,
-        memoryLimitPages: memoryLimitPages(limits),
-        timeoutMs: limits.timeoutMs,
-        ...(req.wasi && {
-          wasi: {
-            args: req.wasi.args.length > 0 ? req.wasi.args : [DEFAULT_ARGV0],
-            env: req.wasi.env,
-            stdin: req.wasi.stdin ?? new Uint8Array(0),
-            stdoutLimitBytes: this.config.wasiStdoutMaxBytes,
-            stderrLimitBytes: this.config.wasiStderrMaxBytes,
-            output: req.wasi.outputBuffer ?? sharedOutputBuffer(this.config.wasiStdoutMaxBytes, this.config.wasiStderrMaxBytes),
-          },
-        }),
-      },
-      limits.timeoutMs,
-    );
-    return respond(run, limits, moduleId, prepareNs, cached, req.wasi !== undefined);
+    const slot = await this.queues.run.acquire(ctx.caller, ctx.signal);
+    this.metrics?.queueWait.observe({ lane: 'run' }, slot.waitedMs / 1000);
+    let run: RunResult;
+    try {
+      run = await this.pools.runGuest(
+        {
+          module: prepared.module,
+          hidden: prepared.hidden,
+          memory: prepared.memory,
+          functionName: name,
+          sig,
+          args: decoded.values,
+          fuelLimit: limits.fuel,
+          memoryLimitPages: memoryLimitPages(limits),
+          timeoutMs: limits.timeoutMs,
+          ...(req.wasi && {
+            wasi: {
+              args: req.wasi.args.length > 0 ? req.wasi.args : [DEFAULT_ARGV0],
+              env: req.wasi.env,
+              stdin: req.wasi.stdin ?? new Uint8Array(0),
+              stdoutLimitBytes: this.config.wasiStdoutMaxBytes,
+              stderrLimitBytes: this.config.wasiStderrMaxBytes,
+              output: req.wasi.outputBuffer ?? sharedOutputBuffer(this.config.wasiStdoutMaxBytes, this.config.wasiStderrMaxBytes),
+            },
+          }),
+        },
+        limits.timeoutMs,
+      );
+    } finally {
+      slot.release();
+    }
+    if (this.metrics) {
+      this.metrics.executions.inc({ outcome: run.outcome, key: ctx.keyId ?? 'none' });
+      if (run.fuelConsumed !== null) this.metrics.fuelConsumed.observe(run.fuelConsumed);
+      this.metrics.guestDuration.observe(run.durationNs / 1e9);
+    }
+    return respond(run, limits, moduleId, prepareNs, Math.round(slot.waitedMs * 1e6), cached, req.wasi !== undefined);
   }
 
   /** A stored module, prepared: from the cache when it is there (a run by id then pays only
    *  instantiation), otherwise read from the store, verified and prepared. */
-  private async prepareStored(moduleId: string): Promise<{ prepared: Prepared; cached: boolean }> {
+  private async prepareStored(moduleId: string, ctx: CallContext): Promise<{ prepared: Prepared; cached: boolean }> {
     // The store decides, the cache only saves work: the cache is keyed by content, so an entry can
     // outlive a DELETE (a preparation under way when it completed puts it back) and must never make
     // a deleted module runnable. has() turns false when a delete completes and true when a put
     // does, so a run after a completed DELETE is 404 and after a completed POST runs.
     if (!(await this.modules.has(moduleId))) throw notStored(moduleId);
     const hit = this.cache.get(moduleId);
-    if (hit) return { prepared: unwrap(hit), cached: true };
+    if (hit) {
+      this.metrics?.cacheHits.inc();
+      return { prepared: unwrap(hit), cached: true };
+    }
     let bytes: Uint8Array | null;
     try {
       bytes = await this.modules.getBytes(moduleId);
@@ -152,12 +233,21 @@ export class ExecuteService {
       throw err;
     }
     if (!bytes) throw notStored(moduleId);
-    return this.prepare(moduleId, bytes);
+    return this.prepare(moduleId, bytes, ctx);
   }
 
   /** POST /modules: validates and prepares the module (so what is stored is runnable, and the
    *  first run by id finds it compiled), then stores it. */
-  async store(bytes: Uint8Array): Promise<{ created: boolean; body: StoredModuleBody }> {
+  async store(bytes: Uint8Array, ctx: CallContext = LOCAL_CALLER): Promise<{ created: boolean; body: StoredModuleBody }> {
+    const giveBack = this.takeQuota(ctx);
+    try {
+      return await this.storeWithin(bytes, ctx);
+    } finally {
+      giveBack();
+    }
+  }
+
+  private async storeWithin(bytes: Uint8Array, ctx: CallContext): Promise<{ created: boolean; body: StoredModuleBody }> {
     if (bytes.length > this.config.moduleMaxBytes) {
       throw new ServiceError(
         'payload_too_large',
@@ -165,7 +255,7 @@ export class ExecuteService {
       );
     }
     const moduleId = moduleIdOf(bytes);
-    const { prepared } = await this.prepare(moduleId, bytes);
+    const { prepared } = await this.prepare(moduleId, bytes, ctx);
     try {
       const { created, record } = await this.modules.put(moduleId, bytes, prepared.description);
       return { created, body: storedBody(moduleId, record.description, record.storedAt) };
@@ -194,21 +284,39 @@ export class ExecuteService {
 
   /** The prepared module for these bytes: from the cache, from a preparation already under way, or
    *  prepared now. Refusals are cached too, so a bad module is refused at the same cost as a hit. */
-  async prepare(moduleId: string, bytes: Uint8Array): Promise<{ prepared: Prepared; cached: boolean }> {
+  async prepare(moduleId: string, bytes: Uint8Array, ctx: CallContext = LOCAL_CALLER): Promise<{ prepared: Prepared; cached: boolean }> {
     const hit = this.cache.get(moduleId);
-    if (hit) return { prepared: unwrap(hit), cached: true };
+    if (hit) {
+      this.metrics?.cacheHits.inc();
+      return { prepared: unwrap(hit), cached: true };
+    }
+    this.metrics?.cacheMisses.inc();
     let pending = this.inflight.get(moduleId);
     if (!pending) {
-      pending = this.pools.prepareModule(bytes).then((result) => {
-        const value = result.ok ? { ...result, moduleId } : result;
-        // A deadline miss may be load, not the module: let the next request try again.
-        if (result.ok || !result.transient) this.cache.set(moduleId, value);
-        return unwrap(value);
-      });
+      pending = this.prepareOnce(moduleId, bytes, ctx);
       this.inflight.set(moduleId, pending);
       void pending.finally(() => this.inflight.delete(moduleId)).catch(() => {});
     }
     return { prepared: await pending, cached: false };
+  }
+
+  /** Waits for a thread of the module's lane (small modules have their own), then prepares. */
+  private async prepareOnce(moduleId: string, bytes: Uint8Array, ctx: CallContext): Promise<Prepared> {
+    const lane: PrepareLane = bytes.length <= this.config.prepareSmallBytes ? 'small' : 'large';
+    const slot: Slot = await this.queues.prepare[lane].acquire(ctx.caller, ctx.signal);
+    this.metrics?.queueWait.observe({ lane: `prepare-${lane}` }, slot.waitedMs / 1000);
+    const t = performance.now();
+    let result;
+    try {
+      result = await this.pools.prepareModule(bytes, lane);
+    } finally {
+      slot.release();
+    }
+    this.metrics?.prepare.observe((performance.now() - t) / 1000);
+    const value = result.ok ? { ...result, moduleId } : result;
+    // A deadline miss may be load, not the module: let the next request try again.
+    if (result.ok || !result.transient) this.cache.set(moduleId, value);
+    return unwrap(value);
   }
 }
 
@@ -274,7 +382,7 @@ function pickFunction(p: Prepared, requested: string | undefined): [string, Func
   throw new ServiceError('function_not_found', `${what}; ${available}`);
 }
 
-function respond(run: RunResult, limits: Limits, moduleId: string, prepareNs: number, cached: boolean, wasi: boolean): ExecuteResponse {
+function respond(run: RunResult, limits: Limits, moduleId: string, prepareNs: number, queueNs: number, cached: boolean, wasi: boolean): ExecuteResponse {
   const body: ExecuteResponse = { outcome: run.outcome } as ExecuteResponse;
   if (run.results) body.results = run.results;
   if (run.trap) body.trap = run.trap;
@@ -293,6 +401,7 @@ function respond(run: RunResult, limits: Limits, moduleId: string, prepareNs: nu
       memoryPeakBytes: run.memoryPeakBytes,
       memoryLimitBytes: memoryLimitBytes(limits),
       durationNs: run.durationNs,
+      queueNs,
       instantiateNs: run.instantiateNs,
       prepareNs,
       moduleCached: cached,

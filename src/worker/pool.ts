@@ -14,20 +14,26 @@ const epochUs = (): number => (performance.timeOrigin + performance.now()) * 100
 type Settled<T> = { kind: 'done'; value: T } | { kind: 'deadline'; ranMs: number } | { kind: 'queue_timeout' };
 
 export class WorkerPools {
+  /** Preparation of modules over WASMBOX_PREPARE_SMALL_BYTES. */
   readonly prepare: Piscina<PrepareTask, PrepareResult>;
+  /** A thread of its own for small modules, so they are never behind large ones. */
+  readonly prepareSmall: Piscina<PrepareTask, PrepareResult>;
   readonly run: Piscina<RunTask, RunResult>;
   private closing = false;
 
   constructor(private readonly config: Config) {
-    this.prepare = new Piscina({
-      filename: new URL('./prepare.js', import.meta.url).href,
-      minThreads: config.prepareWorkers,
-      maxThreads: config.prepareWorkers,
-      idleTimeout: Number.MAX_SAFE_INTEGER,
-      maxQueue: config.queueMax,
-      // Instrumenting a large module builds large buffers; give it room, but bounded.
-      resourceLimits: { maxOldGenerationSizeMb: Math.max(512, config.workerHeapMb), stackSizeMb: 4 },
-    });
+    const preparePool = (threads: number): Piscina<PrepareTask, PrepareResult> =>
+      new Piscina({
+        filename: new URL('./prepare.js', import.meta.url).href,
+        minThreads: threads,
+        maxThreads: threads,
+        idleTimeout: Number.MAX_SAFE_INTEGER,
+        maxQueue: config.queueMax,
+        // Instrumenting a large module builds large buffers; give it room, but bounded.
+        resourceLimits: { maxOldGenerationSizeMb: Math.max(512, config.workerHeapMb), stackSizeMb: 4 },
+      });
+    this.prepare = preparePool(config.prepareWorkers);
+    this.prepareSmall = preparePool(1);
     this.run = new Piscina({
       filename: new URL('./runner.js', import.meta.url).href,
       minThreads: config.workers,
@@ -44,21 +50,29 @@ export class WorkerPools {
     // was exhausting its heap reports ERR_WORKER_OUT_OF_MEMORY on the way out. piscina emits
     // that as the pool's 'error' event, which would crash the process without a listener. The
     // pool has already replaced the worker; there is nothing else to do.
-    for (const pool of [this.prepare, this.run] as const) {
+    for (const pool of [this.prepare, this.prepareSmall, this.run] as const) {
       pool.on('error', (err: unknown) => {
         this.onLateError?.(err);
       });
+      // A thread destroyed while the pool is open was killed (deadline, heap) or crashed, and
+      // piscina starts another in its place.
+      pool.on('workerDestroy', () => {
+        if (!this.closing) this.onWorkerRestart?.(pool === this.run ? 'run' : 'prepare');
+      });
     }
   }
+
+  /** Told when a worker thread is replaced (for metrics). */
+  onWorkerRestart: ((pool: 'run' | 'prepare') => void) | null = null;
 
   /** Told about worker failures that no task is waiting for (the app logs them). */
   onLateError: ((err: unknown) => void) | null = null;
 
   /** Validates, instruments and compiles off the main thread, within the preparation deadline. */
-  async prepareModule(bytes: Uint8Array): Promise<PrepareResult> {
+  async prepareModule(bytes: Uint8Array, lane: 'small' | 'large' = 'large'): Promise<PrepareResult> {
     const startedAt = new SharedArrayBuffer(8);
     const task: PrepareTask = { bytes, maxTableElements: this.config.maxTableElements, startedAt };
-    const settled = await this.withDeadline(this.prepare, task, startedAt, this.config.prepareTimeoutMs);
+    const settled = await this.withDeadline(lane === 'small' ? this.prepareSmall : this.prepare, task, startedAt, this.config.prepareTimeoutMs);
     if (settled.kind === 'done') return settled.value;
     if (settled.kind === 'queue_timeout') throw overloaded('no preparation worker became free in time');
     return {
@@ -155,7 +169,7 @@ export class WorkerPools {
   /** Refuses new work, lets queued and running tasks finish, then stops the threads. */
   async close(): Promise<void> {
     this.closing = true;
-    await Promise.all([this.run.close(), this.prepare.close()]);
+    await Promise.all([this.run.close(), this.prepare.close(), this.prepareSmall.close()]);
   }
 
   get ready(): boolean {

@@ -1,0 +1,88 @@
+// Who is calling, and how often they may: API keys (optional) and the per-caller rate limit
+// (@fastify/rate-limit). Registered before the routes so that every route sees `request.caller`;
+// the per-key concurrency quota is the execution service's (src/limits/concurrency.ts).
+//
+// - With keys configured, every route but the probes and /metrics needs a valid key (401
+//   unauthorized otherwise) and the caller is the key's non-secret id.
+// - Without keys the caller is the client address (Fastify's request.ip: the peer, or the
+//   forwarded client behind WASMBOX_TRUST_PROXY). It keys the rate limit and the round-robin
+//   order of the queues; the concurrency quota applies to keys only, since behind a gateway
+//   one address is every caller.
+
+import rateLimit from '@fastify/rate-limit';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import fp from 'fastify-plugin';
+import { type ApiKey, matchKey, presentedKey } from '../callers/api-keys.js';
+import { ServiceError } from '../errors.js';
+
+export interface Caller {
+  /** Rate-limit and fairness key: `key-xxxxxxxx` or `addr:<ip>`. */
+  id: string;
+  /** The API key's id when keys are configured (for logs and metrics), else null. */
+  keyId: string | null;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    caller: Caller;
+  }
+}
+
+export interface CallersOptions {
+  keys: readonly ApiKey[];
+  /** Requests per minute per caller; 0 turns the rate limit off. */
+  rateLimitPerMinute: number;
+}
+
+/** Routes anyone may call: liveness, readiness and metrics (scraped by the platform). */
+const OPEN_ROUTES = new Set(['/healthz', '/readyz', '/metrics']);
+
+const isOpen = (request: FastifyRequest): boolean => OPEN_ROUTES.has(request.url.split('?', 1)[0]!);
+
+async function callers(app: FastifyInstance, options: CallersOptions): Promise<void> {
+  const { keys } = options;
+  app.decorateRequest('caller', null as unknown as Caller);
+
+  app.addHook('onRequest', async (request, reply) => {
+    if (keys.length === 0 || isOpen(request)) {
+      request.caller = { id: `addr:${request.ip}`, keyId: null };
+      return;
+    }
+    const presented = presentedKey(request.headers);
+    const key = presented === null ? null : matchKey(keys, presented);
+    if (!key) {
+      reply.header('www-authenticate', 'Bearer realm="wasmbox"');
+      throw new ServiceError(
+        'unauthorized',
+        presented === null
+          ? 'this server needs an API key: send it as "Authorization: Bearer <key>" or "x-api-key: <key>"'
+          : 'the API key is not valid on this server',
+      );
+    }
+    request.caller = { id: key.id, keyId: key.id };
+    request.log = request.log.child({ keyId: key.id });
+  });
+
+  if (options.rateLimitPerMinute > 0) {
+    await app.register(rateLimit, {
+      global: true,
+      max: options.rateLimitPerMinute,
+      timeWindow: 60_000,
+      keyGenerator: (request) => request.caller?.id ?? `addr:${request.ip}`,
+      allowList: (request) => isOpen(request),
+      // RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset (the IETF draft's names) on every
+      // answer, and Retry-After on a 429.
+      enableDraftSpec: true,
+      errorResponseBuilder: (_request, context) => {
+        const seconds = Math.max(1, Math.ceil(context.ttl / 1000));
+        return new ServiceError(
+          'rate_limited',
+          `over this server's rate limit of ${context.max} requests a minute for this caller; retry in ${seconds} s`,
+          { 'retry-after': String(seconds) },
+        );
+      },
+    });
+  }
+}
+
+export default fp(callers, { name: 'wasmbox-callers', fastify: '5.x' });

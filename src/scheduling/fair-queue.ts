@@ -1,0 +1,242 @@
+// Admission and fair ordering in front of a fixed number of worker slots (the run pool's threads,
+// or a preparation lane's). Piscina's own queue is FIFO and unbounded in time: one caller's
+// backlog delays everyone, and a task learns it waited too long only when the queue timeout
+// fires. Here:
+// - each caller has its own FIFO and callers are served round robin, so a caller with one run is
+//   not behind another caller's hundred;
+// - a task is admitted only if its predicted wait fits the queue timeout: the queue drains at
+//   `slots` tasks per service time, learned from recent tasks (and, while every slot is busy, at
+//   least as long as the youngest running task has already run). Under ten times the sustainable
+//   load the excess is refused at once with 503 and Retry-After, not after the queue timeout;
+// - tasks already queued are re-checked as the prediction changes and refused as soon as they
+//   cannot start in time, and a task whose caller went away leaves the queue.
+
+import { ServiceError } from '../errors.js';
+import { performance } from 'node:perf_hooks';
+
+const nowMs = (): number => performance.now();
+
+export interface FairQueueOptions {
+  /** Tasks that may run at once (worker threads). */
+  slots: number;
+  /** Tasks that may wait at once, across all callers. */
+  queueMax: number;
+  /** Longest a task may wait for a slot. */
+  queueTimeoutMs: number;
+  /** What the refusal says is full ("run queue", "preparation queue"). */
+  name: string;
+}
+
+/** Held while a task runs; `release` frees the slot and teaches the queue the task's duration. */
+export interface Slot {
+  /** Milliseconds the task waited for its slot. */
+  readonly waitedMs: number;
+  release(): void;
+}
+
+interface Waiter {
+  caller: string;
+  enqueuedMs: number;
+  resolve: (slot: Slot) => void;
+  reject: (err: Error) => void;
+  onAbort?: () => void;
+  signal?: AbortSignal;
+}
+
+/** Service time assumed before any task has finished. */
+const INITIAL_SERVICE_MS = 5;
+/** Weight of the newest task in the running mean of service times. */
+const EWMA_ALPHA = 0.2;
+/** How often queued tasks are re-checked against their predicted start. */
+const RECHECK_MS = 50;
+
+export class FairQueue {
+  private readonly queues = new Map<string, Waiter[]>();
+  /** Callers with queued tasks, in service order (round robin). */
+  private readonly order: string[] = [];
+  private queued = 0;
+  /** Start times of running tasks. */
+  private readonly running = new Set<{ startedMs: number }>();
+  private serviceMs = INITIAL_SERVICE_MS;
+  private recheck: NodeJS.Timeout | null = null;
+
+  constructor(private readonly options: FairQueueOptions) {}
+
+  /** Tasks waiting for a slot. */
+  get depth(): number {
+    return this.queued;
+  }
+
+  /** Tasks holding a slot. */
+  get active(): number {
+    return this.running.size;
+  }
+
+  /**
+   * Resolves with a slot once the caller's turn comes; rejects with 503 overloaded when the task
+   * cannot start within the queue timeout (at once when that is already predictable).
+   */
+  acquire(caller: string, signal?: AbortSignal): Promise<Slot> {
+    const now = nowMs();
+    if (this.running.size < this.options.slots && this.queued === 0) return Promise.resolve(this.grant(now, now));
+    if (this.queued >= this.options.queueMax) return Promise.reject(this.refusal(`the ${this.options.name} is full`, this.predictWaitMs(this.queued)));
+    const position = this.positionFor(caller);
+    const predicted = this.predictWaitMs(position);
+    if (predicted > this.options.queueTimeoutMs) {
+      return Promise.reject(this.refusal(`a new task would wait about ${Math.ceil(predicted)} ms in the ${this.options.name}`, predicted));
+    }
+    return new Promise<Slot>((resolve, reject) => {
+      const waiter: Waiter = { caller, enqueuedMs: now, resolve, reject };
+      if (signal) {
+        waiter.signal = signal;
+        waiter.onAbort = () => {
+          if (this.remove(waiter)) reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
+        };
+        signal.addEventListener('abort', waiter.onAbort, { once: true });
+      }
+      let q = this.queues.get(caller);
+      if (!q) {
+        q = [];
+        this.queues.set(caller, q);
+        this.order.push(caller);
+      }
+      q.push(waiter);
+      this.queued++;
+      this.scheduleRecheck();
+    });
+  }
+
+  private grant(enqueuedMs: number, now: number): Slot {
+    const entry = { startedMs: now };
+    this.running.add(entry);
+    let released = false;
+    return {
+      waitedMs: now - enqueuedMs,
+      release: () => {
+        if (released) return;
+        released = true;
+        this.running.delete(entry);
+        this.serviceMs += EWMA_ALPHA * (nowMs() - entry.startedMs - this.serviceMs);
+        this.dispatch();
+      },
+    };
+  }
+
+  /** Hands free slots to the next callers in round-robin order. */
+  private dispatch(): void {
+    while (this.running.size < this.options.slots && this.queued > 0) {
+      const caller = this.order.shift()!;
+      const q = this.queues.get(caller)!;
+      const waiter = q.shift()!;
+      this.queued--;
+      if (q.length > 0) this.order.push(caller);
+      else this.queues.delete(caller);
+      this.detach(waiter);
+      waiter.resolve(this.grant(waiter.enqueuedMs, nowMs()));
+    }
+    if (this.queued === 0 && this.recheck) {
+      clearInterval(this.recheck);
+      this.recheck = null;
+    }
+  }
+
+  /** How many queued tasks round robin serves before a new task of this caller. */
+  private positionFor(caller: string): number {
+    const mine = this.queues.get(caller)?.length ?? 0;
+    let ahead = mine;
+    for (const [other, q] of this.queues) if (other !== caller) ahead += Math.min(q.length, mine + 1);
+    return ahead;
+  }
+
+  /** Predicted wait of a task with `ahead` tasks before it. */
+  private predictWaitMs(ahead: number): number {
+    let service = this.serviceMs;
+    if (this.running.size >= this.options.slots) {
+      // Every slot is busy: none frees before the youngest running task has run this long.
+      const now = nowMs();
+      let youngest = Number.POSITIVE_INFINITY;
+      for (const r of this.running) youngest = Math.min(youngest, now - r.startedMs);
+      if (Number.isFinite(youngest)) service = Math.max(service, youngest);
+    }
+    return ((ahead + 1) * service) / this.options.slots;
+  }
+
+  /** Refuses queued tasks that can no longer start within the queue timeout. */
+  private shed(): void {
+    const now = nowMs();
+    // Walk the queue in service order, predicting each task's start.
+    let ahead = 0;
+    const served: Waiter[] = [];
+    const cursors = this.order.map((caller) => ({ q: this.queues.get(caller)!, i: 0 }));
+    for (let more = true; more; ) {
+      more = false;
+      for (const c of cursors) {
+        const w = c.q[c.i];
+        if (!w) continue;
+        c.i++;
+        more = true;
+        served.push(w);
+      }
+    }
+    for (const w of served) {
+      const waited = now - w.enqueuedMs;
+      const predicted = this.predictWaitMs(ahead);
+      if (waited >= this.options.queueTimeoutMs || waited + predicted > this.options.queueTimeoutMs) {
+        this.remove(w);
+        w.reject(
+          this.refusal(
+            waited >= this.options.queueTimeoutMs
+              ? `the task waited ${Math.round(waited)} ms for a worker`
+              : `the task would wait about ${Math.ceil(waited + predicted)} ms in the ${this.options.name}`,
+            predicted,
+          ),
+        );
+        continue;
+      }
+      ahead++;
+    }
+    if (this.queued === 0 && this.recheck) {
+      clearInterval(this.recheck);
+      this.recheck = null;
+    }
+  }
+
+  private scheduleRecheck(): void {
+    if (this.recheck) return;
+    this.recheck = setInterval(() => this.shed(), RECHECK_MS);
+    this.recheck.unref();
+  }
+
+  private remove(w: Waiter): boolean {
+    const q = this.queues.get(w.caller);
+    const i = q ? q.indexOf(w) : -1;
+    if (!q || i < 0) return false;
+    q.splice(i, 1);
+    this.queued--;
+    if (q.length === 0) {
+      this.queues.delete(w.caller);
+      this.order.splice(this.order.indexOf(w.caller), 1);
+    }
+    this.detach(w);
+    return true;
+  }
+
+  private detach(w: Waiter): void {
+    if (w.signal && w.onAbort) w.signal.removeEventListener('abort', w.onAbort);
+  }
+
+  private refusal(why: string, predictedMs: number): ServiceError {
+    const retryAfterS = Math.min(60, Math.max(1, Math.ceil(predictedMs / 1000)));
+    return new ServiceError('overloaded', `the server is busy: ${why}; retry in about ${retryAfterS} s`, { 'retry-after': String(retryAfterS) });
+  }
+
+  /** Refuses everything still queued (shutdown). */
+  rejectAll(why: string): void {
+    for (const caller of [...this.order]) {
+      for (const w of [...(this.queues.get(caller) ?? [])]) {
+        this.remove(w);
+        w.reject(this.refusal(why, 1000));
+      }
+    }
+  }
+}
