@@ -1,6 +1,7 @@
 // Builds the Fastify application without listening: tests build it per file, src/server.ts
 // listens and shuts it down.
 
+import { isUtf8 } from 'node:buffer';
 import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from 'fastify';
 import { type Config, loadConfig } from './config.js';
@@ -36,6 +37,20 @@ export interface BuildOptions {
   logger?: boolean | object;
 }
 
+/** Reads and discards what is left of a refused body announced at most `boundBytes` long, and
+ *  keeps the connection; a body announced longer, or sent chunked (of unknown length), is not
+ *  read further and the connection closes once the answer is out. */
+function discardOvershoot(request: FastifyRequest, reply: FastifyReply, boundBytes: number): void {
+  const announced = request.headers['content-length'] === undefined ? Number.NaN : Number(request.headers['content-length']);
+  if (!(announced <= boundBytes)) {
+    reply.header('connection', 'close');
+    return;
+  }
+  reply.removeHeader('connection');
+  request.raw.removeAllListeners('data');
+  request.raw.resume();
+}
+
 /** Messages are already clipped where they quote input; this bounds the log line regardless. */
 const clipForLog = (message: string): string => (message.length > 1000 ? `${message.slice(0, 1000)}…` : message);
 
@@ -66,6 +81,12 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
       connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(config.bodyTimeoutMs / 4))),
     },
     clientErrorHandler: clientErrorHandler(config, (code) => countRefusal(code)),
+    // The router's own refusals (a path parameter over maxParamLength, a malformed URL) go
+    // through the same table as every other refusal.
+    frameworkErrors: (error, request, reply) => {
+      const refusal = refusalFor(error, request, config);
+      return refuse(request, reply, refusal?.code ?? 'invalid_request', refusal?.message ?? 'the request could not be routed');
+    },
   });
 
   app.decorate('config', config);
@@ -97,6 +118,17 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
   // capped by bodyLimit while it streams in) and multipart/form-data (streamed by
   // @fastify/multipart, each part capped by the body limit). Nothing else is accepted (415).
   app.removeContentTypeParser('text/plain');
+  // JSON: Fastify's own parser (proto-poisoning checks included), after a UTF-8 check: decoding
+  // would silently turn invalid bytes into U+FFFD and run the guest with input it was not sent.
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'buffer', bodyLimit: config.bodyLimitBytes }, (request, body: Buffer, done) => {
+    if (!isUtf8(body)) {
+      done(new ServiceError('invalid_request', 'body: the JSON body is not valid UTF-8; send text encoded as UTF-8 (binary data goes in base64 fields)'), undefined);
+      return;
+    }
+    parseJson(request, body.toString('utf8'), done);
+  });
   app.addContentTypeParser('application/wasm', { parseAs: 'buffer', bodyLimit: config.bodyLimitBytes }, (_request, body, done) => done(null, body));
   await app.register(multipart, {
     limits: { fileSize: config.bodyLimitBytes, files: 1, fields: 16, fieldSize: 1024 * 1024, parts: 32, headerPairs: 64 },
@@ -141,15 +173,12 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
     }
     const { code, message } = refusal;
     reply.headers(refusal.headers);
-    // A body refused before it was read whole (over the limit, announced or streamed): a modest
-    // overshoot (announced at most 4x the limit) is read and discarded, so a client still sending
-    // it gets the answer rather than a broken pipe; anything larger, or of unknown length, is not
-    // read any further and the connection closes after the answer.
-    if (code === 'payload_too_large' && !request.raw.complete) {
-      const announced = Number(request.headers['content-length']);
-      if (Number.isFinite(announced) && announced <= 4 * config.bodyLimitBytes) request.raw.resume();
-      else reply.header('connection', 'close');
-    }
+    // A body refused before it was read whole (over the limit, announced or streamed): Fastify
+    // marks the connection to close, and closing it while the client is still sending makes most
+    // clients (fetch, Python requests, curl without Expect: 100-continue) see a reset or a broken
+    // pipe instead of the 413. So a bounded overshoot (announced at most 4x the limit) is read and
+    // discarded and the connection stays usable.
+    if (code === 'payload_too_large' && !request.raw.complete) discardOvershoot(request, reply, 4 * config.bodyLimitBytes);
     return refuse(request, reply, code, message);
   });
 
@@ -158,6 +187,7 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
   /** Every refusal: counted, logged at info with its code, answered in the catalogue shape. */
   function refuse(request: FastifyRequest, reply: FastifyReply, code: ErrorCode, message: string): FastifyReply {
     const status = ERROR_CATALOGUE[code].status;
+    reply.header('x-request-id', request.id);
     if (status < 500 || code === 'overloaded') {
       countRefusal(code);
       request.log.info({ code, status, method: request.method, route: request.routeOptions.url ?? null, message: clipForLog(message) }, 'refused');

@@ -397,9 +397,9 @@ describe('form errors name the field with the form prefix', () => {
     expect(expectError(j, 400, 'invalid_request')).toMatch(/^body\.limits\.fuel: /);
     // Not a whole number, in each form.
     const q2 = await send(`${server.url}/execute?function=add&memoryMb=1.5`, 'POST', ADD, { 'content-type': 'application/wasm' });
-    expect(expectError(q2, 400, 'invalid_request')).toMatch(/^query\.memoryMb: must be a whole number/);
+    expect(expectError(q2, 400, 'invalid_request')).toMatch(/^query\.memoryMb: must be a decimal integer/);
     const m2 = await multipart('/execute', [file, { name: 'timeoutMs', value: '2.5' }]);
-    expect(expectError(m2, 400, 'invalid_request')).toMatch(/^form\.timeoutMs: must be a whole number/);
+    expect(expectError(m2, 400, 'invalid_request')).toMatch(/^form\.timeoutMs: must be a decimal integer/);
   });
 
   it('a limit out of range is limit_out_of_range in every form', async () => {

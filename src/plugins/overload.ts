@@ -55,7 +55,9 @@ async function overload(app: FastifyInstance, options: OverloadOptions): Promise
       if (path === '/readyz') {
         throw new ServiceError('overloaded', `the event loop lags by ${delayMs} ms on average; not taking new traffic`, { 'retry-after': '1' });
       }
-      if (request.method === 'GET' || Number(value) <= shedMs) return undefined;
+      // Infinity means no sample at all in the interval (the loop was blocked throughout, e.g. by
+      // one large parse): reason enough to stop advertising readiness, not to refuse work.
+      if (request.method === 'GET' || !Number.isFinite(Number(value)) || Number(value) <= shedMs) return undefined;
       throw new ServiceError('overloaded', `the server is busy (its event loop lags by ${delayMs} ms); retry shortly`, { 'retry-after': '1' });
     },
   });

@@ -11,7 +11,7 @@
 
 import type { FastifyRequest } from 'fastify';
 import type { ExecuteRequest } from '../service/execute.js';
-import { ServiceError } from '../errors.js';
+import { ServiceError, clip, quote } from '../errors.js';
 import {
   ExecuteJsonSchema,
   ModuleJsonSchema,
@@ -58,7 +58,7 @@ export async function readRunBody(request: FastifyRequest): Promise<RunBody> {
         if (key === 'args') {
           raw.args = (Array.isArray(value) ? value : [value]).map((v) => queryArg(String(v)));
         } else if ((LIMIT_FIELDS as readonly string[]).includes(key)) {
-          raw.limits = { ...(raw.limits as object), [key]: numberField(single(value, `query.${key}`)) };
+          raw.limits = { ...(raw.limits as object), [key]: integerField(single(value, `query.${key}`), `query.${key}`) };
         } else if (key === 'function') {
           raw.function = single(value, 'query.function');
         } else if (key === 'wasi') {
@@ -66,7 +66,7 @@ export async function readRunBody(request: FastifyRequest): Promise<RunBody> {
         } else {
           throw new ServiceError(
             'invalid_request',
-            `query.${key}: unknown field; application/wasm takes function, args (repeated), fuel, memoryMb, timeoutMs and wasi (JSON) in the query string`,
+            `query.${clip(key, 60)}: unknown field; application/wasm takes function, args (repeated), fuel, memoryMb, timeoutMs and wasi (JSON) in the query string`,
           );
         }
       }
@@ -79,7 +79,7 @@ export async function readRunBody(request: FastifyRequest): Promise<RunBody> {
       for (const [key, value] of Object.entries(values)) {
         if (key === 'args') raw.args = jsonField(value, 'form.args');
         else if (key === 'wasi') raw.wasi = jsonField(value, 'form.wasi');
-        else if ((LIMIT_FIELDS as readonly string[]).includes(key)) raw.limits = { ...(raw.limits as object), [key]: numberField(value) };
+        else if ((LIMIT_FIELDS as readonly string[]).includes(key)) raw.limits = { ...(raw.limits as object), [key]: integerField(value, `form.${key}`) };
         else if (key !== 'moduleId') raw[key] = value;
       }
       const fields = parseFields(raw, 'form');
@@ -107,7 +107,7 @@ export async function readModuleBody(request: FastifyRequest): Promise<Uint8Arra
     }
     case 'wasm': {
       const keys = Object.keys((request.query ?? {}) as object);
-      if (keys.length > 0) throw new ServiceError('invalid_request', `query.${keys[0]}: unknown field; POST /modules takes only the module as the body`);
+      if (keys.length > 0) throw new ServiceError('invalid_request', `query.${clip(keys[0]!, 60)}: unknown field; POST /modules takes only the module as the body`);
       return wasmBody(request);
     }
     case 'multipart': {
@@ -166,13 +166,15 @@ function single(value: string | string[] | undefined, field: string): string {
   return value ?? '';
 }
 
-/** A limit from a text field: a number when it reads as one (zod then checks it is an integer),
- *  otherwise the text itself, which zod refuses as "must be a number". */
-function numberField(text: string): unknown {
-  const t = text.trim();
-  if (t === '') return t;
-  const n = Number(t);
-  return Number.isNaN(n) ? t : n;
+const DECIMAL_INTEGER = /^-?[0-9]+$/;
+
+/** A limit from a text field: decimal digits only, as the contract says (Number() would also
+ *  take "0x10", "1e3", "0b11", " 1000 " and "1000.0"). Range is checked with the other limits. */
+function integerField(text: string, field: string): number {
+  if (!DECIMAL_INTEGER.test(text)) {
+    throw new ServiceError('invalid_request', `${field}: must be a decimal integer (digits only, such as 50000); got ${quote(text, 40)}`);
+  }
+  return Number(text);
 }
 
 const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
@@ -182,7 +184,8 @@ const INTEGER = /^[+-]?\d+$/;
  *  exact decimal strings (i64 takes them; i32 refuses them as out of range); "NaN", "Infinity",
  *  "-Infinity", "-0" and anything else stay strings, as in the JSON form. */
 export function queryArg(text: string): unknown {
-  const t = text.trim();
+  // Not trimmed: " 5 " stays a string, which no integer parameter takes.
+  const t = text;
   if (t === '-0' || !DECIMAL.test(t)) return text;
   if (INTEGER.test(t)) {
     const n = Number(t);
@@ -195,7 +198,7 @@ function jsonField(text: string, field: string): unknown {
   try {
     return JSON.parse(text);
   } catch {
-    throw new ServiceError('invalid_request', `${field}: must be JSON (for args, an array such as [5,10]); got ${JSON.stringify(text.slice(0, 60))}`);
+    throw new ServiceError('invalid_request', `${field}: must be JSON (for args, an array such as [5,10]); got ${quote(text, 60)}`);
   }
 }
 
@@ -208,7 +211,7 @@ async function readMultipart(request: FastifyRequest, allowed: ReadonlySet<strin
     // The multipart parser's own complaints (a part cut short, a malformed header, no boundary)
     // are the client's malformed body, not a bug in the service.
     if (err instanceof ServiceError || !(err instanceof Error) || /^FST_/.test(String((err as { code?: unknown }).code ?? ''))) throw err;
-    throw new ServiceError('invalid_request', `body: malformed multipart/form-data body (${err.message})`);
+    throw new ServiceError('invalid_request', `body: malformed multipart/form-data body (${clip(err.message, 200)})`);
   }
 }
 
@@ -219,7 +222,7 @@ async function readMultipartParts(request: FastifyRequest, allowed: ReadonlySet<
     if (part.type === 'file') {
       if (part.fieldname !== 'module') {
         part.file.resume();
-        throw new ServiceError('invalid_request', `form.${part.fieldname}: unknown file part; the module goes in a file part named "module"`);
+        throw new ServiceError('invalid_request', `form.${clip(part.fieldname, 60)}: unknown file part; the module goes in a file part named "module"`);
       }
       if (module !== undefined) throw new ServiceError('invalid_request', 'form.module: give one module file part');
       const bytes = await readFilePart(part.file, request.server.config.bodyLimitBytes);
@@ -231,7 +234,7 @@ async function readMultipartParts(request: FastifyRequest, allowed: ReadonlySet<
       }
       if (!allowed.has(name)) {
         const list = [...allowed].join(', ');
-        throw new ServiceError('invalid_request', `form.${name}: unknown field${list ? `; this form takes a "module" file part and the fields ${list}` : '; this form takes only a "module" file part'}`);
+        throw new ServiceError('invalid_request', `form.${clip(name, 60)}: unknown field${list ? `; this form takes a "module" file part and the fields ${list}` : '; this form takes only a "module" file part'}`);
       }
       if (part.valueTruncated) throw new ServiceError('payload_too_large', `form.${name}: the field is longer than this server accepts`);
       if (name in values) throw new ServiceError('invalid_request', `form.${name}: must be given once`);

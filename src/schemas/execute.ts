@@ -1,6 +1,7 @@
 // Request schemas (zod): the single source of the request types. Messages name the field.
 
 import { z } from 'zod';
+import { clip, listForMessage, quote } from '../errors.js';
 import { wasiInputProblem } from '../wasi/preview1.js';
 
 import { MODULE_ID_PATTERN } from '../store/module-id.js';
@@ -92,12 +93,16 @@ export { ModuleId as ModuleIdSchema };
 
 /** "body.limits.fuel: must be a whole number" — the first problem, naming the field. */
 export function describeIssues(error: z.ZodError, root = 'body'): string {
+  // Paths and keys are the client's own strings (an env variable's name, an unknown field): each
+  // is clipped, and at most a few are listed, so the message stays small whatever was sent.
   return error.issues
     .slice(0, 3)
     .map((i) => {
-      const path = [root, ...i.path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`))].join('').replace(/\.\[/g, '[');
-      if (i.code === 'unrecognized_keys') return `${path}: unknown field ${i.keys.map((k) => JSON.stringify(k)).join(', ')}`;
-      return `${path}: ${i.message}`;
+      const path = [root, ...i.path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${clip(String(p), 60)}`))].join('').replace(/\.\[/g, '[');
+      if (i.code === 'unrecognized_keys') {
+        return `${path}: unknown field${i.keys.length > 1 ? 's' : ''} ${listForMessage(i.keys.map((k) => quote(k, 60)), 5)}`;
+      }
+      return `${path}: ${clip(i.message, 300)}`;
     })
     .join('; ');
 }

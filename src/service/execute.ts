@@ -4,7 +4,7 @@
 
 import { performance } from 'node:perf_hooks';
 import type { Config } from '../config.js';
-import { ServiceError } from '../errors.js';
+import { ServiceError, clip, quote } from '../errors.js';
 import { type Limits, memoryLimitBytes, memoryLimitPages, resolveLimits } from '../limits/index.js';
 import { type FuncSig, type JsonValue, decodeArgs, formatSignature } from '../values/codec.js';
 import type { WorkerPools } from '../worker/pool.js';
@@ -372,13 +372,13 @@ function pickFunction(p: Prepared, requested: string | undefined): [string, Func
   if (sig) return [name, sig];
   const listed = Object.entries(p.functions)
     .slice(0, MAX_LISTED)
-    .map(([n, s]) => formatSignature(n, s));
+    .map(([n, s]) => formatSignature(clip(n, 60), s));
   const count = Object.keys(p.functions).length;
   const available =
     count === 0
       ? 'the module exports no functions'
       : `exported functions: ${listed.join(', ')}${count > MAX_LISTED ? ` (and ${count - MAX_LISTED} more)` : ''}`;
-  const what = requested === undefined ? 'no "function" was given and the module does not export _start' : `the module exports no function named ${JSON.stringify(requested)}`;
+  const what = requested === undefined ? 'no "function" was given and the module does not export _start' : `the module exports no function named ${quote(requested)}`;
   throw new ServiceError('function_not_found', `${what}; ${available}`);
 }
 

@@ -54,6 +54,7 @@
 // do anything else through the host. The runner must read the outcome from `exitCode`, whatever
 // exception (or none) ended the guest's code.
 
+import { quote } from '../errors.js';
 import { performance } from 'node:perf_hooks';
 import {
   ClockId,
@@ -156,8 +157,8 @@ export function wasiInputProblem(args: readonly string[], env: Readonly<Record<s
   }
   for (const [k, v] of Object.entries(env)) {
     if (k === '') return 'wasi.env has an empty variable name';
-    if (k.includes('=')) return `wasi.env variable name ${JSON.stringify(k)} contains "="`;
-    if (k.includes('\0') || v.includes('\0')) return `wasi.env variable ${JSON.stringify(k)} contains a NUL character`;
+    if (k.includes('=')) return `wasi.env variable name ${quote(k, 60)} contains "="`;
+    if (k.includes('\0') || v.includes('\0')) return `wasi.env variable ${quote(k, 60)} contains a NUL character`;
   }
   return null;
 }

@@ -17,12 +17,22 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
-/** `env` overrides configuration variables, as the environment would. */
-export async function startServer(env: Record<string, string> = {}): Promise<TestServer> {
+/** `env` overrides configuration variables, as the environment would; `options.logger` gives the
+ *  app a logger (pino options) for tests that read its lines. */
+export async function startServer(env: Record<string, string> = {}, options: { logger?: object } = {}): Promise<TestServer> {
   // Each server gets its own module store in a temporary directory unless the test names one.
   const ownDataDir = env.WASMBOX_DATA_DIR === undefined ? mkdtempSync(path.join(os.tmpdir(), 'wasmbox-test-')) : null;
-  const config = loadConfig({ WASMBOX_WORKERS: '2', ...(ownDataDir && { WASMBOX_DATA_DIR: ownDataDir }), ...env, PORT: '0', HOST: '127.0.0.1' });
-  const app = await buildApp({ config, logger: false });
+  // The server shares this process's event loop with the test's own work (compiling WAT,
+  // building modules), so event-loop-delay readiness is set out of the way unless a test sets it.
+  const config = loadConfig({
+    WASMBOX_WORKERS: '2',
+    WASMBOX_READY_MAX_EVENT_LOOP_DELAY_MS: '10000',
+    ...(ownDataDir && { WASMBOX_DATA_DIR: ownDataDir }),
+    ...env,
+    PORT: '0',
+    HOST: '127.0.0.1',
+  });
+  const app = await buildApp({ config, logger: options.logger ?? false });
   await app.listen({ port: 0, host: '127.0.0.1' });
   const address = app.server.address();
   if (!address || typeof address === 'string') throw new Error('no address');
