@@ -33,9 +33,14 @@ const CONTRACT_ERRORS: Readonly<Record<string, number>> = {
   payload_too_large: 413,
   module_too_complex: 422,
   unsupported_media_type: 415,
+  request_timeout: 408,
   rate_limited: 429,
   overloaded: 503,
 };
+
+/** Contract codes whose feature this version does not ship yet: each is kept out of the catalogue
+ *  (it is never produced), and openapi.yaml uses it only on responses marked planned. */
+const RESERVED: Readonly<Record<string, number>> = { job_not_found: 404 };
 
 /** The contract's outcome table. */
 const CONTRACT_OUTCOMES = ['ok', 'trap', 'stack_overflow', 'fuel_exhausted', 'memory_limit_exceeded', 'timeout', 'exited'];
@@ -176,6 +181,7 @@ describe('openapi.yaml: the error catalogue', () => {
         checked++;
         for (const code of errorCodesOf(response, where)) {
           const entry = catalogue[code];
+          if (!entry && RESERVED[code] !== undefined && response[PLANNED] === 'planned' && String(RESERVED[code]) === status) continue;
           if (!entry) wrong.push(`${where}: ${code} is not in the catalogue`);
           else if (String(entry.status) !== status) wrong.push(`${where}: ${code} has status ${entry.status} in the catalogue`);
         }
@@ -197,7 +203,8 @@ describe('openapi.yaml: the error catalogue', () => {
         continue;
       }
       for (const code of errorCodesOf(response, name)) {
-        if (catalogue[code]?.status !== status) wrong.push(`${name}: ${code} is ${catalogue[code]?.status ?? 'not in the catalogue'}, not ${status}`);
+        const expected = catalogue[code]?.status ?? (response[PLANNED] === 'planned' ? RESERVED[code] : undefined);
+        if (expected !== status) wrong.push(`${name}: ${code} is ${expected ?? 'not in the catalogue'}, not ${status}`);
       }
       for (const { method, path, op } of operations()) {
         for (const [used, r] of Object.entries(obj(op.responses, `${method} ${path} responses`))) {
@@ -218,18 +225,25 @@ describe('openapi.yaml: the error catalogue', () => {
     expect(Object.keys(catalogue).filter((c) => !documented.has(c))).toEqual([]);
   });
 
-  it("has every code of the contract's error table in the catalogue with the contract's status", () => {
-    expect(Object.keys(CONTRACT_ERRORS)).toHaveLength(14);
+  it("has every code of the contract's error table in the catalogue with the contract's status, but the reserved ones", () => {
+    expect(Object.keys(CONTRACT_ERRORS)).toHaveLength(15);
     for (const [code, status] of Object.entries(CONTRACT_ERRORS)) {
-      expect(catalogue[code]?.status, code).toBe(status);
+      if (RESERVED[code] !== undefined) {
+        expect(catalogue[code], `${code} is reserved: never produced, so not in the catalogue`).toBeUndefined();
+        expect(RESERVED[code]).toBe(status);
+        expect(String(schema('ErrorCode').description)).toContain(`\`${code}\` (${status}) is reserved`);
+      } else {
+        expect(catalogue[code]?.status, code).toBe(status);
+      }
     }
   });
 
-  it('adds only route_not_found (404), store_full (409) and internal_error (500) to the contract table', () => {
+  it('adds only route_not_found (404), store_full (409), headers_too_large (431) and internal_error (500) to the contract table', () => {
     const extra = Object.keys(catalogue).filter((c) => !Object.hasOwn(CONTRACT_ERRORS, c));
-    expect(extra.sort()).toEqual(['internal_error', 'route_not_found', 'store_full']);
+    expect(extra.sort()).toEqual(['headers_too_large', 'internal_error', 'route_not_found', 'store_full']);
     expect(catalogue.route_not_found?.status).toBe(404);
     expect(catalogue.store_full?.status).toBe(409);
+    expect(catalogue.headers_too_large?.status).toBe(431);
     expect(catalogue.internal_error?.status).toBe(500);
   });
 });
@@ -307,6 +321,7 @@ describe('openapi.yaml against the running service', () => {
     expect(served.sort()).toEqual([
       'DELETE /modules/{moduleId}',
       'GET /healthz',
+      'GET /metrics',
       'GET /modules/{moduleId}',
       'GET /openapi.yaml',
       'GET /readyz',
