@@ -66,7 +66,8 @@ describe('API keys', () => {
   });
 
   it('accepts a key from WASMBOX_API_KEYS as a bearer token, one from the file in x-api-key, and a key given by its sha256', async () => {
-    for (const headers of [{ authorization: `Bearer ${KEY_A}` }, { 'x-api-key': KEY_B }, { authorization: `bearer ${KEY_C}` }]) {
+    const variants: Record<string, string>[] = [{ authorization: `Bearer ${KEY_A}` }, { 'x-api-key': KEY_B }, { authorization: `bearer ${KEY_C}` }];
+    for (const headers of variants) {
       const res = await call(`${s.url}/execute`, addRun, headers);
       expect(res.status, JSON.stringify(res.body)).toBe(200);
       expect(res.body.results).toEqual([5]);
