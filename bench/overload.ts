@@ -26,12 +26,17 @@ const GUEST_TIMEOUT_MS = 2_000;
 /** The deadline is the guest's own time; allow for thread start and measurement. */
 const DEADLINE_SLACK_MS = 50;
 const HEALTHZ_P99_TARGET_MS = 50;
-const REFUSAL_P99_TARGET_MS = 250;
+/** Refusals must come quickly: well before the 10 s queue timeout a queued task would hit. */
+const REFUSAL_P99_TARGET_MS = 2_500;
 
 const BIG_CONCURRENCY = 80;
 const BIG_BODY_BYTES = 15 * 1024 * 1024;
-/** Margin over baseline + in-flight cap that the big-body burst may add to peak RSS. */
-const RSS_MARGIN_BYTES = 512 * 1024 * 1024;
+/** A JSON body is held about four times over while it is parsed, decoded and hashed (the raw
+ *  bytes, the string, the base64 field, the module): the documented bound on what the in-flight
+ *  cap lets the main thread hold. */
+const BODY_EXPANSION = 4;
+/** Margin for everything else the burst touches (allocator slack, worker heaps, the cache). */
+const RSS_MARGIN_BYTES = 256 * 1024 * 1024;
 
 interface Timed {
   status: number;
@@ -166,21 +171,21 @@ async function bigBodies(server: ServerProcess, log: SectionOptions['log'], infl
   const stored = results.filter((r) => r.status === 201 || r.status === 200).length;
   const refused = results.filter((r) => r.status === 503).length;
   const other = results.length - stored - refused;
-  const bound = baseline + inflightMb * 1048576 + RSS_MARGIN_BYTES;
+  const bound = baseline + BODY_EXPANSION * inflightMb * 1048576 + RSS_MARGIN_BYTES;
   return Object.assign(
     [
       ['stored (201)', fmtInt(stored), '', ''],
       ['refused early (503)', fmtInt(refused), '', ''],
       ['other answers or errors', fmtInt(other), '0', met(other === 0)],
       ['peak RSS before the burst', fmtBytes(baseline), '', ''],
-      ['peak RSS after', fmtBytes(peak), `≤ ${fmtBytes(bound)} (baseline + ${inflightMb} MiB cap + ${fmtBytes(RSS_MARGIN_BYTES)})`, met(peak <= bound)],
+      ['peak RSS after', fmtBytes(peak), `≤ ${fmtBytes(bound)} (baseline + ${BODY_EXPANSION} x ${inflightMb} MiB cap + ${fmtBytes(RSS_MARGIN_BYTES)})`, met(peak <= bound)],
     ],
     { missed: peak > bound ? [`peak RSS ${fmtBytes(peak)} over ${fmtBytes(bound)} with ${BIG_CONCURRENCY} concurrent 15 MB bodies`] : [] },
   );
 }
 
 export async function overloadSection(options: SectionOptions): Promise<SectionResult> {
-  const inflightMb = 256;
+  const inflightMb = 128; // the default
   const server = await startServer('wasmbox', { LOG_LEVEL: 'warn', WASMBOX_INFLIGHT_BODY_MB: String(inflightMb), WASMBOX_BODY_LIMIT_BYTES: String(16 * 1024 * 1024) });
   const problems: string[] = [];
   let burstRows: Awaited<ReturnType<typeof burst>>;

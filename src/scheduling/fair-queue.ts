@@ -45,8 +45,9 @@ interface Waiter {
 
 /** Service time assumed before any task has finished. */
 const INITIAL_SERVICE_MS = 5;
-/** Weight of the newest task in the running mean of service times. */
-const EWMA_ALPHA = 0.2;
+/** How many recent service times the estimate averages: enough to smooth one outlier, few
+ *  enough to follow a change of workload within a handful of tasks. */
+const SERVICE_SAMPLES = 16;
 /** How often queued tasks are re-checked against their predicted start. */
 const RECHECK_MS = 50;
 
@@ -57,7 +58,10 @@ export class FairQueue {
   private queued = 0;
   /** Start times of running tasks. */
   private readonly running = new Set<{ startedMs: number }>();
-  private serviceMs = INITIAL_SERVICE_MS;
+  /** The most recent service times (a ring), and their sum. */
+  private readonly samples: number[] = [];
+  private nextSample = 0;
+  private samplesSumMs = 0;
   private recheck: NodeJS.Timeout | null = null;
 
   constructor(private readonly options: FairQueueOptions) {}
@@ -116,10 +120,26 @@ export class FairQueue {
         if (released) return;
         released = true;
         this.running.delete(entry);
-        this.serviceMs += EWMA_ALPHA * (nowMs() - entry.startedMs - this.serviceMs);
+        this.recordService(nowMs() - entry.startedMs);
         this.dispatch();
       },
     };
+  }
+
+  private recordService(ms: number): void {
+    if (this.samples.length < SERVICE_SAMPLES) {
+      this.samples.push(ms);
+    } else {
+      this.samplesSumMs -= this.samples[this.nextSample]!;
+      this.samples[this.nextSample] = ms;
+      this.nextSample = (this.nextSample + 1) % SERVICE_SAMPLES;
+    }
+    this.samplesSumMs += ms;
+  }
+
+  /** Mean of the recent service times. */
+  private get serviceMs(): number {
+    return this.samples.length === 0 ? INITIAL_SERVICE_MS : this.samplesSumMs / this.samples.length;
   }
 
   /** Hands free slots to the next callers in round-robin order. */

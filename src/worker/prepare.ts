@@ -2,6 +2,7 @@
 // from the main thread (a big module must not stall other requests) and from the guest runners
 // (which must stay small so a runner killed at its deadline is replaced in milliseconds).
 
+import os from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { estimateCompiledBytes, estimateHeapBytes } from '../service/cache-weight.js';
 import { TableLimitError, instrumentParsed } from '../metering/instrument.js';
@@ -10,6 +11,15 @@ import { describeModule } from '../wasm/describe.js';
 import { UnsupportedFeature, parseModule } from '../wasm/module.js';
 import { WASI_MODULE, checkWasiImport } from '../wasi/abi.js';
 import type { PrepareResult, PrepareTask } from './protocol.js';
+
+// This thread runs at a lower scheduling priority than the main thread (Linux keeps a nice value
+// per thread), so preparation use every core the machine has while the event loop, which answers
+// health checks and refuses excess work, is never starved of CPU by them.
+try {
+  os.setPriority(0, 5);
+} catch {
+  // Not permitted here (some sandboxes): run at the normal priority.
+}
 
 const MAX_MESSAGE = 500;
 const ns = (from: number): number => Math.round((performance.now() - from) * 1e6);
