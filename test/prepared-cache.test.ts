@@ -31,7 +31,7 @@ describe('prepared-module cache weight', () => {
 
   it(`holds at most WASMBOX_CACHE_MB of main-thread heap when filled with ${EXPORTS.toLocaleString('en')}-export modules`, async () => {
     const modules = Array.from({ length: MODULES }, (_, i) => manyExportsModule(EXPORTS, i + 1));
-    const bodies = modules.map((m) => JSON.stringify({ module: b64(m), function: 'f0__________' }));
+    const bodies = modules.map((m) => JSON.stringify({ module: b64(m), function: 'f0__________', limits: { timeoutMs: 30_000 } }));
     // Warm the server's code paths, then measure from there (the bodies are already built).
     expect((await s.post('/execute', { module: b64(manyExportsModule(10, 9999)), function: 'f0__________' })).status).toBe(200);
     const before = heapUsed();
