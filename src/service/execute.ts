@@ -110,8 +110,7 @@ export class ExecuteService {
     const run = await this.pools.runGuest(
       {
         module: prepared.module,
-        hidden: prepared.hidden,
-        memory: prepared.memory,
+        layout: prepared.layout,
         functionName: name,
         sig,
         args: decoded.values,

@@ -2,14 +2,12 @@
 // and `run` (guests). The wall-clock deadline lives here, outside the guest's thread: when it
 // passes, the task is aborted and piscina terminates the worker and starts a fresh one.
 
-import { performance } from 'node:perf_hooks';
 import { Piscina } from 'piscina';
 import type { Config } from '../config.js';
 import { ServiceError } from '../errors.js';
 import { readSharedOutput } from '../wasi/output.js';
+import { epochUs } from './clock.js';
 import type { PrepareResult, PrepareTask, RunResult, RunTask } from './protocol.js';
-
-const epochUs = (): number => (performance.timeOrigin + performance.now()) * 1000;
 
 type Settled<T> = { kind: 'done'; value: T } | { kind: 'deadline'; ranMs: number } | { kind: 'queue_timeout' };
 

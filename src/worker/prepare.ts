@@ -3,11 +3,13 @@
 // (which must stay small so a runner killed at its deadline is replaced in milliseconds).
 
 import { performance } from 'node:perf_hooks';
-import { TableLimitError, instrumentParsed } from '../metering/instrument.js';
+import { TableLimitError } from '../limits/rewrite.js';
+import { instrumentParsed } from '../metering/instrument.js';
 import { WasmFormatError } from '../wasm/bytes.js';
 import { describeModule } from '../wasm/describe.js';
 import { UnsupportedFeature, parseModule } from '../wasm/module.js';
 import { WASI_MODULE, checkWasiImport } from '../wasi/abi.js';
+import { markStarted } from './clock.js';
 import type { PrepareResult, PrepareTask } from './protocol.js';
 
 const MAX_MESSAGE = 500;
@@ -15,7 +17,7 @@ const ns = (from: number): number => Math.round((performance.now() - from) * 1e6
 const clip = (s: string): string => (s.length > MAX_MESSAGE ? `${s.slice(0, MAX_MESSAGE)}…` : s);
 
 export default function prepare(task: PrepareTask): PrepareResult {
-  Atomics.store(new BigInt64Array(task.startedAt), 0, BigInt(Math.round((performance.timeOrigin + performance.now()) * 1000)));
+  markStarted(task.startedAt);
   const bytes = task.bytes;
   let t = performance.now();
   try {
@@ -93,8 +95,7 @@ export default function prepare(task: PrepareTask): PrepareResult {
     module,
     description,
     functions,
-    hidden: instrumented.hidden,
-    memory: instrumented.memory,
+    layout: instrumented.layout,
     instrumentedSize: instrumented.bytes.length,
     wasi,
     timings: { validateNs, instrumentNs, compileNs },
