@@ -24,7 +24,7 @@ export class WorkerPools {
       idleTimeout: Number.MAX_SAFE_INTEGER,
       maxQueue: config.queueMax,
       // Instrumenting a large module builds large buffers; give it room, but bounded.
-      resourceLimits: { maxOldGenerationSizeMb: Math.max(512, config.workerHeapMb), stackSizeMb: 4 },
+      resourceLimits: { maxOldGenerationSizeMb: config.prepareHeapMb, stackSizeMb: 4 },
     });
     this.run = new Piscina({
       filename: new URL('./runner.js', import.meta.url).href,
@@ -56,7 +56,21 @@ export class WorkerPools {
   async prepareModule(bytes: Uint8Array): Promise<PrepareResult> {
     const startedAt = new SharedArrayBuffer(8);
     const task: PrepareTask = { bytes, maxTableElements: this.config.maxTableElements, startedAt };
-    const settled = await this.withDeadline(this.prepare, task, startedAt, this.config.prepareTimeoutMs);
+    let settled: Settled<PrepareResult>;
+    try {
+      settled = await this.withDeadline(this.prepare, task, startedAt, this.config.prepareTimeoutMs);
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'ERR_WORKER_OUT_OF_MEMORY') throw err;
+      // piscina has replaced the worker. The verdict is the module's own, not load's: a
+      // preparation worker holds one task at a time, so its heap held only this module's
+      // structures. It is cached like any other refusal (not transient), so sending the module
+      // again costs a cache lookup instead of another worker killed and restarted.
+      return {
+        ok: false,
+        code: 'module_too_complex',
+        message: `preparing the module (parsing, instrumenting and describing its ${bytes.length} bytes) needed more than this server's preparation heap of ${this.config.prepareHeapMb} MiB; fewer functions, exports or segments would fit`,
+      };
+    }
     if (settled.kind === 'done') return settled.value;
     if (settled.kind === 'queue_timeout') throw overloaded('no preparation worker became free in time');
     return {
