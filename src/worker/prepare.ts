@@ -30,7 +30,8 @@ export default function prepare(task: PrepareTask): PrepareResult {
   try {
     parsed = parseModule(bytes);
   } catch (err) {
-    if (err instanceof UnsupportedFeature) return { ok: false, code: 'invalid_module', message: err.message };
+    const refusal = decodingRefusal(err);
+    if (refusal) return refusal;
     throw err;
   }
   const validateNs = ns(t);
@@ -64,12 +65,9 @@ export default function prepare(task: PrepareTask): PrepareResult {
   try {
     instrumented = instrumentParsed(parsed, { maxTableElements: task.maxTableElements });
   } catch (err) {
-    if (err instanceof UnsupportedFeature) return { ok: false, code: 'invalid_module', message: err.message };
     if (err instanceof TableLimitError) return { ok: false, code: 'module_too_complex', message: err.message };
-    if (err instanceof WasmFormatError) {
-      // V8 accepted the module, so this is a decoder gap, not bad input.
-      throw new Error(`metering could not decode a module V8 accepts: ${err.message}`);
-    }
+    const refusal = decodingRefusal(err);
+    if (refusal) return refusal;
     throw err;
   }
   const instrumentNs = ns(t);
@@ -100,6 +98,21 @@ export default function prepare(task: PrepareTask): PrepareResult {
     wasi,
     timings: { validateNs, instrumentNs, compileNs },
   };
+}
+
+/** What parsing or instrumenting a module V8 accepted can fail with, as the caller's refusal. */
+function decodingRefusal(err: unknown): Extract<PrepareResult, { ok: false }> | null {
+  if (err instanceof UnsupportedFeature) return { ok: false, code: 'invalid_module', message: err.message };
+  if (err instanceof WasmFormatError) {
+    // V8 accepted the module, so this is a gap in this service's decoder, not bad input; the
+    // module still cannot run here, and saying so beats a 500 for every send.
+    return { ok: false, code: 'invalid_module', message: clip(`the module uses an encoding this service cannot instrument: ${err.message}`) };
+  }
+  if (err instanceof RangeError) {
+    // A structure too big for the engine: an array or buffer past its limit, a recursion too deep.
+    return { ok: false, code: 'module_too_complex', message: clip(`the module is too large or too deeply nested for this server to prepare: ${err.message}`) };
+  }
+  return null;
 }
 
 function engineMessage(err: unknown): string {
