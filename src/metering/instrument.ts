@@ -4,7 +4,7 @@
 // `instrument` applies both. The cost table is data, in costs.ts.
 //
 // Counting method:
-// - A hidden mutable i64 global (imported from the host, see src/limits/guest-imports.ts) holds
+// - A hidden mutable i64 global (the limiter's, see src/limits/guest-imports.ts) holds
 //   `consumed - limit`. The host sets it to `-limit` before the guest runs and reads it
 //   afterwards: consumed = limit + value. The guest cannot name it.
 // - Every basic block adds its cost to the global once, *before the instruction that ends it*
@@ -35,7 +35,7 @@
 // limiter's hidden globals: the target of a refused memory.grow (so a trap that follows can be
 // reported as memory_limit_exceeded), the index and table of each call_indirect (null entry or
 // signature mismatch), and the operand of a trapping float-to-int truncation (NaN or out of
-// range). It renumbers global.get / global.set as the limiter's plan says.
+// range).
 
 import { type LimitPlan, TableLimitError, assemble, planLimits } from '../limits/rewrite.js';
 import type { GuestLayout } from '../limits/guest-imports.js';
@@ -81,7 +81,6 @@ interface FuelGlobals {
   dataLen: number;
   /** First of the per-element-segment remaining-length globals (-1: none). */
   elemLen: number;
-  mapGlobal: (index: number) => number;
 }
 
 /** The fuel pass: the instrumented code section and the globals it adds. */
@@ -96,7 +95,6 @@ export function meterCode(m: ParsedModule, plan: LimitPlan, costs: CostTable): {
     indirectTable: tableCount > 1 ? plan.hidden.indirectTable : -1,
     dataLen: dataInit.length > 0 ? plan.firstAppendedGlobal : -1,
     elemLen: elemInit.length > 0 ? plan.firstAppendedGlobal + dataInit.length : -1,
-    mapGlobal: plan.mapGlobal,
   };
   // (mut i32) (i32.const length), data segments then element segments
   const globals = [...dataInit, ...elemInit].map((len) => {
@@ -474,20 +472,7 @@ function instrumentBody(
         acc += opCost[op]!;
         break;
       }
-      case 0x23: // global.get
-      case 0x24: { // global.set: renumbered past the limiter's hidden globals
-        const index = r.u32();
-        const mapped = g.mapGlobal(index);
-        if (mapped !== index) {
-          flush(at);
-          instrs.u8(op);
-          instrs.u32(mapped);
-          copyFrom = r.pos;
-        }
-        acc += opCost[op]!;
-        break;
-      }
-      case 0x20: case 0x21: case 0x22: // local.*
+      case 0x20: case 0x21: case 0x22: case 0x23: case 0x24: // local.*, global.*
       case 0x25: case 0x26: // table.get, table.set
       case 0xd2: // ref.func
         r.u32();

@@ -1,5 +1,5 @@
 // Running one guest: create what the prepared module imports from the host (its memory with the
-// request's cap, its tables, the hidden globals, the start table), instantiate, set the fuel,
+// request's cap, its tables, the table of hidden accessors), instantiate, set the fuel,
 // run the start function, call the export, read the fuel back and classify how it ended. The
 // runner thread, the tests (test/helpers/metered.ts, test/wasi-host.test.ts) and the benchmarks
 // all run guests through this file, so what they measure and prove is the runner's own code.
@@ -14,15 +14,17 @@
 import { performance } from 'node:perf_hooks';
 import {
   type GuestLayout,
-  HIDDEN_GLOBALS,
-  HIDDEN_GLOBAL_NAMES,
+  HIDDEN_TABLE_IMPORT,
   type HiddenGlobalName,
   HOST_MODULE,
   MEMORY_IMPORT,
-  START_TABLE_IMPORT,
+  START_SLOT,
+  getterSlot,
+  hiddenTableSize,
+  setterSlot,
   tableImportName,
 } from '../limits/guest-imports.js';
-import { GuestFuel } from '../wasi/fuel.js';
+import { type FuelCell, GuestFuel } from '../wasi/fuel.js';
 import { WASI_MODULE, type WasiHost } from '../wasi/preview1.js';
 import type { Outcome, TrapKind } from './protocol.js';
 
@@ -63,13 +65,13 @@ export class Guest {
     readonly fuel: GuestFuel,
     readonly memory: WebAssembly.Memory | null,
     readonly tables: readonly WebAssembly.Table[],
-    readonly globals: Readonly<Record<HiddenGlobalName, WebAssembly.Global>>,
-    private readonly startTable: WebAssembly.Table | null,
+    /** Filled by instantiation: the hidden globals' accessors, then the start function. */
+    private readonly hiddenTable: WebAssembly.Table,
     readonly host: WasiHost | null,
   ) {}
 
   /**
-   * Creates the host's side of the guest, fuel budget set. A verdict instead when the module's
+   * Creates the host's side of the guest (the budget is set by instantiate()). A verdict instead when the module's
    * memory starts above the request's limit or the engine cannot allocate the memory or a table
    * (a memory reserves about 10 GB of address space, whatever its size: a process can run out).
    */
@@ -109,29 +111,23 @@ export class Guest {
         };
       }
     }
-    const globals = Object.fromEntries(
-      HIDDEN_GLOBAL_NAMES.map((name) => {
-        const { value, initial } = HIDDEN_GLOBALS[name];
-        return [name, new WebAssembly.Global({ value, mutable: true }, initial)];
-      }),
-    ) as Record<HiddenGlobalName, WebAssembly.Global>;
-    const startTable = layout.start ? new WebAssembly.Table({ element: 'anyfunc', initial: 1, maximum: 1 }) : null;
+    const size = hiddenTableSize(layout.start);
+    const hiddenTable = new WebAssembly.Table({ element: 'anyfunc', initial: size, maximum: size });
     const fuel = new GuestFuel(options.fuelLimit);
-    // The budget exists before any guest code can run, instantiation included.
-    fuel.attach(globals.fuel);
     const host = options.wasi ? options.wasi(fuel) : null;
     if (host && memory) host.bind(memory);
-    return new Guest(options, fuel, memory, tables, globals, startTable, host);
+    return new Guest(options, fuel, memory, tables, hiddenTable, host);
   }
 
-  /** Instantiates the module; a verdict when that fails (an out-of-bounds segment traps). */
+  /** Instantiates the module and sets the fuel budget; a verdict when instantiation fails (an
+   *  out-of-bounds segment traps). No guest code runs before the budget is set: the start
+   *  function is the host's to call. */
   instantiate(): Verdict | null {
-    const own: Record<string, WebAssembly.ExportValue> = { ...this.globals };
+    const own: Record<string, WebAssembly.ExportValue> = { [HIDDEN_TABLE_IMPORT]: this.hiddenTable };
     if (this.memory) own[MEMORY_IMPORT] = this.memory;
     this.tables.forEach((t, i) => {
       own[tableImportName(i)] = t;
     });
-    if (this.startTable) own[START_TABLE_IMPORT] = this.startTable;
     const imports: WebAssembly.Imports = { ...this.options.imports, [HOST_MODULE]: own };
     if (this.host) imports[WASI_MODULE] = this.host.imports();
     try {
@@ -140,8 +136,26 @@ export class Guest {
       this.instantiationError = err;
       return this.classify(err);
     }
-    this.startFunction = this.startTable ? (this.startTable.get(0) as () => void) : null;
+    this.fuel.attach(this.fuelCell());
+    this.startFunction = this.options.layout.start ? (this.hiddenTable.get(START_SLOT) as () => void) : null;
     return null;
+  }
+
+  /** A hidden global's current value; null before a successful instantiation. */
+  read(name: HiddenGlobalName): number | bigint | null {
+    if (!this.instance) return null;
+    return this.getter(name)() as number | bigint;
+  }
+
+  private fuelCell(): FuelCell {
+    return {
+      read: this.getter('fuel') as () => bigint,
+      write: this.hiddenTable.get(setterSlot('fuel')) as (v: bigint) => void,
+    };
+  }
+
+  private getter(name: HiddenGlobalName): () => unknown {
+    return this.hiddenTable.get(getterSlot(name)) as () => unknown;
   }
 
   /** Runs the start function, if any, then `functionName` (null: the start function only).
@@ -161,7 +175,7 @@ export class Guest {
 
   /** Sets the budget again (benchmarks call one instance many times). */
   resetFuel(): void {
-    this.fuel.attach(this.globals.fuel);
+    this.fuel.attach(this.fuelCell());
   }
 
   /** Fuel consumed as the account says: may exceed the limit by one straight-line stretch. */
@@ -193,7 +207,7 @@ export class Guest {
       kind = this.indirectCallWasNull() ? 'indirect_call_to_null' : 'indirect_call_type_mismatch';
     } else if (/float unrepresentable in integer range/.test(message)) {
       // NaN has no integer value at all; anything else was merely out of range (wasmtime's split).
-      kind = Number.isNaN(this.globals.truncOperand.value as number) ? 'invalid_conversion_to_integer' : 'integer_overflow';
+      kind = Number.isNaN(this.read('truncOperand') ?? Number.NaN) ? 'invalid_conversion_to_integer' : 'integer_overflow';
     } else {
       for (const [re, k] of TRAP_MESSAGES) {
         if (re.test(message)) {
@@ -211,8 +225,8 @@ export class Guest {
   }
 
   private indirectCallWasNull(): boolean {
-    const index = this.globals.indirectIndex.value as number;
-    const tableIndex = this.globals.indirectTable.value as number;
+    const index = Number(this.read('indirectIndex') ?? -1);
+    const tableIndex = Number(this.read('indirectTable') ?? 0);
     const table = this.tables[tableIndex - this.options.layout.firstTable];
     if (!table || index < 0 || index >= table.length) return false;
     return table.get(index) === null;
@@ -222,7 +236,7 @@ export class Guest {
   private refusedGrowthExplainsTrap(): boolean {
     const mem = this.options.layout.memory;
     if (!mem) return false;
-    const target = Number(this.globals.growRefused.value as bigint);
+    const target = Number(this.read('growRefused') ?? 0);
     return target > this.options.memoryLimitPages && target <= (mem.max ?? MAX_PAGES);
   }
 }
