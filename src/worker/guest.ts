@@ -71,9 +71,10 @@ export class Guest {
   ) {}
 
   /**
-   * Creates the host's side of the guest (the budget is set by instantiate()). A verdict instead when the module's
-   * memory starts above the request's limit or the engine cannot allocate the memory or a table
-   * (a memory reserves about 10 GB of address space, whatever its size: a process can run out).
+   * Creates the host's side of the guest (instantiate() sets the budget). A verdict instead when
+   * the module's memory starts above the request's limit or the engine cannot allocate the memory
+   * or a table (a memory reserves about 10 GB of address space, whatever its size: a process can
+   * run out of it).
    */
   static create(options: GuestOptions): Guest | Verdict {
     const { layout, memoryLimitPages } = options;
