@@ -1,18 +1,19 @@
 // One variant of one guest program, in its own thread (its own isolate): compiled and instantiated
 // once, then `run(n)` called on request and timed here, so the message round trip is not counted.
 // The unmetered and metered variants run in identical workers, so both tier up (Liftoff, then
-// TurboFan for calls after the first) the same way.
+// TurboFan for calls after the first) the same way. The metered variant runs through the runner's
+// own guest code (src/worker/guest.ts): the same imports, budget and start function.
 
 import { parentPort, workerData } from 'node:worker_threads';
+import type { GuestLayout } from '../src/limits/guest-imports.js';
+import { Guest } from '../src/worker/guest.js';
 
 export interface MeteringWorkerData {
   variant: 'unmetered' | 'metered';
   bytes: Uint8Array;
   functionName: string;
-  /** Metered only: the hidden fuel global's export name and the memory to create for the import. */
-  fuelExport?: string;
-  startExport?: string | null;
-  memory?: { min: number; max: number | null; shared: boolean } | null;
+  /** Metered only: what the host creates for the instrumented module. */
+  layout?: GuestLayout;
   memoryLimitPages?: number;
   fuelLimit?: bigint;
 }
@@ -31,29 +32,29 @@ try {
   const module = new WebAssembly.Module(d.bytes);
   const compileMs = performance.now() - t;
   t = performance.now();
-  let imports: WebAssembly.Imports = {};
-  if (d.variant === 'metered' && d.memory) {
-    // As src/worker/runner.ts does: the maximum lowered to the request's memory limit.
-    const maximum = Math.min(d.memory.max ?? 65_536, d.memoryLimitPages ?? 65_536);
-    imports = { wasmbox: { memory: new WebAssembly.Memory({ initial: d.memory.min, maximum, shared: d.memory.shared } as WebAssembly.MemoryDescriptor) } };
+  let fn: (n: number) => unknown;
+  let guest: Guest | null = null;
+  if (d.variant === 'metered') {
+    const created = Guest.create({ module, layout: d.layout!, fuelLimit: d.fuelLimit ?? 0n, memoryLimitPages: d.memoryLimitPages ?? 65_536 });
+    if (!(created instanceof Guest)) throw new Error(`the guest could not be created: ${created.outcome} ${created.message ?? ''}`);
+    const refused = created.instantiate();
+    if (refused) throw new Error(`the guest could not be instantiated: ${refused.trap?.message ?? refused.message ?? refused.outcome}`);
+    created.call(null, []); // the start function, once
+    guest = created;
+    fn = (n) => created.call(d.functionName, [n]);
+  } else {
+    const instance = new WebAssembly.Instance(module, {});
+    fn = instance.exports[d.functionName] as (n: number) => unknown;
   }
-  const instance = new WebAssembly.Instance(module, imports);
   const instantiateMs = performance.now() - t;
-  const fn = instance.exports[d.functionName] as (n: number) => number | bigint;
-  const fuel = d.variant === 'metered' ? (instance.exports[d.fuelExport!] as WebAssembly.Global) : null;
-  const limit = d.fuelLimit ?? 0n;
-  if (fuel) {
-    fuel.value = -limit;
-    if (d.startExport) (instance.exports[d.startExport] as () => void)();
-  }
 
   port.on('message', (msg: MeteringRequest) => {
     try {
-      if (fuel) fuel.value = -limit;
+      guest?.resetFuel();
       const t0 = performance.now();
       const result = fn(msg.n);
       const ms = performance.now() - t0;
-      const consumed = fuel ? String(limit + (fuel.value as bigint)) : null;
+      const consumed = guest ? String(guest.consumed()) : null;
       port.postMessage({ ok: true, ms, result: String(result), fuel: consumed } satisfies MeteringReply);
     } catch (err) {
       port.postMessage({ ok: false, error: err instanceof Error ? `${err.name}: ${err.message}` : String(err) } satisfies MeteringReply);

@@ -1,8 +1,9 @@
 // Section "metering": what fuel metering costs a guest. For each program of bench/programs, the
 // original module (plain WebAssembly.Instance, no metering) against the output of instrument()
-// (memory imported as the runner does, fuel global set to -limit), each in its own fresh worker
-// thread, compiled once, one warm-up call (V8 compiles lazily with Liftoff and tiers hot
-// functions up to TurboFan, so the first call is not representative), then REPS timed calls,
+// (run by src/worker/guest.ts as the runner runs it: memory and hidden globals imported, fuel set
+// to -limit), each in its own fresh worker thread, compiled once, one warm-up call (V8 compiles
+// lazily with Liftoff and tiers hot functions up to TurboFan, so the first call is not
+// representative), then REPS timed calls,
 // interleaved U M / M U / U M ... so drift on the machine (other load, frequency) falls on both.
 // Both results must equal each other and programs.json's `expect`; fuel must be the same on every
 // call (it is exact and the programs are deterministic).
@@ -117,9 +118,7 @@ export async function meteringSection(options: SectionOptions): Promise<SectionR
       variant: 'metered',
       bytes: ins.bytes,
       functionName: p.function,
-      fuelExport: ins.hidden.fuel,
-      startExport: ins.hidden.start,
-      memory: ins.memory,
+      layout: ins.layout,
       memoryLimitPages: limitPages,
       fuelLimit: FUEL_LIMIT,
     });

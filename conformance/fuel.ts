@@ -5,6 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import wabtInit from 'wabt';
 import { instrument } from '../src/metering/instrument.js';
+import { runGuest } from '../src/worker/guest.js';
 
 export interface FuelCase {
   /** 1-based line of the form in fuel.wast. */
@@ -110,21 +111,16 @@ function measure(wabt: Wabt, moduleText: string): bigint {
     parsed.destroy();
   }
   const res = instrument(binary, { maxTableElements: 100_000 });
-  const module = new WebAssembly.Module(res.bytes);
-  const imports: WebAssembly.Imports = res.memory
-    ? { wasmbox: { memory: new WebAssembly.Memory({ initial: res.memory.min }) } }
-    : {};
-  const instance = new WebAssembly.Instance(module, imports);
-  const fuel = instance.exports[res.hidden.fuel] as WebAssembly.Global;
-  fuel.value = -LIMIT;
-  if (res.hidden.start !== null) {
-    try {
-      (instance.exports[res.hidden.start] as () => void)();
-    } catch {
-      // A trap still counts the fuel used before it.
-    }
-  }
-  return LIMIT + (fuel.value as bigint);
+  // The runner's own guest execution: a trap still counts the fuel used before it.
+  const run = runGuest({
+    module: new WebAssembly.Module(res.bytes),
+    layout: res.layout,
+    fuelLimit: LIMIT,
+    memoryLimitPages: 65_536,
+    functionName: null,
+    args: [],
+  });
+  return run.rawConsumed;
 }
 
 export async function runFuelSuite(fuelWastPath: string): Promise<FuelReport> {

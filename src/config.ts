@@ -41,6 +41,8 @@ const ENV = {
   // aborts the whole process. 1,000,000 elements (8 MB) stays well inside.
   WASMBOX_MAX_TABLE_ELEMENTS: int(1, 1_000_000).default(100_000),
   WASMBOX_WORKER_HEAP_MB: int(16).default(128),
+  // Instrumenting a large module builds large buffers; unset, max(512, WASMBOX_WORKER_HEAP_MB).
+  WASMBOX_PREPARE_HEAP_MB: int(16).optional(),
   WASMBOX_WORKER_STACK_MB: int(1, 64).default(4),
   WASMBOX_QUEUE_MAX: int(0).default(1024),
   WASMBOX_QUEUE_TIMEOUT_MS: int(1).default(10_000),
@@ -105,6 +107,8 @@ export interface Config {
   /** resourceLimits of each guest worker: JS heap (old generation) and stack. */
   workerHeapMb: number;
   workerStackMb: number;
+  /** JS heap (old generation) of each preparation worker; a module that needs more is refused. */
+  prepareHeapMb: number;
   /** Runs waiting for a worker before new ones are refused with 503 overloaded. */
   queueMax: number;
   /** How long a run may wait for a worker before it is refused with 503 overloaded. */
@@ -184,6 +188,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     maxTableElements: e.WASMBOX_MAX_TABLE_ELEMENTS,
     workerHeapMb: e.WASMBOX_WORKER_HEAP_MB,
     workerStackMb: e.WASMBOX_WORKER_STACK_MB,
+    prepareHeapMb: e.WASMBOX_PREPARE_HEAP_MB ?? Math.max(512, e.WASMBOX_WORKER_HEAP_MB),
     queueMax: e.WASMBOX_QUEUE_MAX,
     queueTimeoutMs: e.WASMBOX_QUEUE_TIMEOUT_MS,
     cacheBytes: e.WASMBOX_CACHE_MB * 1024 * 1024,

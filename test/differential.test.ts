@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { instrument } from '../dist/src/metering/instrument.js';
+import { Guest } from '../dist/src/worker/guest.js';
 
 const run = promisify(execFile);
 const GENERATOR = fileURLToPath(new URL('./helpers/ttf-generate.cjs', import.meta.url));
@@ -228,24 +229,20 @@ function execute(bytes: Uint8Array, funcs: FuncInfo[], metered: boolean): Run {
   };
   const imports: WebAssembly.Imports = { 'fuzzing-support': support };
 
-  let code = bytes;
-  let hidden: ReturnType<typeof instrument>['hidden'] | null = null;
-  let memory: WebAssembly.Memory | null = null;
-  if (metered) {
-    const res = instrument(bytes, { maxTableElements: 100_000 });
-    code = res.bytes;
-    hidden = res.hidden;
-    if (res.memory) {
-      memory = new WebAssembly.Memory({ initial: res.memory.min, maximum: res.memory.max ?? 65_536, shared: res.memory.shared } as WebAssembly.MemoryDescriptor);
-      imports.wasmbox = { memory };
-    }
-  }
-
+  let guest: Guest | null = null;
   try {
-    instance = new WebAssembly.Instance(new WebAssembly.Module(code), imports);
-    if (hidden) {
-      (instance.exports[hidden.fuel] as WebAssembly.Global).value = -BUDGET;
-      if (hidden.start) (instance.exports[hidden.start] as () => void)();
+    if (metered) {
+      // The runner's own guest code creates the memory, tables and hidden globals.
+      const res = instrument(bytes, { maxTableElements: 100_000 });
+      const created = Guest.create({ module: new WebAssembly.Module(res.bytes), layout: res.layout, fuelLimit: BUDGET, memoryLimitPages: 65_536, imports });
+      if (!(created instanceof Guest)) throw new Error(`the guest could not be created: ${created.message}`);
+      const refused = created.instantiate();
+      if (refused) throw created.instantiationError;
+      guest = created;
+      instance = created.instance!;
+      created.call(null, []);
+    } else {
+      instance = new WebAssembly.Instance(new WebAssembly.Module(bytes), imports);
     }
     transcript.push({ step: 'instantiate', log });
   } catch (err) {
@@ -268,7 +265,7 @@ function execute(bytes: Uint8Array, funcs: FuncInfo[], metered: boolean): Run {
 
   const globals: Record<string, unknown> = {};
   for (const [name, value] of Object.entries(instance.exports)) {
-    if (value instanceof WebAssembly.Global && (!hidden || !name.startsWith('__wasmbox_'))) {
+    if (value instanceof WebAssembly.Global) {
       try {
         globals[name] = show(value.value);
       } catch {
@@ -276,8 +273,8 @@ function execute(bytes: Uint8Array, funcs: FuncInfo[], metered: boolean): Run {
       }
     }
   }
-  const mem = metered ? memory : (instance.exports[MEMORY_EXPORT] as WebAssembly.Memory | undefined) ?? null;
-  const fuelLeft = hidden ? -((instance.exports[hidden.fuel] as WebAssembly.Global).value as bigint) : null;
+  const mem = guest ? guest.memory : (instance.exports[MEMORY_EXPORT] as WebAssembly.Memory | undefined) ?? null;
+  const fuelLeft = guest ? BUDGET - guest.consumed() : null;
   return { transcript, memory: mem ? new Uint8Array(mem.buffer.slice(0)) : null, globals, fuelLeft };
 }
 
@@ -315,14 +312,16 @@ describe('differential: metered and unmetered runs of generated modules agree', 
     for (const g of generated) expect(WebAssembly.validate(g.bytes), `seed ${g.seed}`).toBe(true);
   });
 
-  it('every generated module instruments into a module V8 accepts, importing only what the original did plus wasmbox.memory', () => {
+  it('every generated module instruments into a module V8 accepts, importing what the original did plus the service\'s "wasmbox" imports, and exporting exactly what it did', () => {
     for (const g of generated) {
       const res = instrument(g.bytes, { maxTableElements: 100_000 });
       expect(WebAssembly.validate(res.bytes), `seed ${g.seed}`).toBe(true);
       const before = WebAssembly.Module.imports(new WebAssembly.Module(g.bytes));
       const after = WebAssembly.Module.imports(new WebAssembly.Module(res.bytes));
-      const expected = res.memory ? [...before, { module: 'wasmbox', name: 'memory', kind: 'memory' }] : before;
-      expect(after, `seed ${g.seed}`).toEqual(expected);
+      // Only the service's own "wasmbox" imports are added, after the module's own.
+      expect(after.slice(0, before.length), `seed ${g.seed}`).toEqual(before);
+      expect(after.slice(before.length).every((i) => i.module === 'wasmbox'), `seed ${g.seed}`).toBe(true);
+      expect(WebAssembly.Module.exports(new WebAssembly.Module(res.bytes)), `seed ${g.seed}`).toEqual(WebAssembly.Module.exports(new WebAssembly.Module(g.bytes)));
     }
   });
 

@@ -3,6 +3,7 @@
 // server must still answer ordinary requests correctly and promptly. Big modules are generated.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawnServer } from './helpers/child-server.js';
 import { b64, startServer, type TestServer } from './helpers/server.js';
 import { wat } from './helpers/wat.js';
 
@@ -40,18 +41,33 @@ function leb(n: number): number[] {
   return out;
 }
 
+/** Signed LEB128 of an i32. */
+function sleb(n: number): number[] {
+  const out: number[] = [];
+  for (;;) {
+    const b = n & 0x7f;
+    n >>= 7;
+    if ((n === 0 && (b & 0x40) === 0) || (n === -1 && (b & 0x40) !== 0)) return [...out, b];
+    out.push(b | 0x80);
+  }
+}
+
 /** A module of exported functions of type () -> i32 with no locals; `body` is the code after the
- *  local declarations, ending with its final `end`. */
-function moduleOf(funcs: Array<{ name: string; body: number[] }>): Uint8Array {
+ *  local declarations, ending with its final `end`. With `start`, a start function of type
+ *  () -> () (`i32.const 1 drop`: 2 fuel with its entry) is added after them, not exported. */
+function moduleOf(funcs: Array<{ name: string; body: number[] }>, { start = false } = {}): Uint8Array {
   const vec = (items: number[][]): number[] => [...leb(items.length), ...items.flat()];
   const section = (id: number, content: number[]): number[] => [id, ...leb(content.length), ...content];
   const name = (s: string): number[] => [...leb(s.length), ...Buffer.from(s)];
+  const bodies = funcs.map((f) => [0x00, ...f.body]);
+  if (start) bodies.push([0x00, 0x41, 0x01, 0x1a, 0x0b]);
   const bytes = [
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
-    ...section(1, vec([[0x60, 0x00, 0x01, 0x7f]])),
-    ...section(3, vec(funcs.map(() => [0x00]))),
+    ...section(1, vec([[0x60, 0x00, 0x01, 0x7f], [0x60, 0x00, 0x00]])),
+    ...section(3, vec([...funcs.map(() => [0x00]), ...(start ? [[0x01]] : [])])),
     ...section(7, vec(funcs.map((f, i) => [...name(f.name), 0x00, ...leb(i)]))),
-    ...section(10, vec(funcs.map((f) => { const code = [0x00, ...f.body]; return [...leb(code.length), ...code]; }))),
+    ...(start ? section(8, leb(funcs.length)) : []),
+    ...section(10, vec(bodies.map((code) => [...leb(code.length), ...code]))),
   ];
   return Uint8Array.from(bytes);
 }
@@ -285,6 +301,27 @@ describe('big and deep modules', () => {
 });
 
 describe('modules at engine limits', () => {
+  /** V8's maximum number of exports: the service must not add any of its own. */
+  const MAX_EXPORTS = 100_000;
+  const exportsModule = (start: boolean): string =>
+    b64(moduleOf(Array.from({ length: MAX_EXPORTS }, (_, i) => ({ name: `e${i}`, body: [0x41, ...sleb(i), 0x0b] })), { start }));
+
+  it("a module with 100,000 exported functions (V8's maximum) runs ok by name: metering adds no exports", async () => {
+    const m = exportsModule(false);
+    for (const i of [0, 54_321, MAX_EXPORTS - 1]) {
+      const res = await exec('100,000 exports', m, `e${i}`, [], { timeoutMs: 10_000 });
+      expect(res.body).toMatchObject({ outcome: 'ok', results: [i] });
+      expect(res.body.telemetry.fuelConsumed).toBe(2);
+    }
+  });
+
+  it('a module with 100,000 exports and a start function runs ok, the start function run and charged first', async () => {
+    const res = await exec('100,000 exports and start', exportsModule(true), `e${MAX_EXPORTS - 1}`, [], { timeoutMs: 10_000 });
+    expect(res.body).toMatchObject({ outcome: 'ok', results: [MAX_EXPORTS - 1] });
+    // start: entry + i32.const (drop is free); the export: entry + i32.const
+    expect(res.body.telemetry.fuelConsumed).toBe(4);
+  });
+
   it("a function at V8's local-count limit is refused with a 4xx when metering cannot add its scratch locals, never a 5xx", async () => {
     const m = b64(
       wat(`(module (memory 1)
@@ -300,6 +337,56 @@ describe('modules at engine limits', () => {
       expect(res.body.error.code).toBe('module_too_complex');
     }
   });
+});
+
+describe('the engine running out of room is a refusal or an outcome, never a 5xx', () => {
+  it('a module whose preparation exhausts the preparation worker\'s heap is refused 422 module_too_complex, every time, and the next module prepares', async () => {
+    // 1,000,000 empty functions (V8's maximum): 4 MB of bytes, but a parsed body and a type entry
+    // each on the preparation worker's heap, far more than 32 MiB.
+    const N = 1_000_000;
+    const section = (id: number, content: number[]): number[] => [id, ...leb(content.length), ...content];
+    const funcs = [...leb(N), ...new Array<number>(N).fill(0)];
+    const code = [...leb(N)];
+    for (let i = 0; i < N; i++) code.push(2, 0x00, 0x0b);
+    const big = Uint8Array.from([0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, ...section(1, [1, 0x60, 0, 0]), ...section(3, funcs), ...section(7, [1, 1, 0x66, 0, 0]), ...section(10, code)]);
+    const small = await startServer({ WASMBOX_PREPARE_HEAP_MB: '32' });
+    try {
+      for (let attempt = 0; attempt < 2; attempt++) {
+        const res = await small.execute({ module: b64(big), function: 'f', limits: { timeoutMs: 10_000 } });
+        statuses.push({ what: 'preparation out of heap', status: res.status });
+        expect(res.status, JSON.stringify(res.body)).toBe(422);
+        expect(res.body.error.code).toBe('module_too_complex');
+        expect(res.body.error.message).toMatch(/preparation heap of 32 MiB/);
+      }
+      // The worker that died was replaced: preparation still works.
+      const ok = await small.execute({ module: ADD, function: 'add', args: [2, 3] });
+      expect(ok.body).toMatchObject({ outcome: 'ok', results: [5] });
+    } finally {
+      await small.close();
+    }
+  }, 60_000);
+
+  it('when the engine cannot allocate a linear memory the run ends in memory_limit_exceeded saying so; runs without one still work', async () => {
+    // Each wasm memory reserves about 10 GB of address space: under an 8 GB cap the server runs
+    // but no memory can be created (ENGINE-NOTES).
+    const child = await spawnServer({ WASMBOX_WORKERS: '1' }, { virtualMemoryKb: 8_000_000 });
+    try {
+      const withMemory = await child.execute({ module: b64(wat('(module (memory 1) (func (export "f") (result i32) (i32.const 7)))')), function: 'f' });
+      expect(withMemory.status, JSON.stringify(withMemory.body)).toBe(200);
+      expect(withMemory.body).toMatchObject({ outcome: 'memory_limit_exceeded' });
+      expect(withMemory.body.message).toMatch(/could not allocate the module's linear memory/);
+      // A WASI program without a memory needs none from the engine either.
+      const wasi = wat('(module (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32))) (func (export "_start") (call $exit (i32.const 3))))');
+      const exited = await child.execute({ module: b64(wasi), wasi: {} });
+      expect(exited.status, JSON.stringify(exited.body)).toBe(200);
+      expect(exited.body).toMatchObject({ outcome: 'exited', exitCode: 3 });
+      const add = await child.execute({ module: ADD, function: 'add', args: [2, 3] });
+      expect(add.body).toMatchObject({ outcome: 'ok', results: [5] });
+      expect(child.exited()).toBeNull();
+    } finally {
+      await child.close();
+    }
+  }, 60_000);
 });
 
 describe('after all of that', () => {

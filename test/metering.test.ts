@@ -262,14 +262,13 @@ describe('metering: control flow is charged per operator actually executed', () 
       (global $n (export "n") (mut i32) (i32.const 0))
       (func $s (global.set $n (i32.const 7)))
       (start $s))`);
-    const { res, instance } = instantiateMetered(m);
-    expect(res.hidden.start).not.toBeNull();
+    const { res, instance, guest } = instantiateMetered(m, { fuel: 1000n });
+    expect(res.layout.start).toBe(true);
     expect((instance.exports.n as WebAssembly.Global).value).toBe(0);
-    (instance.exports[res.hidden.fuel] as WebAssembly.Global).value = -1000n;
-    (instance.exports[res.hidden.start!] as () => void)();
+    guest.call(null, []);
     expect((instance.exports.n as WebAssembly.Global).value).toBe(7);
     // entry, i32.const, global.set
-    expect(1000n + ((instance.exports[res.hidden.fuel] as WebAssembly.Global).value as bigint)).toBe(3n);
+    expect(guest.consumed()).toBe(3n);
   });
 });
 
@@ -648,8 +647,7 @@ describe('metering: the transform preserves behaviour', () => {
 
   it('every export returns (or traps) the same with and without metering, with the same memory and globals', () => {
     const plain = new WebAssembly.Instance(new WebAssembly.Module(program), {});
-    const { res, instance: metered, memory } = instantiateMetered(program);
-    (metered.exports[res.hidden.fuel] as WebAssembly.Global).value = -(10n ** 15n);
+    const { instance: metered, memory } = instantiateMetered(program, { fuel: 10n ** 15n });
     const outcome = (inst: WebAssembly.Instance, name: string, args: unknown[]): unknown => {
       try {
         return { ok: (inst.exports[name] as (...a: unknown[]) => unknown)(...args) };
@@ -671,24 +669,24 @@ describe('metering: the transform preserves behaviour', () => {
     expect(Buffer.compare(Buffer.from(meteredMem), Buffer.from(plainMem))).toBe(0);
   });
 
-  it('the instrumented module imports its memory as ("wasmbox", "memory") with the module\'s limits and exports nothing the guest named', () => {
+  it('the instrumented module imports its memory, its tables and the table of hidden accessors from "wasmbox" and exports exactly what the guest exported', () => {
     const res = instrument(program, { maxTableElements: 100 });
-    expect(res.memory).toEqual({ min: 1, max: 4, shared: false });
+    expect(res.layout.memory).toEqual({ min: 1, max: 4, shared: false });
     const m = new WebAssembly.Module(res.bytes);
-    expect(WebAssembly.Module.imports(m)).toEqual([{ module: 'wasmbox', name: 'memory', kind: 'memory' }]);
-    const original = WebAssembly.Module.exports(new WebAssembly.Module(program)).map((e) => e.name);
-    const names = WebAssembly.Module.exports(m).map((e) => e.name);
-    expect(names.slice(0, original.length)).toEqual(original);
-    const added = names.slice(original.length);
-    expect(added).toContain(res.hidden.fuel);
-    for (const n of added) expect(original).not.toContain(n);
+    expect(WebAssembly.Module.imports(m)).toEqual([
+      { module: 'wasmbox', name: 'memory', kind: 'memory' },
+      { module: 'wasmbox', name: 'table0', kind: 'table' },
+      { module: 'wasmbox', name: 'hidden', kind: 'table' },
+    ]);
+    expect(WebAssembly.Module.exports(m)).toEqual(WebAssembly.Module.exports(new WebAssembly.Module(program)));
   });
 
-  it('a guest export that already uses a hidden name keeps it; the fuel global gets another name', () => {
-    const m = wat('(module (func (export "__wasmbox_fuel") (result i32) (i32.const 5)))');
+  it('a guest export named like a service name is the guest\'s own: nothing is exported beside it', () => {
+    const m = wat('(module (func (export "__wasmbox_fuel") (result i32) (i32.const 5)) (func (export "fuel") (result i32) (i32.const 6)))');
     const r = runMetered(m, { fn: '__wasmbox_fuel' });
-    expect(r.hidden.fuel).not.toBe('__wasmbox_fuel');
     expect(r.results).toBe(5);
     expect(r.consumed).toBe(2);
+    expect(runMetered(m, { fn: 'fuel' }).results).toBe(6);
+    expect(WebAssembly.Module.exports(new WebAssembly.Module(r.bytes)).map((e) => e.name)).toEqual(['__wasmbox_fuel', 'fuel']);
   });
 });

@@ -8,6 +8,7 @@ import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { instrument } from '../dist/src/metering/instrument.js';
+import { Guest, runGuest } from '../dist/src/worker/guest.js';
 import { funcType, parseModule } from '../dist/src/wasm/module.js';
 import {
   checkWasiImport,
@@ -57,52 +58,40 @@ interface RunResult {
 
 function runWasi(bytes: Uint8Array, o: RunOptions = {}): RunResult {
   const inst = instrument(bytes, { maxTableElements: 10_000 });
-  const module = new WebAssembly.Module(inst.bytes);
   const limit = o.fuel ?? 2_000_000_000n;
-  const fuel = new GuestFuel(limit);
-  const host = new WasiHost({
-    args: o.args ?? ['prog'],
-    env: o.env ?? {},
-    stdin: typeof o.stdin === 'string' ? enc.encode(o.stdin) : (o.stdin ?? new Uint8Array()),
-    stdoutLimitBytes: o.stdoutLimitBytes ?? 1 << 20,
-    stderrLimitBytes: o.stderrLimitBytes ?? 1 << 20,
-    charge: o.charge ? (u) => o.charge!(u, fuel) : fuel.charge,
-    halt: fuel.halt,
-    sleepBudgetMs: o.sleepBudgetMs ?? 5_000,
+  let host: WasiHost | null = null;
+  // The runner's own guest code: the budget, then proc_exit's flag (whatever ended the guest's
+  // code, since a guest may catch WasiExit), then how the code ended. A host exception fails the test.
+  const r = runGuest({
+    module: new WebAssembly.Module(inst.bytes),
+    layout: inst.layout,
+    fuelLimit: limit,
+    memoryLimitPages: 4_096,
+    functionName: o.function ?? '_start',
+    args: [],
+    wasi: (fuel: GuestFuel) =>
+      (host = new WasiHost({
+        args: o.args ?? ['prog'],
+        env: o.env ?? {},
+        stdin: typeof o.stdin === 'string' ? enc.encode(o.stdin) : (o.stdin ?? new Uint8Array()),
+        stdoutLimitBytes: o.stdoutLimitBytes ?? 1 << 20,
+        stderrLimitBytes: o.stderrLimitBytes ?? 1 << 20,
+        charge: o.charge ? (u) => o.charge!(u, fuel) : fuel.charge,
+        halt: fuel.halt,
+        sleepBudgetMs: o.sleepBudgetMs ?? 5_000,
+      })),
   });
-  const imports: WebAssembly.Imports = { wasi_snapshot_preview1: host.imports() };
-  if (inst.memory) {
-    const memory = new WebAssembly.Memory({ initial: inst.memory.min, maximum: Math.min(inst.memory.max ?? 65_536, 4_096) });
-    host.bind(memory);
-    imports.wasmbox = { memory };
+  if (!host) throw new Error(`the guest could not be created: ${r.verdict.message}`);
+  const outcome = r.verdict.outcome;
+  if (outcome !== 'ok' && outcome !== 'exited' && outcome !== 'trap' && outcome !== 'fuel_exhausted') {
+    throw new Error(`unexpected outcome ${outcome}: ${r.verdict.message ?? r.verdict.trap?.message}`);
   }
-  const instance = new WebAssembly.Instance(module, imports);
-  fuel.attach(instance.exports[inst.hidden.fuel] as WebAssembly.Global);
-  let error: unknown = null;
-  try {
-    if (inst.hidden.start) (instance.exports[inst.hidden.start] as () => void)();
-    (instance.exports[o.function ?? '_start'] as () => void)();
-  } catch (err) {
-    error = err;
-  }
-  // The runner's order: the budget, then proc_exit's flag (whatever ended the guest's code, since
-  // a guest may catch WasiExit), then how the code ended. A host exception fails the test.
-  const consumed = fuel.consumed();
-  let outcome: RunResult['outcome'];
-  let trap: string | undefined;
-  if (consumed > limit) outcome = 'fuel_exhausted';
-  else if (host.exitCode !== null) outcome = host.exitCode === 0 ? 'ok' : 'exited';
-  else if (error === null) outcome = 'ok';
-  else if (error instanceof WebAssembly.RuntimeError) {
-    outcome = 'trap';
-    trap = error.message;
-  } else throw error;
   return {
     outcome,
-    exitCode: outcome === 'ok' ? 0 : host.exitCode,
-    ...(trap !== undefined ? { trap } : {}),
-    fuelConsumed: consumed > limit ? limit : consumed,
-    ...host.output(),
+    exitCode: r.exitCode,
+    ...(r.verdict.trap ? { trap: r.verdict.trap.message } : {}),
+    fuelConsumed: r.fuelConsumed,
+    ...(host as WasiHost).output(),
   };
 }
 
@@ -139,28 +128,32 @@ interface ProxyRun {
 
 function proxy(o: Partial<RunOptions> & { refuseCharges?: boolean } = {}): ProxyRun {
   const inst = instrument(PROXY, { maxTableElements: 10 });
-  const fuel = new GuestFuel(o.fuel ?? 1_000_000_000n);
   const charges: number[] = [];
-  const host = new WasiHost({
-    args: o.args ?? ['prog'],
-    env: o.env ?? {},
-    stdin: typeof o.stdin === 'string' ? enc.encode(o.stdin) : (o.stdin ?? new Uint8Array()),
-    stdoutLimitBytes: o.stdoutLimitBytes ?? 1 << 20,
-    stderrLimitBytes: o.stderrLimitBytes ?? 1 << 20,
-    charge: (u) => {
-      charges.push(u);
-      return o.refuseCharges ? (fuel.charge(u), false) : fuel.charge(u);
-    },
-    halt: fuel.halt,
-    sleepBudgetMs: o.sleepBudgetMs ?? 5_000,
+  const guest = Guest.create({
+    module: new WebAssembly.Module(inst.bytes),
+    layout: inst.layout,
+    fuelLimit: o.fuel ?? 1_000_000_000n,
+    memoryLimitPages: 64,
+    wasi: (fuel: GuestFuel) =>
+      new WasiHost({
+        args: o.args ?? ['prog'],
+        env: o.env ?? {},
+        stdin: typeof o.stdin === 'string' ? enc.encode(o.stdin) : (o.stdin ?? new Uint8Array()),
+        stdoutLimitBytes: o.stdoutLimitBytes ?? 1 << 20,
+        stderrLimitBytes: o.stderrLimitBytes ?? 1 << 20,
+        charge: (u) => {
+          charges.push(u);
+          return o.refuseCharges ? (fuel.charge(u), false) : fuel.charge(u);
+        },
+        halt: fuel.halt,
+        sleepBudgetMs: o.sleepBudgetMs ?? 5_000,
+      }),
   });
-  const memory = new WebAssembly.Memory({ initial: 1, maximum: 64 });
-  host.bind(memory);
-  const instance = new WebAssembly.Instance(new WebAssembly.Module(inst.bytes), {
-    wasmbox: { memory },
-    wasi_snapshot_preview1: host.imports(),
-  });
-  fuel.attach(instance.exports[inst.hidden.fuel] as WebAssembly.Global);
+  if (!(guest instanceof Guest) || guest.instantiate()) throw new Error('the proxy module did not instantiate');
+  const instance = guest.instance!;
+  const memory = guest.memory!;
+  const host = guest.host!;
+  const fuel = guest.fuel;
   return {
     call: instance.exports as unknown as Proxy,
     host,

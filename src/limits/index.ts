@@ -1,8 +1,11 @@
 // Resource limits: one type, one defaults constant, server maximums from the configuration.
 // A request's limits are resolved against the policy here and refused when out of range, never
 // trusted. Where each limit is enforced:
-// - fuel: src/metering (instrumented checks) and src/worker/runner.ts (the final account);
-// - memoryMb: src/worker/runner.ts creates the guest's memory with `maximum` at the limit;
+// - fuel: src/metering (instrumented checks) and src/worker/guest.ts (the final account);
+// - memoryMb: rewrite.ts turns the module's memory into an import, and src/worker/guest.ts
+//   creates it with `maximum` at the limit;
+// - table elements (a server setting): rewrite.ts caps every table's maximum, and
+//   src/worker/guest.ts creates the tables;
 // - timeoutMs: src/worker/pool.ts aborts the worker from the main thread at the deadline.
 
 import { ServiceError } from '../errors.js';

@@ -1,8 +1,12 @@
-// Fuel metering as a pure transform: module bytes in, instrumented module bytes out.
+// The fuel pass: counts what a guest runs, as wasmtime's fuel does, by rewriting function bodies.
+// Module bytes in, instrumented module bytes out; the limits (memory and table caps, the hidden
+// globals as imports, the start function) are the limiter's, in src/limits/rewrite.ts, and
+// `instrument` applies both. The cost table is data, in costs.ts.
 //
-// Counting method (the "backend"; the cost table is data in costs.ts):
-// - A hidden mutable i64 global holds `consumed - limit`. The host sets it to `-limit` before
-//   the guest runs and reads it afterwards: consumed = limit + value. The guest cannot name it.
+// Counting method:
+// - A hidden mutable i64 global (the limiter's, see src/limits/guest-imports.ts) holds
+//   `consumed - limit`. The host sets it to `-limit` before the guest runs and reads it
+//   afterwards: consumed = limit + value. The guest cannot name it.
 // - Every basic block adds its cost to the global once, *before the instruction that ends it*
 //   (branch, call, return, end, else, unreachable, ...). The added code is stack-neutral, so it
 //   can sit anywhere in the binary, and a charge placed in dead code simply never runs. A run that
@@ -21,34 +25,26 @@
 //   operations (fill, copy, init) charge and check *before* they run, and only when their ranges
 //   are in bounds: an operation that will trap does no work and costs its base, so it traps as
 //   the spec says rather than ending in fuel exhaustion. memory.grow and table.grow charge per
-//   page or element *after* they succeeded; a refused grow (result -1) costs its base.
-// - Non-saturating float-to-int truncations record their operand in a hidden global, so a trap
-//   can be classified as invalid conversion (NaN) or integer overflow (out of range).
+//   page or element *after* they succeeded; a refused grow (result -1) costs its base. The
+//   remaining length of each segment lives in a global this pass adds (data.drop / elem.drop
+//   zero it).
 // - Exhaustion is `unreachable`, a trap the guest's own exception handlers cannot catch.
+// - An opcode this pass does not know is refused (UnsupportedFeature), never given a guessed cost.
 //
-// Other rewrites, all semantics-preserving:
-// - The module's own memory becomes an import ("wasmbox" "memory") with the same limits, so the
-//   host creates it with `maximum` lowered to the request's limit: one compiled module serves
-//   every memory limit, and V8 itself refuses growth past the cap (memory.grow returns -1).
-// - Table maximums are lowered to the server's element cap.
-// - The start section is removed and the start function exported under a hidden name; the host
-//   calls it right after instantiation, once the fuel global is set (instantiation would
-//   otherwise run it before the budget exists).
-// - A refused memory.grow records its target size in a hidden global, so a trap that follows can
-//   be reported as `memory_limit_exceeded`; call_indirect records its index, so the host can tell
-//   a null entry from a signature mismatch (V8 reports both with one message).
+// While it walks the code, the pass also records what the host needs to classify a trap, in the
+// limiter's hidden globals: the target of a refused memory.grow (so a trap that follows can be
+// reported as memory_limit_exceeded), the index and table of each call_indirect (null entry or
+// signature mismatch), and the operand of a trapping float-to-int truncation (NaN or out of
+// range).
 
+import { type LimitPlan, TableLimitError, assemble, planLimits } from '../limits/rewrite.js';
+import type { GuestLayout } from '../limits/guest-imports.js';
 import { Reader, Writer, WasmFormatError, u32Size } from '../wasm/bytes.js';
-import {
-  type Limits,
-  type ParsedModule,
-  SectionId,
-  UnsupportedFeature,
-  VALTYPE_BYTES,
-  parseModule,
-  readValType,
-} from '../wasm/module.js';
+import { skipAtomicImmediates, skipBlockType, skipFcImmediates, skipMemArg, skipSimdImmediates, unsupportedOpcodeMessage } from '../wasm/opcodes.js';
+import { type ParsedModule, UnsupportedFeature, parseModule, readValType } from '../wasm/module.js';
 import { type CostTable, DEFAULT_COSTS, FREE_OPCODES, type ScaledOperator } from './costs.js';
+
+export { TableLimitError };
 
 export interface InstrumentOptions {
   costs?: CostTable;
@@ -56,263 +52,61 @@ export interface InstrumentOptions {
   maxTableElements: number;
 }
 
-/** Names of the exports the instrumentation adds; the host reads them, callers never see them. */
-export interface HiddenExports {
-  /** Mutable i64 global: consumed - limit. */
-  fuel: string;
-  /** Mutable i64 global: target page count of the last memory.grow that returned -1 (0: none). */
-  growRefused: string | null;
-  /** Mutable i32 global: the table index used by the last call_indirect. */
-  indirectIndex: string | null;
-  /** Mutable i32 global: the table used by the last call_indirect (only with several tables). */
-  indirectTable: string | null;
-  /** Mutable f64 global: the operand of the last trapping float-to-int truncation, so the host
-   *  can tell NaN (invalid conversion) from out of range (integer overflow); V8 reports both with
-   *  one message. */
-  truncOperand: string;
-  /** The start function, called by the host after instantiation. */
-  start: string | null;
-  /** Each table, in table index order, for classifying call_indirect traps. */
-  tables: string[];
-}
-
 export interface InstrumentedModule {
   bytes: Uint8Array;
-  hidden: HiddenExports;
-  /** The module's memory, now imported as "wasmbox" "memory"; null when it defines none. */
-  memory: Limits | null;
+  /** What the host must create for it (memory, tables, hidden globals, start). */
+  layout: GuestLayout;
 }
 
-export const MEMORY_IMPORT = { module: 'wasmbox', name: 'memory' } as const;
-
-export class TableLimitError extends Error {
-  override readonly name = 'TableLimitError';
-}
-
+/** The limiter and the fuel pass over one module: what the preparation worker runs. */
 export function instrument(bytes: Uint8Array, options: InstrumentOptions): InstrumentedModule {
   return instrumentParsed(parseModule(bytes), options);
 }
 
-// Canonical order of the known sections (the tag section sits between memory and global).
-const SECTION_RANK: Readonly<Record<number, number>> = {
-  [SectionId.type]: 1,
-  [SectionId.import]: 2,
-  [SectionId.function]: 3,
-  [SectionId.table]: 4,
-  [SectionId.memory]: 5,
-  [SectionId.tag]: 6,
-  [SectionId.global]: 7,
-  [SectionId.export]: 8,
-  [SectionId.start]: 9,
-  [SectionId.element]: 10,
-  [SectionId.dataCount]: 11,
-  [SectionId.code]: 12,
-  [SectionId.data]: 13,
-};
-
-interface OutSection {
-  id: number;
-  content: Uint8Array;
-}
-
 export function instrumentParsed(m: ParsedModule, options: InstrumentOptions): InstrumentedModule {
-  const costs = options.costs ?? DEFAULT_COSTS;
-  const bytes = m.bytes;
-
-  const exportNames = new Set(m.exports.map((e) => e.name));
-  const hiddenName = (base: string): string => {
-    let name = `__wasmbox_${base}`;
-    while (exportNames.has(name)) name += '_';
-    exportNames.add(name);
-    return name;
-  };
-
-  const hasMemory = m.memories.length + m.importedMemories > 0;
-  const tableCount = m.tables.length + m.importedTables;
-  let nextGlobal = m.importedGlobals + m.definedGlobals;
-  const globals = {
-    fuel: nextGlobal++,
-    growRefused: hasMemory ? nextGlobal++ : -1,
-    indirectIndex: tableCount > 0 ? nextGlobal++ : -1,
-    indirectTable: tableCount > 1 ? nextGlobal++ : -1,
-    truncOperand: nextGlobal++,
-    dataLen: -1,
-    elemLen: -1,
-    // Remaining length of each segment: passive ones start whole, active (and declarative) ones
-    // count as dropped once instantiation has used them. data.drop / elem.drop set them to 0.
-    dataInit: m.hasDataCount ? m.dataSegments.map((d) => (d.passive ? d.length : 0)) : [],
-    elemInit: m.elemSegments.map((e) => (e.passive ? e.length : 0)),
-  };
-  if (globals.dataInit.length > 0) {
-    globals.dataLen = nextGlobal;
-    nextGlobal += globals.dataInit.length;
-  }
-  if (globals.elemInit.length > 0) {
-    globals.elemLen = nextGlobal;
-    nextGlobal += globals.elemInit.length;
-  }
-  const hidden: HiddenExports = {
-    fuel: hiddenName('fuel'),
-    growRefused: hasMemory ? hiddenName('grow_refused') : null,
-    indirectIndex: tableCount > 0 ? hiddenName('indirect_index') : null,
-    indirectTable: tableCount > 1 ? hiddenName('indirect_table') : null,
-    truncOperand: hiddenName('trunc_operand'),
-    start: m.start !== null ? hiddenName('start') : null,
-    tables: Array.from({ length: tableCount }, (_, i) => hiddenName(`table${i}`)),
-  };
-
-  const out: OutSection[] = [];
-  const added = new Set<number>();
-  const insert = (s: OutSection): void => {
-    // Before the first non-custom section that must come after it.
-    const rank = SECTION_RANK[s.id]!;
-    const at = out.findIndex((o) => o.id !== SectionId.custom && SECTION_RANK[o.id]! > rank);
-    if (at < 0) out.push(s);
-    else out.splice(at, 0, s);
-    added.add(s.id);
-  };
-
-  const memoryImport = m.memories[0] ?? null;
-  for (const s of m.sections) {
-    const content = bytes.subarray(s.contentStart, s.end);
-    switch (s.id) {
-      case SectionId.import:
-        out.push({ id: s.id, content: importSection(content, memoryImport) });
-        added.add(s.id);
-        break;
-      case SectionId.memory:
-      case SectionId.start:
-        break; // memory moved to the imports; start called by the host
-      case SectionId.table:
-        out.push({ id: s.id, content: tableSection(m, options.maxTableElements) });
-        break;
-      case SectionId.global:
-        out.push({ id: s.id, content: globalSection(content, globals) });
-        added.add(s.id);
-        break;
-      case SectionId.export:
-        out.push({ id: s.id, content: exportSection(content, m, hidden, globals) });
-        added.add(s.id);
-        break;
-      case SectionId.code:
-        out.push({ id: s.id, content: codeSection(m, costs, globals) });
-        break;
-      default:
-        out.push({ id: s.id, content });
-    }
-  }
-  if (memoryImport && !added.has(SectionId.import)) {
-    insert({ id: SectionId.import, content: importSection(null, memoryImport) });
-  }
-  if (!added.has(SectionId.global)) insert({ id: SectionId.global, content: globalSection(null, globals) });
-  if (!added.has(SectionId.export)) insert({ id: SectionId.export, content: exportSection(null, m, hidden, globals) });
-
-  let size = 8;
-  for (const s of out) size += 1 + u32Size(s.content.length) + s.content.length;
-  const w = new Writer(size);
-  w.bytes(bytes.subarray(0, 8));
-  for (const s of out) {
-    w.u8(s.id);
-    w.u32(s.content.length);
-    w.bytes(s.content);
-  }
-  return { bytes: w.finish(), hidden, memory: memoryImport };
+  const plan = planLimits(m, options);
+  const { code, globals } = meterCode(m, plan, options.costs ?? DEFAULT_COSTS);
+  return { bytes: assemble(m, plan, { code, globals }), layout: plan.layout };
 }
 
-function writeLimits(w: Writer, l: Limits): void {
-  w.u8((l.max !== null ? 0x01 : 0) | (l.shared ? 0x02 : 0));
-  w.u32(l.min);
-  if (l.max !== null) w.u32(l.max);
-}
-
-function importSection(content: Uint8Array | null, memory: Limits | null): Uint8Array {
-  const r = content ? new Reader(content) : null;
-  const count = r ? r.u32() : 0;
-  const w = new Writer((content?.length ?? 0) + 32);
-  w.u32(count + (memory ? 1 : 0));
-  if (r) w.bytes(content!.subarray(r.pos));
-  if (memory) {
-    w.name(MEMORY_IMPORT.module);
-    w.name(MEMORY_IMPORT.name);
-    w.u8(0x02);
-    writeLimits(w, memory);
-  }
-  return w.finish();
-}
-
-function tableSection(m: ParsedModule, maxElements: number): Uint8Array {
-  const w = new Writer(16 + m.tables.length * 12);
-  w.u32(m.tables.length);
-  m.tables.forEach((t, i) => {
-    if (t.limits.min > maxElements) {
-      throw new TableLimitError(
-        `table ${m.importedTables + i} starts with ${t.limits.min} elements; this server allows at most ${maxElements}`,
-      );
-    }
-    w.u8(t.elemType === 'funcref' ? 0x70 : 0x6f);
-    writeLimits(w, { ...t.limits, max: Math.min(t.limits.max ?? maxElements, maxElements) });
-  });
-  return w.finish();
-}
-
-interface HiddenGlobals {
+/** The globals the fuel pass works with: the limiter's hidden ones and its own segment lengths. */
+interface FuelGlobals {
   fuel: number;
   growRefused: number;
   indirectIndex: number;
+  /** -1 with a single table: the host then knows which table it was. */
   indirectTable: number;
   truncOperand: number;
   /** First of the per-data-segment remaining-length globals (-1: none). */
   dataLen: number;
   /** First of the per-element-segment remaining-length globals (-1: none). */
   elemLen: number;
-  dataInit: number[];
-  elemInit: number[];
 }
 
-function globalSection(content: Uint8Array | null, g: HiddenGlobals): Uint8Array {
-  const r = content ? new Reader(content) : null;
-  const count = r ? r.u32() : 0;
-  const extra =
-    [g.fuel, g.growRefused, g.indirectIndex, g.indirectTable, g.truncOperand].filter((i) => i >= 0).length + g.dataInit.length + g.elemInit.length;
-  const w = new Writer((content?.length ?? 0) + 32 + 10 * (g.dataInit.length + g.elemInit.length));
-  w.u32(count + extra);
-  if (r) w.bytes(content!.subarray(r.pos));
-  w.bytes(Uint8Array.of(0x7e, 0x01, 0x42, 0x00, 0x0b)); // fuel: (mut i64) (i64.const 0)
-  if (g.growRefused >= 0) w.bytes(Uint8Array.of(0x7e, 0x01, 0x42, 0x00, 0x0b));
-  if (g.indirectIndex >= 0) w.bytes(Uint8Array.of(0x7f, 0x01, 0x41, 0x7f, 0x0b)); // (mut i32) (i32.const -1)
-  if (g.indirectTable >= 0) w.bytes(Uint8Array.of(0x7f, 0x01, 0x41, 0x7f, 0x0b));
-  // trunc operand: (mut f64) (f64.const 0)
-  w.bytes(Uint8Array.of(0x7c, 0x01, 0x44, 0, 0, 0, 0, 0, 0, 0, 0, 0x0b));
-  // segment lengths: (mut i32) (i32.const length), data segments then element segments
-  for (const len of [...g.dataInit, ...g.elemInit]) {
+/** The fuel pass: the instrumented code section and the globals it adds. */
+export function meterCode(m: ParsedModule, plan: LimitPlan, costs: CostTable): { code: Uint8Array | null; globals: Uint8Array[] } {
+  // Remaining length of each segment: passive ones start whole, active (and declarative) ones
+  // count as dropped once instantiation has used them. data.drop / elem.drop set them to 0.
+  const dataInit = m.hasDataCount ? m.dataSegments.map((d) => (d.passive ? d.length : 0)) : [];
+  const elemInit = m.elemSegments.map((e) => (e.passive ? e.length : 0));
+  const tableCount = m.importedTables + m.tables.length;
+  const g: FuelGlobals = {
+    ...plan.hidden,
+    indirectTable: tableCount > 1 ? plan.hidden.indirectTable : -1,
+    dataLen: dataInit.length > 0 ? plan.firstAppendedGlobal : -1,
+    elemLen: elemInit.length > 0 ? plan.firstAppendedGlobal + dataInit.length : -1,
+  };
+  // (mut i32) (i32.const length), data segments then element segments
+  const globals = [...dataInit, ...elemInit].map((len) => {
+    const w = new Writer(10);
     w.u8(0x7f);
     w.u8(0x01);
     w.u8(0x41);
     w.sNum(len | 0);
     w.u8(0x0b);
-  }
-  return w.finish();
-}
-
-function exportSection(content: Uint8Array | null, m: ParsedModule, h: HiddenExports, g: HiddenGlobals): Uint8Array {
-  const r = content ? new Reader(content) : null;
-  const count = r ? r.u32() : 0;
-  const entries: [string, number, number][] = [[h.fuel, 0x03, g.fuel]];
-  if (h.growRefused) entries.push([h.growRefused, 0x03, g.growRefused]);
-  if (h.indirectIndex) entries.push([h.indirectIndex, 0x03, g.indirectIndex]);
-  if (h.indirectTable) entries.push([h.indirectTable, 0x03, g.indirectTable]);
-  entries.push([h.truncOperand, 0x03, g.truncOperand]);
-  if (h.start && m.start !== null) entries.push([h.start, 0x00, m.start]);
-  h.tables.forEach((name, i) => entries.push([name, 0x01, i]));
-  const w = new Writer((content?.length ?? 0) + 64 * entries.length);
-  w.u32(count + entries.length);
-  if (r) w.bytes(content!.subarray(r.pos));
-  for (const [name, kind, index] of entries) {
-    w.name(name);
-    w.u8(kind);
-    w.u32(index);
-  }
-  return w.finish();
+    return w.finish();
+  });
+  return { code: m.bodies.length > 0 ? codeSection(m, costs, g) : null, globals };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -341,13 +135,13 @@ interface BodyContext {
   costs: CostTable;
   /** Cost of each single-byte opcode. */
   opCost: Int32Array;
-  g: HiddenGlobals;
+  g: FuelGlobals;
   check: Uint8Array;
   chargeHead: Uint8Array;
   chargeTail: Uint8Array;
 }
 
-function codeSection(m: ParsedModule, costs: CostTable, g: HiddenGlobals): Uint8Array {
+function codeSection(m: ParsedModule, costs: CostTable, g: FuelGlobals): Uint8Array {
   const opCost = new Int32Array(256).fill(costs.operator);
   for (const name of costs.free) opCost[FREE_OPCODES[name]] = 0;
 
@@ -883,87 +677,4 @@ function writeBody(
   out.bytes(decls);
   if (extra) out.bytes(extra);
   out.bytes(code);
-}
-
-function skipBlockType(r: Reader): void {
-  const b = r.bytes[r.pos]!;
-  if (b === 0x40 || VALTYPE_BYTES[b] !== undefined) {
-    r.pos++;
-  } else if (b >= 0x40 && b < 0x80) {
-    throw new UnsupportedFeature(`block type 0x${b.toString(16)} (typed references / GC) is not supported`);
-  } else {
-    r.skipLeb(5); // s33 type index
-  }
-}
-
-function skipMemArg(r: Reader): void {
-  const align = r.u32();
-  if (align & 0x40) {
-    if (r.u32() !== 0) throw new UnsupportedFeature('multiple memories are not supported');
-  }
-  r.skipLeb();
-}
-
-function skipFcImmediates(r: Reader, sub: number): void {
-  switch (sub) {
-    case 0: case 1: case 2: case 3: case 4: case 5: case 6: case 7:
-      return; // saturating truncations
-    case 8: // memory.init data mem
-    case 10: // memory.copy mem mem
-    case 12: // table.init elem table
-    case 14: // table.copy table table
-      r.u32();
-      r.u32();
-      return;
-    case 9: // data.drop
-    case 11: // memory.fill mem
-    case 13: // elem.drop
-    case 15: // table.grow
-    case 16: // table.size
-    case 17: // table.fill
-      r.u32();
-      return;
-    default:
-      throw new UnsupportedFeature(`instruction 0xfc ${sub} is not supported by this service`);
-  }
-}
-
-function skipSimdImmediates(r: Reader, sub: number): void {
-  if (sub <= 0x0b || sub === 0x5c || sub === 0x5d) {
-    skipMemArg(r); // loads, stores, load_zero
-  } else if (sub === 0x0c || sub === 0x0d) {
-    r.skip(16); // v128.const, i8x16.shuffle
-  } else if (sub >= 0x15 && sub <= 0x22) {
-    r.skip(1); // extract/replace lane
-  } else if (sub >= 0x54 && sub <= 0x5b) {
-    skipMemArg(r); // load/store lane
-    r.skip(1);
-  } else if (sub > 0x113) {
-    throw new UnsupportedFeature(`SIMD instruction 0xfd ${sub} is not supported by this service`);
-  }
-}
-
-function skipAtomicImmediates(r: Reader, sub: number): void {
-  if (sub === 0x03) {
-    r.skip(1); // atomic.fence
-  } else if (sub <= 0x02 || (sub >= 0x10 && sub <= 0x4e)) {
-    skipMemArg(r);
-  } else {
-    throw new UnsupportedFeature(`atomic instruction 0xfe ${sub} is not supported by this service`);
-  }
-}
-
-function unsupportedOpcodeMessage(op: number): string {
-  const known: Record<number, string> = {
-    0x0a: 'throw_ref (exception references)',
-    0x14: 'call_ref (typed function references)',
-    0x15: 'return_call_ref (typed function references)',
-    0x1f: 'try_table (exception references)',
-    0xd3: 'ref.eq (GC)',
-    0xd4: 'ref.as_non_null (typed function references)',
-    0xd5: 'br_on_null (typed function references)',
-    0xd6: 'br_on_non_null (typed function references)',
-    0xfb: 'GC instructions',
-  };
-  return `instruction ${known[op] ?? `0x${op.toString(16)}`} is not supported by this service`;
 }

@@ -180,8 +180,7 @@ export class ExecuteService {
       run = await this.pools.runGuest(
         {
           module: prepared.module,
-          hidden: prepared.hidden,
-          memory: prepared.memory,
+          layout: prepared.layout,
           functionName: name,
           sig,
           args: decoded.values,

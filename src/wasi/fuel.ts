@@ -14,20 +14,26 @@
 // reports the run by the host's `exitCode`, not by how the guest's code ended, and uses
 // `consumed()`, which excludes the poisoned value.
 
+/** The host's handle on the fuel global: the guest's accessor functions for it. */
+export interface FuelCell {
+  read(): bigint;
+  write(value: bigint): void;
+}
+
 /** Value the fuel global is set to on halt: over 0 by far more than any straight-line code adds. */
 export const HALTED_FUEL = 1n << 62n;
 
 export class GuestFuel {
-  private global: WebAssembly.Global | null = null;
+  private global: FuelCell | null = null;
   private frozen: bigint | null = null;
 
   /** @param limit the run's fuel limit. */
   constructor(readonly limit: bigint) {}
 
   /** Call once the instance exists, before any guest code runs; sets the budget. */
-  attach(global: WebAssembly.Global): void {
+  attach(global: FuelCell): void {
     this.global = global;
-    global.value = -this.limit;
+    global.write(-this.limit);
   }
 
   /**
@@ -38,8 +44,8 @@ export class GuestFuel {
   readonly charge = (units: number): boolean => {
     const g = this.global;
     if (!g) return false; // no budget attached: fail closed
-    const v = (g.value as bigint) + BigInt(units);
-    g.value = v;
+    const v = g.read() + BigInt(units);
+    g.write(v);
     return v <= 0n;
   };
 
@@ -47,13 +53,13 @@ export class GuestFuel {
   readonly halt = (): void => {
     const g = this.global;
     if (!g || this.frozen !== null) return;
-    this.frozen = this.limit + (g.value as bigint);
-    g.value = HALTED_FUEL;
+    this.frozen = this.limit + g.read();
+    g.write(HALTED_FUEL);
   };
 
   /** Fuel consumed so far: frozen at halt; may exceed the limit (the runner caps and reports it). */
   consumed(): bigint {
     if (this.frozen !== null) return this.frozen;
-    return this.global ? this.limit + (this.global.value as bigint) : 0n;
+    return this.global ? this.limit + this.global.read() : 0n;
   }
 }

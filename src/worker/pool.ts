@@ -2,14 +2,12 @@
 // and `run` (guests). The wall-clock deadline lives here, outside the guest's thread: when it
 // passes, the task is aborted and piscina terminates the worker and starts a fresh one.
 
-import { performance } from 'node:perf_hooks';
 import { Piscina } from 'piscina';
 import type { Config } from '../config.js';
 import { ServiceError } from '../errors.js';
 import { readSharedOutput } from '../wasi/output.js';
+import { epochUs } from './clock.js';
 import type { PrepareResult, PrepareTask, RunResult, RunTask } from './protocol.js';
-
-const epochUs = (): number => (performance.timeOrigin + performance.now()) * 1000;
 
 type Settled<T> = { kind: 'done'; value: T } | { kind: 'deadline'; ranMs: number } | { kind: 'queue_timeout' };
 
@@ -30,7 +28,7 @@ export class WorkerPools {
         idleTimeout: Number.MAX_SAFE_INTEGER,
         maxQueue: config.queueMax,
         // Instrumenting a large module builds large buffers; give it room, but bounded.
-        resourceLimits: { maxOldGenerationSizeMb: Math.max(512, config.workerHeapMb), stackSizeMb: 4 },
+        resourceLimits: { maxOldGenerationSizeMb: config.prepareHeapMb, stackSizeMb: 4 },
       });
     this.prepare = preparePool(config.prepareWorkers);
     this.prepareSmall = preparePool(1);
@@ -72,7 +70,21 @@ export class WorkerPools {
   async prepareModule(bytes: Uint8Array, lane: 'small' | 'large' = 'large'): Promise<PrepareResult> {
     const startedAt = new SharedArrayBuffer(8);
     const task: PrepareTask = { bytes, maxTableElements: this.config.maxTableElements, startedAt };
-    const settled = await this.withDeadline(lane === 'small' ? this.prepareSmall : this.prepare, task, startedAt, this.config.prepareTimeoutMs);
+    let settled: Settled<PrepareResult>;
+    try {
+      settled = await this.withDeadline(lane === 'small' ? this.prepareSmall : this.prepare, task, startedAt, this.config.prepareTimeoutMs);
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'ERR_WORKER_OUT_OF_MEMORY') throw err;
+      // piscina has replaced the worker. The verdict is the module's own, not load's: a
+      // preparation worker holds one task at a time, so its heap held only this module's
+      // structures. It is cached like any other refusal (not transient), so sending the module
+      // again costs a cache lookup instead of another worker killed and restarted.
+      return {
+        ok: false,
+        code: 'module_too_complex',
+        message: `preparing the module (parsing, instrumenting and describing its ${bytes.length} bytes) needed more than this server's preparation heap of ${this.config.prepareHeapMb} MiB; fewer functions, exports or segments would fit`,
+      };
+    }
     if (settled.kind === 'done') return settled.value;
     if (settled.kind === 'queue_timeout') throw overloaded('no preparation worker became free in time');
     return {

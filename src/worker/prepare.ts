@@ -5,11 +5,13 @@
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { estimateCompiledBytes, estimateHeapBytes } from '../service/cache-weight.js';
-import { TableLimitError, instrumentParsed } from '../metering/instrument.js';
+import { TableLimitError } from '../limits/rewrite.js';
+import { instrumentParsed } from '../metering/instrument.js';
 import { WasmFormatError } from '../wasm/bytes.js';
 import { describeModule } from '../wasm/describe.js';
 import { UnsupportedFeature, parseModule } from '../wasm/module.js';
 import { WASI_MODULE, checkWasiImport } from '../wasi/abi.js';
+import { markStarted } from './clock.js';
 import type { PrepareResult, PrepareTask } from './protocol.js';
 
 // This thread runs at a lower scheduling priority than the main thread (Linux keeps a nice value
@@ -26,7 +28,7 @@ const ns = (from: number): number => Math.round((performance.now() - from) * 1e6
 const clip = (s: string): string => (s.length > MAX_MESSAGE ? `${s.slice(0, MAX_MESSAGE)}…` : s);
 
 export default function prepare(task: PrepareTask): PrepareResult {
-  Atomics.store(new BigInt64Array(task.startedAt), 0, BigInt(Math.round((performance.timeOrigin + performance.now()) * 1000)));
+  markStarted(task.startedAt);
   const bytes = task.bytes;
   let t = performance.now();
   try {
@@ -39,7 +41,8 @@ export default function prepare(task: PrepareTask): PrepareResult {
   try {
     parsed = parseModule(bytes);
   } catch (err) {
-    if (err instanceof UnsupportedFeature) return { ok: false, code: 'invalid_module', message: err.message };
+    const refusal = decodingRefusal(err);
+    if (refusal) return refusal;
     throw err;
   }
   const validateNs = ns(t);
@@ -73,12 +76,9 @@ export default function prepare(task: PrepareTask): PrepareResult {
   try {
     instrumented = instrumentParsed(parsed, { maxTableElements: task.maxTableElements });
   } catch (err) {
-    if (err instanceof UnsupportedFeature) return { ok: false, code: 'invalid_module', message: err.message };
     if (err instanceof TableLimitError) return { ok: false, code: 'module_too_complex', message: err.message };
-    if (err instanceof WasmFormatError) {
-      // V8 accepted the module, so this is a decoder gap, not bad input.
-      throw new Error(`metering could not decode a module V8 accepts: ${err.message}`);
-    }
+    const refusal = decodingRefusal(err);
+    if (refusal) return refusal;
     throw err;
   }
   const instrumentNs = ns(t);
@@ -106,13 +106,27 @@ export default function prepare(task: PrepareTask): PrepareResult {
     module,
     description,
     functions,
-    hidden: instrumented.hidden,
-    memory: instrumented.memory,
+    layout: instrumented.layout,
     instrumentedSize: instrumented.bytes.length,
     weightBytes,
     wasi,
     timings: { validateNs, instrumentNs, compileNs },
   };
+}
+
+/** What parsing or instrumenting a module V8 accepted can fail with, as the caller's refusal. */
+function decodingRefusal(err: unknown): Extract<PrepareResult, { ok: false }> | null {
+  if (err instanceof UnsupportedFeature) return { ok: false, code: 'invalid_module', message: err.message };
+  if (err instanceof WasmFormatError) {
+    // V8 accepted the module, so this is a gap in this service's decoder, not bad input; the
+    // module still cannot run here, and saying so beats a 500 for every send.
+    return { ok: false, code: 'invalid_module', message: clip(`the module uses an encoding this service cannot instrument: ${err.message}`) };
+  }
+  if (err instanceof RangeError) {
+    // A structure too big for the engine: an array or buffer past its limit, a recursion too deep.
+    return { ok: false, code: 'module_too_complex', message: clip(`the module is too large or too deeply nested for this server to prepare: ${err.message}`) };
+  }
+  return null;
 }
 
 function engineMessage(err: unknown): string {

@@ -2,9 +2,8 @@
 // compiled WebAssembly.Module objects, which V8 shares between threads) crosses; guest failures
 // are results, not thrown errors.
 
-import type { HiddenExports } from '../metering/instrument.js';
+import type { GuestLayout } from '../limits/guest-imports.js';
 import type { FuncSig, JsonValue, WasmArg } from '../values/codec.js';
-import type { Limits as MemoryLimits } from '../wasm/module.js';
 
 export interface ExportDescription {
   name: string;
@@ -51,8 +50,8 @@ export type PrepareResult =
       module: WebAssembly.Module;
       description: ModuleDescription;
       functions: Record<string, FuncSig>;
-      hidden: HiddenExports;
-      memory: MemoryLimits | null;
+      /** What the runner creates for the module (memory, tables, hidden globals, start). */
+      layout: GuestLayout;
       instrumentedSize: number;
       /** What keeping this result costs the main thread: heap of the description and export
        *  lists plus the compiled module's native memory (src/service/cache-weight.ts). */
@@ -71,8 +70,7 @@ export type PrepareResult =
 
 export interface RunTask {
   module: WebAssembly.Module;
-  hidden: HiddenExports;
-  memory: MemoryLimits | null;
+  layout: GuestLayout;
   functionName: string;
   sig: FuncSig;
   args: WasmArg[];
@@ -82,8 +80,8 @@ export interface RunTask {
   timeoutMs: number;
   /** Present for WASI runs: the program's argv, environment, stdin and output caps. */
   wasi?: WasiTask;
-  /** Float64Array[1] over a SharedArrayBuffer: the worker stores performance.timeOrigin + now()
-   *  when the guest starts, so the main thread measures the deadline from then, not from queueing. */
+  /** BigInt64Array[1]: the worker stores the epoch in µs (clock.ts) when the guest starts, so the
+   *  main thread measures the deadline from then, not from queueing. */
   startedAt: SharedArrayBuffer;
 }
 

@@ -32,9 +32,19 @@ async function freePort(): Promise<number> {
   });
 }
 
-export async function spawnServer(env: Record<string, string> = {}): Promise<ChildServer> {
+export interface SpawnOptions {
+  /** Caps the process's address space (`ulimit -v`, in KiB): each wasm memory reserves about
+   *  10 GB of it, so a cap of a few GB leaves the server running but unable to create one. */
+  virtualMemoryKb?: number;
+}
+
+export async function spawnServer(env: Record<string, string> = {}, options: SpawnOptions = {}): Promise<ChildServer> {
   const port = await freePort();
-  const child = spawn(process.execPath, [SERVER], {
+  const [command, args] =
+    options.virtualMemoryKb === undefined
+      ? [process.execPath, [SERVER]]
+      : ['/bin/sh', ['-c', `ulimit -v ${options.virtualMemoryKb} && exec "$0" "$@"`, process.execPath, SERVER]];
+  const child = spawn(command, args, {
     env: { ...process.env, WASMBOX_WORKERS: '2', LOG_LEVEL: 'silent', ...env, PORT: String(port), HOST: '127.0.0.1' },
     stdio: ['ignore', 'ignore', 'pipe'],
   });

@@ -1,11 +1,12 @@
-// Runs a module through the service's own fuel-metering transform (the built code in dist/) and
-// instantiates it in-process, the way src/worker/runner.ts does: the module's memory is created by
-// the host from the limits the transform reports and imported as ("wasmbox", "memory"), the fuel
-// global is set to -limit, the (exported) start function is called, then the requested export.
-// No worker, no server: the transform and the engine only.
+// Runs a module through the service's own transform (the limiter and the fuel pass, built code in
+// dist/) and the runner's own guest code (src/worker/guest.ts), in-process: the host creates the
+// memory, tables and hidden globals the module imports from "wasmbox", sets the fuel, calls the
+// start function, then the requested export. No worker, no server: the transform, the guest code
+// and the engine only.
 
 import { instrument } from '../../dist/src/metering/instrument.js';
 import type { CostTable } from '../../dist/src/metering/costs.js';
+import { Guest } from '../../dist/src/worker/guest.js';
 
 export interface MeteredOptions {
   /** Fuel budget; default 10^12 (effectively unlimited). */
@@ -34,7 +35,8 @@ export interface MeteredRun {
   trap: Error | null;
   instance: WebAssembly.Instance;
   memory: WebAssembly.Memory | null;
-  hidden: ReturnType<typeof instrument>['hidden'];
+  /** The runner's guest: its hidden globals, tables and classification. */
+  guest: Guest;
   /** The instrumented bytes. */
   bytes: Uint8Array;
 }
@@ -42,43 +44,38 @@ export interface MeteredRun {
 const MAX_PAGES = 65_536;
 const UNLIMITED = 1_000_000_000_000n;
 
-/** The transform's output, instantiated, with its memory: for tests that drive the instance. */
+/** The transform's output, instantiated by the runner's guest code with its budget set: for tests
+ *  that drive the instance. Throws when instantiation fails (these tests expect it to succeed). */
 export function instantiateMetered(bytes: Uint8Array, opts: MeteredOptions = {}) {
   const res = instrument(bytes, { maxTableElements: opts.maxTableElements ?? 100_000, ...(opts.costs ? { costs: opts.costs } : {}) });
-  let memory: WebAssembly.Memory | null = null;
-  if (res.memory) {
-    const limitPages = opts.memoryLimitPages ?? MAX_PAGES;
-    const maximum = Math.min(res.memory.max ?? MAX_PAGES, limitPages);
-    memory = new WebAssembly.Memory({ initial: res.memory.min, maximum, shared: res.memory.shared } as WebAssembly.MemoryDescriptor);
-  }
-  const imports: WebAssembly.Imports = { ...(opts.imports ?? {}) };
-  if (memory) imports.wasmbox = { memory };
   const module = new WebAssembly.Module(res.bytes);
-  const instance = new WebAssembly.Instance(module, imports);
-  return { res, module, instance, memory };
+  const created = Guest.create({
+    module,
+    layout: res.layout,
+    fuelLimit: BigInt(opts.fuel ?? UNLIMITED),
+    memoryLimitPages: opts.memoryLimitPages ?? MAX_PAGES,
+    ...(opts.imports ? { imports: opts.imports } : {}),
+  });
+  if (!(created instanceof Guest)) throw new Error(`the guest could not be created: ${created.message ?? created.outcome}`);
+  const refused = created.instantiate();
+  if (refused) throw new Error(`the guest could not be instantiated: ${refused.trap?.message ?? refused.message ?? refused.outcome}`);
+  return { res, module, guest: created, instance: created.instance!, memory: created.memory };
 }
 
 /** Instruments, instantiates, sets the fuel, runs start and then `fn`; never throws for guest traps. */
 export function runMetered(bytes: Uint8Array, opts: MeteredOptions = {}): MeteredRun {
   const limit = BigInt(opts.fuel ?? UNLIMITED);
-  const { res, instance, memory } = instantiateMetered(bytes, opts);
-  const fuel = instance.exports[res.hidden.fuel] as WebAssembly.Global;
-  fuel.value = -limit;
+  const { res, guest, instance, memory } = instantiateMetered(bytes, { ...opts, fuel: limit });
+  if (opts.fn !== undefined && typeof instance.exports[opts.fn] !== 'function') throw new Error(`test bug: no exported function ${opts.fn}`);
   let results: unknown;
   let trap: Error | null = null;
   try {
-    if (res.hidden.start) (instance.exports[res.hidden.start] as () => void)();
-    if (opts.fn !== undefined) {
-      const f = instance.exports[opts.fn];
-      if (typeof f !== 'function') throw new Error(`test bug: no exported function ${opts.fn}`);
-      results = (f as (...a: unknown[]) => unknown)(...(opts.args ?? []));
-    }
+    results = guest.call(opts.fn ?? null, opts.args ?? []);
   } catch (err) {
     if (!(err instanceof Error)) throw err;
-    if (err.message.startsWith('test bug')) throw err;
     trap = err;
   }
-  const rawConsumed = limit + (fuel.value as bigint);
+  const rawConsumed = guest.consumed();
   const exhausted = rawConsumed > limit;
   return {
     results,
@@ -88,7 +85,7 @@ export function runMetered(bytes: Uint8Array, opts: MeteredOptions = {}): Metere
     trap,
     instance,
     memory,
-    hidden: res.hidden,
+    guest,
     bytes: res.bytes,
   };
 }
