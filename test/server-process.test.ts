@@ -268,7 +268,8 @@ describe('graceful shutdown on SIGTERM', () => {
         // 3. the in-flight run is answered, closing its connection, and the process exits 0.
         const res = await slow;
         expect(res.status).toBe(200);
-        expect(res.body.outcome).toBe('timeout');
+        // its deadline or, on a fast machine, its 10^10 fuel ends it: either way it was answered
+        expect(['timeout', 'fuel_exhausted']).toContain(res.body.outcome);
         expect(res.body.telemetry).toMatchObject({ fuelLimit: 10_000_000_000 });
         // the answer closes its keep-alive connection, so the drain does not wait for the client
         expect(res.headers.connection).toBe('close');
