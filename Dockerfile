@@ -1,9 +1,10 @@
 # syntax=docker/dockerfile:1
 # Multi-stage: build with the dev toolchain, run with production dependencies only, as non-root.
 
+# Node 24, one of the supported lines (22, 24: package.json "engines", enforced by .npmrc).
 FROM node:24-bookworm-slim AS build
 WORKDIR /app
-COPY package.json package-lock.json ./
+COPY package.json package-lock.json .npmrc ./
 # --ignore-scripts: the "prepare" script builds dist/, which needs the sources copied below; the
 # build runs explicitly after them (no dependency has an install script).
 RUN npm ci --no-audit --no-fund --ignore-scripts

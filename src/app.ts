@@ -24,8 +24,10 @@ declare module 'fastify' {
     config: Config;
     pools: WorkerPools;
     executor: ExecuteService;
-    /** Set when shutdown begins: new work is refused with 503, readiness fails. */
+    /** Set when shutdown begins: readiness fails (503), new work is still served. */
     draining: boolean;
+    /** Set once the drain delay has passed: new work (any non-GET request) is refused with 503. */
+    refusingWork: boolean;
   }
 }
 
@@ -91,6 +93,7 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
 
   app.decorate('config', config);
   app.decorate('draining', false);
+  app.decorate('refusingWork', false);
   const store = options.store ?? new FsModuleStore({ dir: config.dataDir, maxBytes: config.storeMaxBytes, maxModules: config.storeMaxModules });
   await store.open();
   const pools = new WorkerPools(config);
@@ -136,7 +139,7 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
 
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
-    if (app.draining && request.method !== 'GET') {
+    if (app.refusingWork && request.method !== 'GET') {
       throw new ServiceError('overloaded', 'the server is shutting down; retry on another instance', { 'retry-after': '5' });
     }
   });

@@ -2,14 +2,14 @@
 // `npm test`), for every subcommand and every exit code; `--json` in this process and through
 // `--server` against a real server on a real port give the same body.
 
-import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
-import { createServer as createNetServer } from 'node:net';
+import { connect, createServer as createNetServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startServer, type TestServer } from './helpers/server.js';
 import { wat } from './helpers/wat.js';
 
@@ -483,41 +483,202 @@ describe('--server failures and the API key', () => {
   });
 });
 
+interface Serving {
+  child: ChildProcess;
+  /** The process that listens (the child itself, or its descendant under npx). */
+  serverPid: number;
+  url: string;
+  port: number;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** Whether the process `pid` still exists. */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code !== 'ESRCH';
+  }
+}
+
+/** Whether a fresh connection to the port is refused. */
+function portClosed(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ port, host: '127.0.0.1' });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(false);
+    });
+    socket.once('error', (e: NodeJS.ErrnoException) => resolve(e.code === 'ECONNREFUSED'));
+  });
+}
+
+/** Polls `check` until it holds or `ms` pass (a generous bound: the machine may be busy). */
+async function eventually(check: () => boolean | Promise<boolean>, ms = 20_000): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    if (await check()) return true;
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 describe('wasmbox serve', () => {
-  let child: ChildProcess | undefined;
-  let data: string;
-  afterAll(() => {
-    child?.kill('SIGKILL');
-    if (data) rmSync(data, { recursive: true, force: true });
+  const serving: Serving[] = [];
+  const dirs: string[] = [];
+  afterEach(async () => {
+    for (const s of serving.splice(0)) {
+      for (const pid of [s.serverPid, s.child.pid]) if (pid !== undefined && alive(pid)) process.kill(pid, 'SIGKILL');
+    }
+    for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
   });
 
-  it('starts the server (as npm start does), answers /healthz and runs, stops on SIGTERM with 0', async () => {
-    const port = await new Promise<number>((resolve) => {
-      const s = createNetServer().listen(0, '127.0.0.1', () => {
-        const a = s.address();
-        s.close(() => resolve(typeof a === 'object' && a ? a.port : 0));
-      });
-    });
-    data = mkdtempSync(path.join(os.tmpdir(), 'wasmbox-serve-'));
-    child = spawn(process.execPath, [CLI, 'serve', '--port', String(port), '--host', '127.0.0.1'], {
+  /** Starts `command args` on port 0 and waits for the server's "listening" log line, which
+   *  carries its address and the pid of the process that listens. */
+  async function serve(command: string, args: string[], extraEnv: Record<string, string> = {}): Promise<Serving> {
+    const data = mkdtempSync(path.join(os.tmpdir(), 'wasmbox-serve-'));
+    dirs.push(data);
+    const child = spawn(command, args, {
       cwd: ROOT,
-      env: cleanEnv({ LOG_LEVEL: 'silent', WASMBOX_WORKERS: '1', WASMBOX_DATA_DIR: data }),
-      stdio: ['ignore', 'ignore', 'pipe'],
+      env: cleanEnv({ LOG_LEVEL: 'info', WASMBOX_WORKERS: '1', WASMBOX_DATA_DIR: data, WASMBOX_DRAIN_DELAY_MS: '200', ...extraEnv }),
+      stdio: ['ignore', 'pipe', 'pipe'],
     });
-    const exited = new Promise<number | null>((resolve) => child!.once('exit', (code) => resolve(code)));
-    const url = `http://127.0.0.1:${port}`;
-    const deadline = Date.now() + 15_000;
-    let health: Response | undefined;
-    while (Date.now() < deadline) {
-      health = await fetch(`${url}/healthz`).catch(() => undefined);
-      if (health?.ok) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    expect(health?.status).toBe(200);
-    const r = await cli(['run', 'examples/fib.wasm', '90', '--server', url]);
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+    let out = '';
+    let err = '';
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
+    const listening = await new Promise<{ pid: number; url: string }>((resolve, reject) => {
+      child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+        out += d;
+        for (const line of out.split('\n')) {
+          const m = /"pid":(\d+).*"msg":"Server listening at (http:\/\/127\.0\.0\.1:\d+)"/.exec(line);
+          if (m) resolve({ pid: Number(m[1]), url: m[2]! });
+        }
+      });
+      void exited.then((e) => reject(new Error(`${command} exited (${JSON.stringify(e)}) before listening: ${err}`)));
+    });
+    const s: Serving = { child, serverPid: listening.pid, url: listening.url, port: Number(new URL(listening.url).port), exited };
+    serving.push(s);
+    return s;
+  }
+
+  it('starts the server (as npm start does), answers /healthz and runs, stops on SIGTERM with 0 and closes the port', async () => {
+    const s = await serve(process.execPath, [CLI, 'serve', '--port', '0', '--host', '127.0.0.1']);
+    expect(s.serverPid).toBe(s.child.pid);
+    expect((await fetch(`${s.url}/healthz`)).status).toBe(200);
+    const r = await cli(['run', 'examples/fib.wasm', '90', '--server', s.url]);
     expect(r).toMatchObject({ code: 0, stdout: '2880067194370816120\n' });
-    child.kill('SIGTERM');
-    expect(await exited).toBe(0);
+    s.child.kill('SIGTERM');
+    expect(await s.exited).toEqual({ code: 0, signal: null });
+    expect(await portClosed(s.port)).toBe(true);
+  });
+
+  it('stops on SIGINT with 0 and closes the port', async () => {
+    const s = await serve(process.execPath, [CLI, 'serve', '--port', '0', '--host', '127.0.0.1']);
+    s.child.kill('SIGINT');
+    expect(await s.exited).toEqual({ code: 0, signal: null });
+    expect(await portClosed(s.port)).toBe(true);
+  });
+
+  // npx runs the command in a `sh -c` of its own; a SIGTERM to npx reaches that shell, which dies
+  // of it without passing it on. The server must still stop, and nothing may be left running.
+  // npx runs offline from a fresh cache without install scripts: it links this project and runs
+  // its built dist/ (nothing is rebuilt while other test files read it).
+  it.skipIf(spawnSync('npx', ['--version']).status !== 0)(
+    'npx wasmbox serve from the project directory: SIGTERM to npx stops the server it started, closes the port and leaves no process',
+    { timeout: 90_000 },
+    async () => {
+      const npmCache = mkdtempSync(path.join(os.tmpdir(), 'wasmbox-npx-cache-'));
+      dirs.push(npmCache);
+      const s = await serve('npx', ['wasmbox', 'serve', '--port', '0', '--host', '127.0.0.1'], {
+        npm_config_cache: npmCache,
+        npm_config_offline: 'true',
+        npm_config_ignore_scripts: 'true',
+        npm_config_yes: 'true',
+        npm_config_update_notifier: 'false',
+      });
+      // the server is not npx's own process but one it started (through a shell)
+      expect(s.serverPid).not.toBe(s.child.pid);
+      expect((await fetch(`${s.url}/healthz`)).status).toBe(200);
+      s.child.kill('SIGTERM');
+      await s.exited;
+      expect(await eventually(() => !alive(s.serverPid)), `the server (pid ${s.serverPid}) is still running after npx exited`).toBe(true);
+      expect(await portClosed(s.port)).toBe(true);
+    },
+  );
+});
+
+describe('wasmbox help: the options it documents are the ones the parser accepts', () => {
+  const TOPICS = ['run', 'inspect', 'serve'] as const;
+
+  it.concurrent.for(TOPICS)('every option of %s appears in its usage line and in its option list, and the parser accepts it', async (topic, { expect }) => {
+    const { OPTIONS } = await import('../dist/src/cli/options.js');
+    const { parseCommandLine } = await import('../dist/src/cli/args.js');
+    const r = await cli(['help', topic]);
+    expect(r.code).toBe(0);
+    const usageLine = r.stdout.split('\n')[0]!;
+    const specs = Object.entries(OPTIONS[topic]);
+    expect(specs.length).toBeGreaterThan(1);
+    const operands = topic === 'serve' ? [] : ['m.wasm'];
+    for (const [name, spec] of specs) {
+      const option = `--${name}`;
+      const synopsis = `${spec.short ? `-${spec.short}, ` : ''}${option}${spec.value ? ` ${spec.value}` : ''}`;
+      expect(r.stdout, `${topic}: ${synopsis} in the option list`).toMatch(new RegExp(`^  ${synopsis.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}  `, 'm'));
+      if (name !== 'help') expect(usageLine, `${topic}: ${option} in the usage line`).toContain(`${spec.short ? `-${spec.short} | ` : ''}${option}${spec.value ? ` ${spec.value}` : ''}`);
+      // the parser knows it (an unknown option is a UsageError "unknown option")
+      const value = spec.type === 'string' ? [name === 'server' ? 'http://127.0.0.1:1' : name === 'env' ? 'A=1' : '1'] : [];
+      const words = [topic, ...operands, option, ...value, ...(name === 'api-key' ? ['--server', 'http://127.0.0.1:1'] : [])];
+      let message = '';
+      try {
+        parseCommandLine(words, {});
+      } catch (err) {
+        message = (err as Error).message;
+      }
+      expect(message, words.join(' ')).not.toContain('unknown option');
+    }
+    // and an option outside the table is unknown to the parser
+    expect(() => parseCommandLine([topic, ...operands, '--no-such-option'], {})).toThrow(/unknown option --no-such-option/);
+  });
+
+  it('the run usage line names --env, --telemetry, -q and --api-key', async () => {
+    const r = await cli(['run', '--bogus']);
+    expect(r.code).toBe(64);
+    for (const option of ['--env NAME=VALUE', '--telemetry', '-q | --quiet', '--api-key KEY', '--server URL', '--fuel N', '-- PROGRAM_ARGS...']) {
+      expect(r.stderr).toContain(option);
+    }
+  });
+
+  it("help run says a WASI program's output streams as it is written, not when it ends", async () => {
+    const r = await cli(['help', 'run']);
+    expect(r.stdout).toContain('stream to this process');
+    expect(r.stdout).not.toContain('when it ends');
+  });
+});
+
+describe('a FILE that is not a binary module', () => {
+  it.concurrent.for<[string]>([['run'], ['inspect']])('%s of a .wat file exits 65 saying it is WebAssembly text and how to compile it', async ([command], { expect }) => {
+    const r = await cli([command, 'examples/add.wat']);
+    expect(r.code).toBe(65);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toContain('examples/add.wat: this is WebAssembly text (the .wat format), not a binary module');
+    expect(r.stderr).toContain('`wat2wasm examples/add.wat -o examples/add.wasm` (Debian package wabt)');
+    expect(r.stderr).toContain('(invalid_module)');
+    expect(r.stderr).not.toContain('magic word');
+    expect(r.stderr).not.toMatch(NO_STACK);
+  });
+
+  it('run of base64 text of a module, and of an empty file, says what they are', async () => {
+    const b64 = path.join(dir, 'add.b64');
+    writeFileSync(b64, Buffer.from(readFileSync(path.join(ROOT, 'examples/add.wasm'))).toString('base64'));
+    const empty = path.join(dir, 'empty.wasm');
+    writeFileSync(empty, '');
+    const r = await cli(['run', b64, '1', '2']);
+    expect(r.code).toBe(65);
+    expect(r.stderr).toContain('base64 text of a WebAssembly module');
+    const e = await cli(['inspect', empty]);
+    expect(e.code).toBe(65);
+    expect(e.stderr).toContain('the module is empty (0 bytes)');
   });
 });
 

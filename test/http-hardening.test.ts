@@ -217,3 +217,13 @@ describe('invalid UTF-8 in a JSON body', () => {
     expect(expectRefusal(res2, 400, 'function_not_found')).toContain('"ädd"');
   });
 });
+
+describe('a body that is not a binary module says what it is', () => {
+  it('WebAssembly text sent as application/wasm is invalid_module naming WebAssembly text and wat2wasm', async () => {
+    const text = '(module (func (export "add") (param i32 i32) (result i32) local.get 0 local.get 1 i32.add))';
+    const res = await send(`${server.url}/execute?function=add&args=1&args=2`, 'POST', text, { 'content-type': 'application/wasm' });
+    const message = expectRefusal(res, 400, 'invalid_module');
+    expect(message).toMatch(/WebAssembly text/);
+    expect(message).toContain('wat2wasm');
+  });
+});

@@ -844,7 +844,8 @@ describe('files, clocks, polling and the rest', () => {
     expect(p.call.poll_oneoff!(0, 1024, 1, 2048)).toBe(Errno.SUCCESS); // the budget is spent
     const ms = performance.now() - t;
     expect(ms).toBeGreaterThanOrEqual(39);
-    expect(ms).toBeLessThan(1000);
+    // far below the 10 s asked for (a generous bound: the machine may be busy)
+    expect(ms).toBeLessThan(5_000);
   });
 
   it('a guest asleep in poll_oneoff is still killed at once by worker.terminate() (the deadline)', async () => {
@@ -874,13 +875,14 @@ describe('files, clocks, polling and the rest', () => {
     await new Promise((r) => setTimeout(r, 100));
     const t = performance.now();
     await worker.terminate();
-    expect(performance.now() - t).toBeLessThan(1000);
+    // far below the 30 s sleep (a generous bound: the machine may be busy)
+    expect(performance.now() - t).toBeLessThan(10_000);
     expect(messages).toEqual(['sleeping']);
   });
 
   it('poll_oneoff: stdin is ready at once with its byte count; a clock beside it does not sleep', () => {
     const p = proxy({ stdin: 'twelve bytes' });
-    clockSub(p, 0, 1n, 5_000_000_000n);
+    clockSub(p, 0, 1n, 30_000_000_000n); // 30 s
     p.dv().setBigUint64(48, 2n, true);
     p.dv().setUint8(48 + 8, 1); // fd_read
     p.dv().setUint32(48 + 16, 0, true);
@@ -889,7 +891,8 @@ describe('files, clocks, polling and the rest', () => {
     p.dv().setUint32(96 + 16, 9, true);
     const t = performance.now();
     expect(p.call.poll_oneoff!(0, 1024, 3, 2048)).toBe(Errno.SUCCESS);
-    expect(performance.now() - t).toBeLessThan(1000);
+    // far below the 30 s clock (a generous bound: the machine may be busy)
+    expect(performance.now() - t).toBeLessThan(10_000);
     expect(p.dv().getUint32(2048, true)).toBe(2);
     expect(p.dv().getBigUint64(1024, true)).toBe(2n);
     expect(p.dv().getBigUint64(1024 + 16, true)).toBe(12n);

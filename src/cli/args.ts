@@ -3,7 +3,7 @@
 // arguments, not options.
 
 import { parseArgs } from 'node:util';
-import type { Topic } from './help.js';
+import { parseArgsOptions, type Topic } from './options.js';
 
 export class UsageError extends Error {
   override readonly name = 'UsageError';
@@ -62,11 +62,6 @@ const MARK = '\u0000';
 const mark = (w: string): string => (NEGATIVE.test(w) ? MARK + w : w);
 const unmark = (w: string): string => (w.startsWith(MARK) ? w.slice(MARK.length) : w);
 
-const SERVER_OPTIONS = {
-  server: { type: 'string' },
-  'api-key': { type: 'string' },
-} as const;
-
 export function parseCommandLine(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Command {
   const first = argv[0];
   if (first === undefined) throw new UsageError('no command given');
@@ -99,15 +94,14 @@ function describeWord(w: string): string {
   return w.startsWith('-') ? `the option ${w}` : JSON.stringify(w);
 }
 
-type Options = NonNullable<Parameters<typeof parseArgs>[0]>['options'];
-
-/** parseArgs, strict, with parse errors as UsageErrors; positionals split at `--`. */
-function parse<O extends Options>(args: readonly string[], options: O, topic: Topic) {
+/** parseArgs, strict, with the command's options (options.ts) and parse errors as UsageErrors;
+ *  positionals split at `--`. */
+function parse(args: readonly string[], topic: Topic) {
   const dashes = args.indexOf('--');
   const marked = dashes === -1 ? args.map(mark) : [...args.slice(0, dashes).map(mark), ...args.slice(dashes)];
   let parsed;
   try {
-    parsed = parseArgs({ args: marked, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true, tokens: true });
+    parsed = parseArgs({ args: marked, options: parseArgsOptions(topic), allowPositionals: true, strict: true, tokens: true });
   } catch (err) {
     throw new UsageError(parseErrorMessage(err), topic);
   }
@@ -178,20 +172,7 @@ function wholeNumber(value: string | undefined, option: string, topic: Topic): n
 }
 
 function parseRun(args: readonly string[], env: NodeJS.ProcessEnv): RunCommand | { kind: 'help'; topic: Topic } {
-  const { values, before, after, help } = parse(
-    args,
-    {
-      fuel: { type: 'string' },
-      memory: { type: 'string' },
-      timeout: { type: 'string' },
-      json: { type: 'boolean' },
-      env: { type: 'string', multiple: true },
-      telemetry: { type: 'boolean' },
-      quiet: { type: 'boolean', short: 'q' },
-      ...SERVER_OPTIONS,
-    },
-    'run',
-  );
+  const { values, before, after, help } = parse(args, 'run');
   if (help) return { kind: 'help', topic: 'run' };
   const [file, ...words] = before;
   if (file === undefined) throw new UsageError('run needs a FILE (a .wasm module)', 'run');
@@ -228,7 +209,7 @@ function parseRun(args: readonly string[], env: NodeJS.ProcessEnv): RunCommand |
 }
 
 function parseInspect(args: readonly string[], env: NodeJS.ProcessEnv): InspectCommand | { kind: 'help'; topic: Topic } {
-  const { values, before, after, help } = parse(args, { json: { type: 'boolean' }, ...SERVER_OPTIONS }, 'inspect');
+  const { values, before, after, help } = parse(args, 'inspect');
   if (help) return { kind: 'help', topic: 'inspect' };
   if (after !== null) throw new UsageError('inspect takes no program arguments (nothing after --)', 'inspect');
   const [file, ...extra] = before;
@@ -239,7 +220,7 @@ function parseInspect(args: readonly string[], env: NodeJS.ProcessEnv): InspectC
 }
 
 function parseServe(args: readonly string[]): ServeCommand | { kind: 'help'; topic: Topic } {
-  const { values, before, after, help } = parse(args, { port: { type: 'string' }, host: { type: 'string' } }, 'serve');
+  const { values, before, after, help } = parse(args, 'serve');
   if (help) return { kind: 'help', topic: 'serve' };
   if (before.length > 0 || after !== null) throw new UsageError(`serve takes no arguments; unexpected ${JSON.stringify(before[0] ?? '--')}`, 'serve');
   const port = wholeNumber(values.port as string | undefined, '--port', 'serve');

@@ -10,6 +10,7 @@ import { EXIT, exitForError, exitForOutcome } from './exit-codes.js';
 import { describeText, formatBytes, formatResults, telemetryTable } from './format.js';
 import { usageLines } from './help.js';
 import { type Output } from './output.js';
+import { describeNonWasm } from '../wasm/sniff.js';
 
 /** Most stdin a remote WASI run reads (a local run reads at most the configured body limit). */
 const REMOTE_STDIN_MAX = 256 * 1024 * 1024;
@@ -62,8 +63,18 @@ async function readStdin(max: number): Promise<Uint8Array> {
   return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
 }
 
+/** Refuses, before anything is sent, a FILE that is recognisably not a binary module (the text
+ *  format, base64, an archive, ...), saying what it is and what to do. With --json the service
+ *  answers instead, so the output stays its body. */
+function refuseNonWasm(file: string, bytes: Uint8Array, json: boolean): void {
+  if (json) return;
+  const what = describeNonWasm(bytes, /\.wat$/i.test(file) ? file : undefined);
+  if (what !== null) throw new CliFailure(`${file}: ${what} (invalid_module)`, EXIT.refused);
+}
+
 export async function runCommand(cmd: RunCommand, out: Output, env: NodeJS.ProcessEnv): Promise<number> {
   const bytes = await readModuleFile(cmd.file);
+  refuseNonWasm(cmd.file, bytes, cmd.json);
   const facts = moduleFacts(bytes);
   const selection = selectFunction(cmd.words, facts, cmd.file);
   const sig = selection.function !== undefined ? (facts.functions?.[selection.function] ?? undefined) : undefined;
@@ -156,6 +167,7 @@ function reportError(answer: Answer, out: Output, wasi: boolean, topic: 'run' | 
 
 export async function inspectCommand(cmd: InspectCommand, out: Output, env: NodeJS.ProcessEnv): Promise<number> {
   const bytes = await readModuleFile(cmd.file);
+  refuseNonWasm(cmd.file, bytes, cmd.json);
   const { backend } = openBackend(cmd.server, env);
   try {
     const answer = await backend.describe(bytes);

@@ -1,19 +1,50 @@
 // Usage lines and help texts of the command-line tool.
 
 import { EXIT_TABLE } from './exit-codes.js';
+import { OPTIONS, type OptionSpec, optionSynopsis, type Topic } from './options.js';
 
-export type Topic = 'run' | 'inspect' | 'serve';
+export type { Topic } from './options.js';
 
-export const USAGE: Readonly<Record<Topic, string>> = {
-  run: 'wasmbox run FILE [FUNCTION] [ARGS...] [--fuel N] [--memory MB] [--timeout MS] [--json] [--server URL] [-- PROGRAM_ARGS...]',
-  inspect: 'wasmbox inspect FILE [--json] [--server URL]',
-  serve: 'wasmbox serve [--port N] [--host ADDR]',
+/** What each command takes besides its options. */
+const OPERANDS: Readonly<Record<Topic, { before: string; after: string }>> = {
+  run: { before: 'FILE [FUNCTION] [ARGS...]', after: '[-- PROGRAM_ARGS...]' },
+  inspect: { before: 'FILE', after: '' },
+  serve: { before: '', after: '' },
 };
+
+/** "[--fuel N]", "[-q | --quiet]", "[--env NAME=VALUE]..." (help options are left out). */
+function usageOption(name: string, spec: OptionSpec): string {
+  const long = `--${name}${spec.value ? ` ${spec.value}` : ''}`;
+  return `[${spec.short ? `-${spec.short} | ` : ''}${long}]${spec.multiple ? '...' : ''}`;
+}
+
+/** The usage line of a command, generated from its option table. */
+export function usage(topic: Topic): string {
+  const options = Object.entries(OPTIONS[topic])
+    .filter(([name]) => name !== 'help')
+    .map(([name, spec]) => usageOption(name, spec));
+  const { before, after } = OPERANDS[topic];
+  return ['wasmbox', topic, before, ...options, after].filter((w) => w !== '').join(' ');
+}
+
+export const USAGE: Readonly<Record<Topic, string>> = { run: usage('run'), inspect: usage('inspect'), serve: usage('serve') };
 
 /** The usage line(s) printed after a usage error. */
 export function usageLines(topic?: Topic): string {
   if (topic) return `usage: ${USAGE[topic]}\n`;
   return `usage: ${USAGE.run}\n       ${USAGE.inspect}\n       ${USAGE.serve}\n       wasmbox --help | --version\n`;
+}
+
+/** The option list of a command's help, generated from its option table. */
+export function optionList(topic: Topic): string {
+  const rows = Object.entries(OPTIONS[topic]).map(([name, spec]) => [optionSynopsis(name, spec), spec.help] as const);
+  const width = Math.max(...rows.map(([synopsis]) => synopsis.length)) + 2;
+  return rows
+    .map(([synopsis, help]) => {
+      const [first, ...rest] = help.split('\n');
+      return [`  ${synopsis.padEnd(width)}${first}`, ...rest.map((line) => `  ${' '.repeat(width)}${line}`)].join('\n');
+    })
+    .join('\n');
 }
 
 const RUN_HELP = `Runs one exported function of FILE (a .wasm module) with fuel metering, a memory cap and a
@@ -26,22 +57,15 @@ wall-clock deadline, through the same worker, metering and limits code as the se
                 exact across its whole range), f32/f64 are decimals or NaN, Infinity, -Infinity,
                 -0. Negative numbers need no quoting: wasmbox run m.wasm sub -5 3
 
-  --fuel N      fuel budget (1 per operator, as wasmtime counts)      default: the server's
-  --memory MB   linear memory cap in MiB                              default: the server's
-  --timeout MS  wall-clock deadline in milliseconds                   default: the server's
-  --json        print exactly the service's response body (or error body) on stdout
-  --telemetry   print the telemetry table on stderr even when it is not a terminal
-  -q, --quiet   never print the telemetry table
-  --server URL  run on a wasmbox service at URL instead of in this process
-  --api-key KEY API key for --server (default: $WASMBOX_API_KEY), sent as
-                "authorization: Bearer KEY" and "x-api-key: KEY"
+${optionList('run')}
 
 WASI programs (modules importing wasi_snapshot_preview1):
   wasmbox run prog.wasm [--env K=V]... -- PROGRAM_ARGS...
   argv is FILE followed by PROGRAM_ARGS; the environment holds only the --env variables
   (--env K alone passes K's value from this environment); stdin is read to its end and passed
   when it is not a terminal (use < /dev/null to pass none). The program's stdout and stderr
-  are written to this process's stdout and stderr when it ends, and its exit code is ours.
+  stream to this process's stdout and stderr as the program writes them (with --server: when
+  the answer arrives), and its exit code is ours.
 
 Output: the results go to stdout, one per line. Failures (trap, fuel exhausted, ...) are
 described on stderr, followed by the telemetry table (fuel, peak memory, duration) when stderr
@@ -51,16 +75,14 @@ const INSPECT_HELP = `Describes FILE: module id, size, exported functions with t
 imports, memory and table limits. The module is validated and prepared exactly as the server
 does it, so a module the service would refuse is refused here with the same message.
 
-  --json        print exactly the service's description body (that of POST /modules)
-  --server URL  ask a wasmbox service at URL: the module is uploaded with POST /modules (it is
-                stored there, under its content address) and the server's description printed
-  --api-key KEY API key for --server (default: $WASMBOX_API_KEY)`;
+${optionList('inspect')}`;
 
 const SERVE_HELP = `Starts the HTTP service, as npm start does: the configuration comes from the environment
-(PORT, HOST, WASMBOX_*; see the README). SIGTERM or SIGINT drain in-flight runs and stop it.
+(PORT, HOST, WASMBOX_*; see the README). On SIGTERM or SIGINT it first fails GET /readyz while
+still serving for WASMBOX_DRAIN_DELAY_MS (default 1000), then refuses new work, finishes the runs
+in flight and exits 0; a second signal skips the rest of the delay.
 
-  --port N      listening port (sets PORT)
-  --host ADDR   listening address (sets HOST)`;
+${optionList('serve')}`;
 
 export function helpText(topic?: Topic): string {
   if (topic === 'run') return `usage: ${USAGE.run}\n\n${RUN_HELP}\n\n${exitCodesText()}`;

@@ -11,6 +11,8 @@ import { WasmFormatError } from '../wasm/bytes.js';
 import { describeModule } from '../wasm/describe.js';
 import { UnsupportedFeature, parseModule } from '../wasm/module.js';
 import { WASI_MODULE, checkWasiImport } from '../wasi/abi.js';
+import { clip as clipText } from '../errors.js';
+import { describeNonWasm } from '../wasm/sniff.js';
 import { markStarted } from './clock.js';
 import type { PrepareResult, PrepareTask } from './protocol.js';
 
@@ -25,7 +27,7 @@ try {
 
 const MAX_MESSAGE = 500;
 const ns = (from: number): number => Math.round((performance.now() - from) * 1e6);
-const clip = (s: string): string => (s.length > MAX_MESSAGE ? `${s.slice(0, MAX_MESSAGE)}…` : s);
+const clip = (s: string): string => clipText(s, MAX_MESSAGE);
 
 export default function prepare(task: PrepareTask): PrepareResult {
   markStarted(task.startedAt);
@@ -35,7 +37,9 @@ export default function prepare(task: PrepareTask): PrepareResult {
     // V8 is the validator: its verdict and message are the standard ones.
     new WebAssembly.Module(bytes);
   } catch (err) {
-    return { ok: false, code: 'invalid_module', message: clip(engineMessage(err)) };
+    // A body that is not a binary module at all (WebAssembly text, base64, JSON, an archive) gets
+    // a message naming what it is and what to send instead.
+    return { ok: false, code: 'invalid_module', message: clip(describeNonWasm(bytes, 'module.wat') ?? engineMessage(err)) };
   }
   let parsed;
   try {
