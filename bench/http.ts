@@ -20,7 +20,7 @@
 import autocannon from 'autocannon';
 import { request } from 'undici';
 import { type ServerKind, type ServerProcess, startServer } from './server-process.js';
-import { type SectionOptions, type SectionResult, fmt, fmtInt, met, machineCpu, quantiles, table } from './lib.js';
+import { type SectionOptions, type SectionResult, withCustomSection, fmt, fmtInt, met, machineCpu, quantiles, table } from './lib.js';
 
 const CONNECTIONS = 32;
 
@@ -126,20 +126,7 @@ const RATIO_TARGETS: readonly [string, string, number][] = [
 /** The same add module padded to ~100 KiB with a custom section: the size of a small compiled
  *  program, so the bytes a base64 request carries (JSON parse, base64 decode, SHA-256) weigh as
  *  they do in practice. Rows (d) and (e) run this one module both ways. */
-export const ADD_100K_WASM = (() => {
-  const name = Buffer.from('wasmbox-bench-padding');
-  const payload = Buffer.alloc(100 * 1024 - 32, 0x5a);
-  const content = Buffer.concat([Buffer.from([name.length]), name, payload]);
-  const size: number[] = [];
-  let n = content.length;
-  do {
-    let b = n & 0x7f;
-    n >>>= 7;
-    if (n) b |= 0x80;
-    size.push(b);
-  } while (n);
-  return Buffer.concat([ADD_WASM, Buffer.from([0, ...size]), content]);
-})();
+export const ADD_100K_WASM = withCustomSection(ADD_WASM, 'wasmbox-bench-padding', 100 * 1024 - 32);
 
 async function storeModule(base: string, bytes: Uint8Array): Promise<string | { skip: string }> {
   const res = await request(`${base}/modules`, { method: 'POST', headers: { 'content-type': 'application/wasm' }, body: bytes });

@@ -128,3 +128,18 @@ export async function otherLoadPercent(ms = 1000): Promise<number | null> {
   const wallS = (performance.now() - t0) / 1000;
   return Math.max(0, ((m1.busy - m0.busy - (own.user + own.system) / 1e6) / wallS) * 100);
 }
+
+/** `module` with a custom section named `name` appended, carrying `payloadBytes` bytes. */
+export function withCustomSection(module: Uint8Array, name: string, payloadBytes: number, fill = 0x5a): Buffer {
+  const nameBytes = Buffer.from(name);
+  const content = Buffer.concat([Buffer.from([nameBytes.length]), nameBytes, Buffer.alloc(payloadBytes, fill)]);
+  const size: number[] = [];
+  let n = content.length;
+  do {
+    let b = n & 0x7f;
+    n >>>= 7;
+    if (n) b |= 0x80;
+    size.push(b);
+  } while (n);
+  return Buffer.concat([Buffer.from(module), Buffer.from([0, ...size]), content]);
+}

@@ -13,7 +13,7 @@
 // Every request loop is bounded in count and time and sends traffic to 127.0.0.1 only.
 
 import { Agent, request } from 'undici';
-import { type SectionOptions, type SectionResult, fmt, fmtBytes, fmtInt, met, quantile, sleep, table } from './lib.js';
+import { type SectionOptions, type SectionResult, withCustomSection, fmt, fmtBytes, fmtInt, met, quantile, sleep, table } from './lib.js';
 import { type ServerProcess, startServer } from './server-process.js';
 
 /** (func (export "spin") (loop br 0)), hand-assembled. */
@@ -137,23 +137,11 @@ async function burst(server: ServerProcess, log: SectionOptions['log'], seconds:
   return Object.assign(rows, { missed });
 }
 
-/** A valid module padded with a custom section to `bytes` (so its base64 JSON is about 4/3 of it). */
+/** An empty module padded with a custom section to `bytes` (its base64 JSON is about 4/3 of it). */
 function paddedModule(bytes: number, nonce: number): Buffer {
   const head = Buffer.from('0061736d01000000', 'hex');
-  const name = Buffer.from(`pad${nonce}`);
-  const payloadLen = bytes - head.length - 6 - 1 - name.length;
-  const content = Buffer.alloc(1 + name.length + payloadLen);
-  content[0] = name.length;
-  name.copy(content, 1);
-  const size: number[] = [];
-  let v = content.length;
-  do {
-    let b = v & 0x7f;
-    v >>>= 7;
-    if (v) b |= 0x80;
-    size.push(b);
-  } while (v);
-  return Buffer.concat([head, Buffer.from([0, ...size]), content]);
+  const name = `pad${nonce}`;
+  return withCustomSection(head, name, bytes - head.length - 6 - 1 - name.length, 0);
 }
 
 async function bigBodies(server: ServerProcess, log: SectionOptions['log'], inflightMb: number): Promise<string[][] & { missed?: string[] }> {
