@@ -366,13 +366,26 @@ describe('the engine running out of room is a refusal or an outcome, never a 5xx
     }
   }, 60_000);
 
-  it('when the engine cannot allocate a linear memory the run ends in memory_limit_exceeded saying so; runs without one still work', async () => {
-    // Each wasm memory reserves about 10 GB of address space: under an 8 GB cap the server runs
-    // but no memory can be created (ENGINE-NOTES).
-    const child = await spawnServer({ WASMBOX_WORKERS: '1' }, { virtualMemoryKb: 8_000_000 });
+  it('when the engine cannot allocate a linear memory the run ends in memory_limit_exceeded saying so; runs without one still work', async (ctx) => {
+    // Each wasm memory reserves address space (about 10 GB on V8 11): under an 8 GB cap the
+    // server runs but no memory can be created (ENGINE-NOTES). How much V8 reserves differs by
+    // version: where the server itself cannot start under the cap (Node 22's own HTTP parser is
+    // wasm), or where the memory still fits, the condition cannot be produced this way and the
+    // test says so instead of passing.
+    let child: Awaited<ReturnType<typeof spawnServer>>;
+    try {
+      child = await spawnServer({ WASMBOX_WORKERS: '1' }, { virtualMemoryKb: 8_000_000 });
+    } catch (err) {
+      ctx.skip(`this engine cannot start the server under an 8 GB address-space cap: ${String(err).slice(0, 120)}`);
+      return;
+    }
     try {
       const withMemory = await child.execute({ module: b64(wat('(module (memory 1) (func (export "f") (result i32) (i32.const 7)))')), function: 'f' });
       expect(withMemory.status, JSON.stringify(withMemory.body)).toBe(200);
+      if (withMemory.body.outcome === 'ok') {
+        ctx.skip('this engine reserves less address space per memory: the memory fits under the cap');
+        return;
+      }
       expect(withMemory.body).toMatchObject({ outcome: 'memory_limit_exceeded' });
       expect(withMemory.body.message).toMatch(/could not allocate the module's linear memory/);
       // A WASI program without a memory needs none from the engine either.
