@@ -15,6 +15,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { instrument } from '../dist/src/metering/instrument.js';
 import { Guest } from '../dist/src/worker/guest.js';
+import { prng } from '../dist/bench/gen-module.js';
 
 const run = promisify(execFile);
 const GENERATOR = fileURLToPath(new URL('./helpers/ttf-generate.cjs', import.meta.url));
@@ -31,17 +32,6 @@ const MODULES = 40;
 const BUDGET = 10n ** 15n;
 const MEMORY_EXPORT = '__differential_memory';
 
-/** mulberry32: a small seeded PRNG, so the generated modules are the same on every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function randomBytes(seed: number): Uint8Array {
   const next = prng(seed);

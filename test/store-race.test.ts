@@ -14,6 +14,7 @@ import { StoreFullError } from '../dist/src/store/types.js';
 import type { ModuleDescription } from '../dist/src/worker/protocol.js';
 import { type Res, runIn, send, uploadIn, withCustomSection } from './helpers/forms.js';
 import { startServer, type TestServer } from './helpers/server.js';
+import { prng } from '../dist/bench/gen-module.js';
 
 const ADD = new Uint8Array(readFileSync(new URL('../examples/add.wasm', import.meta.url)));
 
@@ -54,17 +55,6 @@ function rescan(dir: string): { modules: number; bytes: number } {
   return { modules, bytes };
 }
 
-/** A small deterministic generator, so a failing interleaving can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Waits a random small amount, in the units that reorder file-system work: none, microtasks, a
  *  turn of the event loop, a timer. */
