@@ -29,8 +29,4 @@ export class ConcurrencyQuota {
       else this.inflight.set(caller, left);
     };
   }
-
-  inFlight(caller: string): number {
-    return this.inflight.get(caller) ?? 0;
-  }
 }

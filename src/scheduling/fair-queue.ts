@@ -71,11 +71,6 @@ export class FairQueue {
     return this.queued;
   }
 
-  /** Tasks holding a slot. */
-  get active(): number {
-    return this.running.size;
-  }
-
   /**
    * Resolves with a slot once the caller's turn comes; rejects with 503 overloaded when the task
    * cannot start within the queue timeout (at once when that is already predictable).
@@ -248,15 +243,5 @@ export class FairQueue {
   private refusal(why: string, predictedMs: number): ServiceError {
     const retryAfterS = Math.min(60, Math.max(1, Math.ceil(predictedMs / 1000)));
     return new ServiceError('overloaded', `the server is busy: ${why}; retry in about ${retryAfterS} s`, { 'retry-after': String(retryAfterS) });
-  }
-
-  /** Refuses everything still queued (shutdown). */
-  rejectAll(why: string): void {
-    for (const caller of [...this.order]) {
-      for (const w of [...(this.queues.get(caller) ?? [])]) {
-        this.remove(w);
-        w.reject(this.refusal(why, 1000));
-      }
-    }
   }
 }
