@@ -414,7 +414,9 @@ describe('queue limits', () => {
   }
 
   it('refuses a run queued behind a busy worker with 503 overloaded and Retry-After, before its own timeoutMs and before the worker frees', { timeout: 90_000 }, async () => {
-    const s = await startServer({ WASMBOX_WORKERS: '1', WASMBOX_QUEUE_TIMEOUT_MS: '300' });
+    // A fuel budget no machine spends in 10 s, so the busy run ends at its deadline (10^10, the
+    // default maximum, runs out in about 7 s on an idle machine).
+    const s = await startServer({ WASMBOX_WORKERS: '1', WASMBOX_QUEUE_TIMEOUT_MS: '300', WASMBOX_FUEL_MAX: '1000000000000000' });
     try {
       // Both modules prepared first, so what follows waits only for the worker. On a busy machine
       // the preparation thread may not start within this server's short queue timeout (503
@@ -433,7 +435,7 @@ describe('queue limits', () => {
       // The only worker spins to a deadline far past the queue timeout; wait until it holds it.
       const before = await runsStarted(s);
       let busyAnswered = false;
-      const busy = s.execute({ module: SPIN, function: 'spin', limits: { fuel: 10_000_000_000, timeoutMs: 10_000 } }).then((res) => {
+      const busy = s.execute({ module: SPIN, function: 'spin', limits: { fuel: 1_000_000_000_000_000, timeoutMs: 10_000 } }).then((res) => {
         busyAnswered = true;
         return res;
       });
