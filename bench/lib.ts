@@ -26,6 +26,9 @@ export interface SectionResult {
   problems: string[];
   /** Targets missed (reported; the run exits non-zero on them only with --strict). */
   missed: string[];
+  /** CPU seconds used by child processes the section started (its servers), so they do not count
+   *  as other load on the machine. */
+  childCpuSeconds?: number | null;
 }
 
 export type Section = (options: SectionOptions) => Promise<SectionResult>;

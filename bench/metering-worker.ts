@@ -5,6 +5,8 @@
 // own guest code (src/worker/guest.ts): the same imports, budget and start function.
 
 import { parentPort, workerData } from 'node:worker_threads';
+// Compiled as the service compiles guests (eagerly, branch hints on).
+import '../src/worker/engine-flags.js';
 import type { GuestLayout } from '../src/limits/guest-imports.js';
 import { Guest } from '../src/worker/guest.js';
 
@@ -16,6 +18,8 @@ export interface MeteringWorkerData {
   layout?: GuestLayout;
   memoryLimitPages?: number;
   fuelLimit?: bigint;
+  /** Metered only: false for code instrumented without fuel slices (the baseline before them). */
+  slices?: boolean;
 }
 
 export type MeteringRequest = { n: number };
@@ -35,7 +39,13 @@ try {
   let fn: (n: number) => unknown;
   let guest: Guest | null = null;
   if (d.variant === 'metered') {
-    const created = Guest.create({ module, layout: d.layout!, fuelLimit: d.fuelLimit ?? 0n, memoryLimitPages: d.memoryLimitPages ?? 65_536 });
+    const created = Guest.create({
+      module,
+      layout: d.layout!,
+      fuelLimit: d.fuelLimit ?? 0n,
+      memoryLimitPages: d.memoryLimitPages ?? 65_536,
+      ...(d.slices === false && { slices: false }),
+    });
     if (!(created instanceof Guest)) throw new Error(`the guest could not be created: ${created.outcome} ${created.message ?? ''}`);
     const refused = created.instantiate();
     if (refused) throw new Error(`the guest could not be instantiated: ${refused.trap?.message ?? refused.message ?? refused.outcome}`);

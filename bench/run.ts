@@ -1,6 +1,6 @@
 // `npm run bench [-- [--quick] [--strict] [section...]]`: the benchmark suite.
 //
-//   sections: http, metering, prepare, overload (default: all, in that order)
+//   sections: http, metering, prepare, overload, deadline (default: all, in that order)
 //   --quick   shorter runs, to check the suite itself works (numbers not to be quoted)
 //   --strict  also exit non-zero when a target is missed
 //
@@ -13,6 +13,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { deadlineSection } from './deadline.js';
 import { httpSection } from './http.js';
 import { RESULTS_DIR, type Section, type SectionResult, machineCpu, otherLoadPercent } from './lib.js';
 import { meteringSection } from './metering.js';
@@ -24,6 +25,7 @@ const SECTIONS: Record<string, Section> = {
   metering: meteringSection,
   prepare: prepareSection,
   overload: overloadSection,
+  deadline: deadlineSection,
 };
 
 function usage(message: string): never {
@@ -83,7 +85,9 @@ for (const name of selected) {
   // processes and reports CPU per process itself; the others run entirely in this process.
   const m1 = machineCpu();
   const own = process.cpuUsage(own0);
-  const otherPercent = name !== 'http' && m0 && m1 ? Math.max(0, ((m1.busy - m0.busy - (own.user + own.system) / 1e6) / seconds) * 100) : null;
+  const children = r.childCpuSeconds ?? 0;
+  const otherPercent =
+    name !== 'http' && m0 && m1 ? Math.max(0, ((m1.busy - m0.busy - (own.user + own.system) / 1e6 - children) / seconds) * 100) : null;
   results[name] = { ...r, seconds, otherLoadPercent: otherPercent };
   if (!r.ok) failed = true;
   process.stdout.write(`${r.markdown}\n\n`);

@@ -123,10 +123,19 @@ function measure(wabt: Wabt, moduleText: string): bigint {
   return run.rawConsumed;
 }
 
-export async function runFuelSuite(fuelWastPath: string): Promise<FuelReport> {
+/**
+ * wabt, loaded. Call it before the server starts: its preparation workers turn off V8's lazy
+ * compilation for the whole process (src/worker/prepare.ts), and an asynchronous compilation
+ * that is then eager does not keep Node's event loop alive, so a script with nothing else
+ * pending would exit in the middle of loading wabt.
+ */
+export function loadWabt(): Promise<Wabt> {
+  return wabtInit();
+}
+
+export async function runFuelSuite(fuelWastPath: string, wabt: Wabt): Promise<FuelReport> {
   const text = await readFile(fuelWastPath, 'utf8');
   const cases = parseFuelWast(text);
-  const wabt = await wabtInit();
   const report: FuelReport = { total: cases.length, passed: 0, failed: 0, failures: [] };
   for (const c of cases) {
     let got: string;

@@ -12,7 +12,7 @@ import { Pool } from 'undici';
 import { buildApp } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
 import { show } from './compare.js';
-import { type FuelReport, runFuelSuite } from './fuel.js';
+import { type FuelReport, loadWabt, runFuelSuite } from './fuel.js';
 import { type CaseFailure, type SpecReport, SPEC_LIMITS, runSpecSuite } from './spec.js';
 
 const CONCURRENCY = 16;
@@ -129,6 +129,7 @@ async function main(): Promise<number> {
   }, HARD_DEADLINE_MS);
   deadline.unref();
 
+  const wabt = await loadWabt(); // before the server: see loadWabt
   const config = loadConfig(serverEnv());
   const app = await buildApp({ config, logger: false });
   let spec: SpecReport;
@@ -146,7 +147,7 @@ async function main(): Promise<number> {
     await app.close();
   }
   const specSecs = elapsed();
-  const fuel = await runFuelSuite(fuelWast);
+  const fuel = await runFuelSuite(fuelWast, wabt);
 
   printSpec(spec);
   printFuel(fuel);

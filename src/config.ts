@@ -35,6 +35,10 @@ const ENV = {
   WASMBOX_TIMEOUT_MS_DEFAULT: int(1).default(DEFAULT_LIMITS.timeoutMs),
   WASMBOX_TIMEOUT_MS_MAX: int(1, 24 * 3600 * 1000).default(DEFAULT_MAX_LIMITS.timeoutMs),
   WASMBOX_PREPARE_TIMEOUT_MS: int(10).default(10_000),
+  // A run's thread ends it at its deadline; past the deadline plus this grace, a guest that could
+  // not be reached there (blocked in an atomic wait, one long bulk operation) has its thread
+  // terminated.
+  WASMBOX_DEADLINE_GRACE_MS: int(1, 60_000).default(200),
   // Each element is a pointer on the worker's engine heap, and a table grows by one allocation of
   // its whole new size. V8 can terminate a worker cleanly at its heap limit only when the
   // allocation that crosses it fits in the 16 MiB of slack Node grants; a bigger single one
@@ -102,6 +106,9 @@ export interface Config {
   limits: { defaults: Limits; max: Limits };
   /** Server-side deadline for preparing one module (module_too_complex past it). */
   prepareTimeoutMs: number;
+  /** How long past a run's deadline its thread is terminated when the guest could not be
+   *  stopped at the deadline itself. */
+  deadlineGraceMs: number;
   /** Cap on every table's size, in elements. */
   maxTableElements: number;
   /** resourceLimits of each guest worker: JS heap (old generation) and stack. */
@@ -185,6 +192,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       max: { fuel: e.WASMBOX_FUEL_MAX, memoryMb: e.WASMBOX_MEMORY_MB_MAX, timeoutMs: e.WASMBOX_TIMEOUT_MS_MAX },
     },
     prepareTimeoutMs: e.WASMBOX_PREPARE_TIMEOUT_MS,
+    deadlineGraceMs: e.WASMBOX_DEADLINE_GRACE_MS,
     maxTableElements: e.WASMBOX_MAX_TABLE_ELEMENTS,
     workerHeapMb: e.WASMBOX_WORKER_HEAP_MB,
     workerStackMb: e.WASMBOX_WORKER_STACK_MB,

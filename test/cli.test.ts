@@ -197,7 +197,7 @@ describe('wasmbox run (in this process)', () => {
     [['TRAPS', 'recurse', '0'], 81, /stack overflow/],
     [['examples/spin.wasm', '--fuel', '100000'], 82, /fuel exhausted: the run used its whole budget of 100000/],
     [['BIG', '--memory', '1'], 83, /memory limit exceeded \(1 MiB; raise it with --memory\)/],
-    [['examples/spin.wasm', '--fuel', '10000000000', '--timeout', '200'], 84, /timeout: the run exceeded its wall-clock limit of 200 ms/],
+    [['examples/spin.wasm', '--fuel', '10000000000', '--timeout', '200'], 84, /timeout: the run reached its wall-clock limit of 200 ms/],
   ])('run %j exits %i', async ([args, code, message], { expect }) => {
     const resolved = args.map((a) => (a === 'TRAPS' ? mod('traps') : a === 'BIG' ? mod('big') : a));
     const r = await cli(['run', ...resolved, '--telemetry']);
@@ -208,11 +208,31 @@ describe('wasmbox run (in this process)', () => {
     expect(r.stderr).not.toMatch(NO_STACK);
   });
 
-  it('a timeout shows fuel and memory as unknown', async () => {
+  it('--progress shows the fuel burnt so far while a local run is in flight, rising line by line', async () => {
+    const r = await cli(['run', 'examples/spin.wasm', '--fuel', '1e10', '--timeout', '900', '--progress']);
+    expect(r.code).toBe(84);
+    const lines = r.stderr.split('\n').filter((l) => l.startsWith('wasmbox: running'));
+    expect(lines.length, r.stderr).toBeGreaterThanOrEqual(2);
+    const fuel = lines.map((l) => {
+      const m = /^wasmbox: running  fuel ([\d,]+) \/ 10,000,000,000 \([\d.<]+%\)  memory 0 B  \S+ m?s$/.exec(l);
+      expect(m, l).not.toBeNull();
+      return Number(m![1]!.replaceAll(',', ''));
+    });
+    // The account is published at the guest's slice boundaries while it spins: it rises.
+    expect(fuel.at(-1)!).toBeGreaterThan(fuel[0]!);
+  });
+
+  it('--progress and --quiet contradict each other', async () => {
+    const r = await cli(['run', 'examples/spin.wasm', '--progress', '--quiet']);
+    expect(r.code).toBe(64);
+    expect(r.stderr).toContain('--progress and --quiet contradict each other');
+  });
+
+  it('a timeout shows the fuel burnt and the memory used up to the deadline', async () => {
     const r = await cli(['run', 'examples/spin.wasm', '--fuel', '1e10', '--timeout', '150', '--telemetry']);
     expect(r.code).toBe(84);
-    expect(r.stderr).toMatch(/^ +fuel +unknown \(stopped mid-instruction\) \/ 10,000,000,000$/m);
-    expect(r.stderr).toMatch(/^ +memory +unknown \/ 64 MiB$/m);
+    expect(r.stderr).toMatch(/^ +fuel +[1-9][\d,]* \/ 10,000,000,000 \([\d.<]+%\)$/m);
+    expect(r.stderr).toMatch(/^ +memory +0 B \/ 64 MiB$/m);
   });
 
   it.concurrent.for<[string[], number, string]>([
@@ -322,9 +342,14 @@ describe('wasmbox inspect', () => {
   });
 });
 
-// Timing fields and request ids differ from run to run; everything else must be identical.
+// Timing fields and request ids differ from run to run (and so does the fuel a run burns before
+// its deadline); everything else must be identical.
 function comparable(text: string): unknown {
   const body = JSON.parse(text);
+  if (body.outcome === 'timeout') {
+    expect(Number.isInteger(body.telemetry.fuelConsumed)).toBe(true);
+    delete body.telemetry.fuelConsumed;
+  }
   if (body.telemetry) {
     for (const k of ['durationNs', 'instantiateNs', 'prepareNs', 'moduleCached']) {
       expect(body.telemetry).toHaveProperty(k);

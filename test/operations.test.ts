@@ -30,6 +30,9 @@ async function call(url: string, body: unknown, headers: Record<string, string> 
 
 const addRun = { module: b64(ADD), function: 'add', args: [2, 3] };
 const spinRun = (timeoutMs: number) => ({ module: b64(SPIN), function: 'spin', limits: { fuel: 10_000_000_000, timeoutMs } });
+/** A guest its thread cannot stop at the deadline: the thread is terminated after the grace. */
+const WAIT = wat(`(module (memory 1 1 shared) (func (export "wait") (result i32) (memory.atomic.wait32 (i32.const 0) (i32.const 0) (i64.const -1))))`);
+const waitRun = (timeoutMs: number) => ({ module: b64(WAIT), function: 'wait', limits: { timeoutMs } });
 
 describe('API keys', () => {
   let s: TestServer;
@@ -153,7 +156,14 @@ describe('fair preparation', () => {
   let s: TestServer;
   beforeAll(async () => {
     // One thread for large modules; anything over 64 KiB is large here.
-    s = await startServer({ WASMBOX_PREPARE_WORKERS: '1', WASMBOX_PREPARE_SMALL_BYTES: String(64 * 1024), WASMBOX_BODY_LIMIT_BYTES: String(32 * 1024 * 1024) });
+    // The order is under test, not the queue timeout: compiling three 6 MiB modules one after the
+    // other takes seconds on a loaded machine.
+    s = await startServer({
+      WASMBOX_PREPARE_WORKERS: '1',
+      WASMBOX_PREPARE_SMALL_BYTES: String(64 * 1024),
+      WASMBOX_BODY_LIMIT_BYTES: String(32 * 1024 * 1024),
+      WASMBOX_QUEUE_TIMEOUT_MS: '60000',
+    });
   });
   afterAll(async () => {
     await s?.close();
@@ -352,23 +362,27 @@ describe('metrics', () => {
     expect((await call(`${s.url}/execute`, addRun, auth)).status).toBe(200);
     expect((await call(`${s.url}/execute`, addRun, auth)).status).toBe(200);
     expect((await call(`${s.url}/execute`, spinRun(50), auth)).body.outcome).toBe('timeout');
+    const waited = (await call(`${s.url}/execute`, waitRun(50), auth)).body;
+    expect(waited.outcome).toBe('timeout');
+    expect(waited.telemetry.threadKilled).toBe(true);
     expect((await call(`${s.url}/execute`, addRun)).status).toBe(401);
     expect((await call(`${s.url}/modules`, { module: b64(ADD) }, auth)).status).toBe(201);
     const after = await metrics(s.url);
     const v = (series: string) => valueIn(after, series);
     expect(v(`wasmbox_executions_total{outcome="ok",key="${id}"}`)).toBe(2);
-    expect(v(`wasmbox_executions_total{outcome="timeout",key="${id}"}`)).toBe(1);
+    expect(v(`wasmbox_executions_total{outcome="timeout",key="${id}"}`)).toBe(2);
     expect(v('wasmbox_refusals_total{code="unauthorized"}')).toBe(1);
-    expect(v('wasmbox_http_requests_total{route="/execute",status="200"}'), after.split('\n').filter((l) => l.startsWith('wasmbox_http')).join('\n')).toBe(3);
+    expect(v('wasmbox_http_requests_total{route="/execute",status="200"}'), after.split('\n').filter((l) => l.startsWith('wasmbox_http')).join('\n')).toBe(4);
     expect(v('wasmbox_prepared_cache_hits_total')).toBeGreaterThanOrEqual(2);
     expect(v('wasmbox_prepared_cache_misses_total')).toBeGreaterThanOrEqual(2);
-    // Every run with an account (a run killed at its deadline has none yet: see telemetry).
-    expect(v('wasmbox_fuel_consumed_count')).toBeGreaterThanOrEqual(2);
-    expect(v('wasmbox_guest_duration_seconds_count')).toBe(3);
-    expect(v('wasmbox_queue_wait_seconds_count{lane="run"}')).toBe(3);
+    // Every run has an account, timeouts included.
+    expect(v('wasmbox_fuel_consumed_count')).toBe(4);
+    expect(v('wasmbox_guest_duration_seconds_count')).toBe(4);
+    expect(v('wasmbox_queue_wait_seconds_count{lane="run"}')).toBe(4);
     expect(v('wasmbox_store_modules')).toBe(1);
     expect(v('wasmbox_store_bytes')).toBeGreaterThan(ADD.length);
-    // The spinning run was killed at its deadline: its worker was replaced.
+    // The spinning run was stopped in its thread; the waiting one could not be, and its thread
+    // was replaced.
     await waitFor(async () => valueIn(await metrics(s.url), 'wasmbox_worker_restarts_total{pool="run"}') >= 1);
   });
 });

@@ -35,6 +35,8 @@ export interface RunCommand {
   envGiven: boolean;
   json: boolean;
   telemetry: 'auto' | 'always' | 'never';
+  /** The live progress line of a local run. */
+  progress: 'auto' | 'always' | 'never';
   server?: RemoteOptions;
 }
 
@@ -177,6 +179,7 @@ function parseRun(args: readonly string[], env: NodeJS.ProcessEnv): RunCommand |
   const [file, ...words] = before;
   if (file === undefined) throw new UsageError('run needs a FILE (a .wasm module)', 'run');
   if (values.telemetry && values.quiet) throw new UsageError('--telemetry and --quiet contradict each other; give one', 'run');
+  if (values.progress && values.quiet) throw new UsageError('--progress and --quiet contradict each other; give one', 'run');
   const programEnv: Record<string, string> = {};
   const envWords = (values.env as string[] | undefined) ?? [];
   for (const word of envWords) {
@@ -204,6 +207,7 @@ function parseRun(args: readonly string[], env: NodeJS.ProcessEnv): RunCommand |
     envGiven: envWords.length > 0,
     json: values.json === true,
     telemetry: values.quiet ? 'never' : values.telemetry ? 'always' : 'auto',
+    progress: values.quiet ? 'never' : values.progress ? 'always' : 'auto',
     ...(server && { server }),
   };
 }

@@ -10,6 +10,7 @@ import { ExecuteJsonSchema, ModuleJsonSchema, describeIssues } from '../schemas/
 import { ExecuteService } from '../service/execute.js';
 import { toExecuteRequest } from '../routes/body.js';
 import { MemoryModuleStore } from '../store/memory-store.js';
+import { PROGRESS_FUEL, PROGRESS_MEMORY, progressBuffer } from '../wasi/fuel.js';
 import { sharedOutputBuffer, sharedSlots } from '../wasi/output.js';
 import { WorkerPools } from '../worker/pool.js';
 import type { RemoteOptions } from './args.js';
@@ -32,6 +33,10 @@ export interface Answer {
   streamed?: boolean;
 }
 
+/** Told the run's account while it is in flight (local runs), about every PROGRESS_INTERVAL_MS. */
+export type ProgressSink = (p: { fuelConsumed: number; memoryBytes: number; elapsedMs: number }) => void;
+export const PROGRESS_INTERVAL_MS = 200;
+
 /** Receives a WASI program's output while it runs: raw bytes, in order. */
 export interface OutputSink {
   stdout(bytes: Uint8Array): void;
@@ -41,7 +46,7 @@ export interface OutputSink {
 export interface Backend {
   /** POST /execute with the module and the run fields. With `live`, a WASI program's output is
    *  streamed to it as the program writes (local runs; a remote run answers once, at the end). */
-  execute(module: Uint8Array, request: RunRequest, live?: OutputSink): Promise<Answer>;
+  execute(module: Uint8Array, request: RunRequest, live?: OutputSink, progress?: ProgressSink): Promise<Answer>;
   /** POST /modules: the module's description (validated and prepared as for a run). */
   describe(module: Uint8Array): Promise<Answer>;
   close(): Promise<void>;
@@ -79,9 +84,11 @@ export class LocalBackend implements Backend {
     this.service = new ExecuteService(config, this.pools, this.store);
   }
 
-  async execute(module: Uint8Array, request: RunRequest, live?: OutputSink): Promise<Answer> {
+  async execute(module: Uint8Array, request: RunRequest, live?: OutputSink, progress?: ProgressSink): Promise<Answer> {
     const outputBuffer = live && request.wasi ? sharedOutputBuffer(this.config.wasiStdoutMaxBytes, this.config.wasiStderrMaxBytes) : undefined;
     const stream = outputBuffer && live ? new OutputPump(outputBuffer, this.config, live) : null;
+    const cell = progress ? progressBuffer() : undefined;
+    let ticker: NodeJS.Timeout | undefined;
     const answer = await this.answer(async () => {
       // The body the server would receive, read the way routes/body.ts reads it: the same body
       // limit, the same schema, the same messages.
@@ -90,10 +97,23 @@ export class LocalBackend implements Backend {
       const { module: _encoded, moduleId: _id, ...fields } = parsed.data;
       // As routes/execute.ts hands the fields to the service.
       const run = toExecuteRequest({ module, fields }, outputBuffer);
+      if (cell && progress) {
+        run.progress = cell;
+        const view = new BigInt64Array(cell);
+        const t0 = performance.now();
+        ticker = setInterval(() => {
+          progress({
+            fuelConsumed: Number(Atomics.load(view, PROGRESS_FUEL)),
+            memoryBytes: Number(Atomics.load(view, PROGRESS_MEMORY)),
+            elapsedMs: performance.now() - t0,
+          });
+        }, PROGRESS_INTERVAL_MS);
+      }
       stream?.start();
       try {
         return { status: 200, body: await this.service.execute(run) };
       } finally {
+        clearInterval(ticker);
         stream?.stop();
       }
     });

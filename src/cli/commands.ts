@@ -4,10 +4,10 @@ import { readFile } from 'node:fs/promises';
 import { ConfigError, loadConfig } from '../config.js';
 import type { InspectCommand, RunCommand, ServeCommand } from './args.js';
 import { UsageError } from './args.js';
-import { type Answer, type Backend, CliFailure, LocalBackend, RemoteBackend, type RunRequest, localConfig } from './backend.js';
+import { type Answer, type Backend, CliFailure, LocalBackend, RemoteBackend, type ProgressSink, type RunRequest, localConfig } from './backend.js';
 import { convertArgs, moduleFacts, selectFunction } from './convert.js';
 import { EXIT, exitForError, exitForOutcome } from './exit-codes.js';
-import { describeText, formatBytes, formatResults, telemetryTable } from './format.js';
+import { describeText, formatBytes, formatResults, progressLine, telemetryTable } from './format.js';
 import { usageLines } from './help.js';
 import { type Output } from './output.js';
 import { describeNonWasm } from '../wasm/sniff.js';
@@ -98,11 +98,35 @@ export async function runCommand(cmd: RunCommand, out: Output, env: NodeJS.Proce
     }
     // A local WASI run streams its output as the program writes it (--json prints one body).
     const live = facts.wasi && !cmd.json ? out.raw : undefined;
-    const answer = await backend.execute(bytes, request, live);
+    // The progress line: asked for, or by default on a terminal when nothing else is streamed
+    // there (local runs only: a server answers once, at the end).
+    const showProgress = cmd.server === undefined && (cmd.progress === 'always' || (cmd.progress === 'auto' && out.stderrIsTTY && !cmd.json && !live));
+    const progress = showProgress ? progressPrinter(out, request.limits?.fuel ?? localConfig(env).limits.defaults.fuel, cmd.progress === 'always') : null;
+    const answer = await backend.execute(bytes, request, live, progress?.sink);
+    progress?.end();
     return report(answer, cmd, facts.wasi, out);
   } finally {
     await backend.close();
   }
+}
+
+/**
+ * Prints the progress line: on a terminal, one line rewritten in place (and erased at the end),
+ * once the run has taken half a second; elsewhere (--progress), a line per update.
+ */
+function progressPrinter(out: Output, fuelLimit: number | null, always: boolean): { sink: ProgressSink; end(): void } {
+  const tty = out.stderrIsTTY;
+  let shown = false;
+  return {
+    sink: (p) => {
+      if (!always && p.elapsedMs < 500) return;
+      shown = true;
+      out.stderr(tty ? `\r\x1b[K${progressLine(p, fuelLimit)}` : `wasmbox: ${progressLine(p, fuelLimit)}\n`);
+    },
+    end: () => {
+      if (shown && tty) out.stderr('\r\x1b[K');
+    },
+  };
 }
 
 function report(answer: Answer, cmd: RunCommand, wasi: boolean, out: Output): number {

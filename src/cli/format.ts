@@ -23,11 +23,15 @@ export function formatDuration(ns: number): string {
 }
 
 export interface TelemetryLike {
+  /** Null only from a server older than the exact account at deadlines. */
   fuelConsumed: number | null;
   fuelLimit: number;
   memoryPeakBytes: number | null;
   memoryLimitBytes: number;
   durationNs: number;
+  /** The guest could not be stopped in its thread, which was terminated: the account is as of its
+   *  last fuel check. */
+  threadKilled?: boolean;
 }
 
 /** The short table shown under a run: fuel, peak memory, duration (and the exit code of a WASI
@@ -36,7 +40,7 @@ export function telemetryTable(outcome: string, t: TelemetryLike, extra: [string
   const fuel =
     t.fuelConsumed === null
       ? `unknown (stopped mid-instruction) / ${group(t.fuelLimit)}`
-      : `${group(t.fuelConsumed)} / ${group(t.fuelLimit)} (${percent(t.fuelConsumed, t.fuelLimit)})`;
+      : `${group(t.fuelConsumed)} / ${group(t.fuelLimit)} (${percent(t.fuelConsumed, t.fuelLimit)})${t.threadKilled ? ', as of its last fuel check' : ''}`;
   const memory =
     t.memoryPeakBytes === null ? `unknown / ${formatBytes(t.memoryLimitBytes)}` : `${formatBytes(t.memoryPeakBytes)} / ${formatBytes(t.memoryLimitBytes)}`;
   const rows: [string, string][] = [
@@ -48,6 +52,12 @@ export function telemetryTable(outcome: string, t: TelemetryLike, extra: [string
   ];
   const width = Math.max(...rows.map(([k]) => k.length));
   return rows.map(([k, v]) => `  ${k.padEnd(width)}  ${v}`).join('\n') + '\n';
+}
+
+/** The live line of a run in flight: "running  fuel 12,345 / 100,000 (12%)  memory 64 KiB  1.20 s". */
+export function progressLine(p: { fuelConsumed: number; memoryBytes: number; elapsedMs: number }, fuelLimit: number | null): string {
+  const fuel = fuelLimit === null ? group(p.fuelConsumed) : `${group(p.fuelConsumed)} / ${group(fuelLimit)} (${percent(p.fuelConsumed, fuelLimit)})`;
+  return `running  fuel ${fuel}  memory ${formatBytes(p.memoryBytes)}  ${formatDuration(p.elapsedMs * 1e6)}`;
 }
 
 function percent(part: number, whole: number): string {

@@ -38,7 +38,11 @@ export const OPTIONS: Readonly<Record<Topic, Readonly<Record<string, OptionSpec>
     },
     json: { type: 'boolean', help: "print exactly the service's response body (or error body) on stdout" },
     telemetry: { type: 'boolean', help: 'print the telemetry table on stderr even when it is not a terminal' },
-    quiet: { type: 'boolean', short: 'q', help: 'never print the telemetry table' },
+    quiet: { type: 'boolean', short: 'q', help: 'never print the telemetry table or the progress line' },
+    progress: {
+      type: 'boolean',
+      help: "show the fuel burnt so far on stderr while a local run is in flight (default: on a\nterminal, for runs that do not stream a WASI program's output)",
+    },
     ...SERVER,
     help: HELP,
   },

@@ -13,8 +13,9 @@ export const HOST_MODULE = 'wasmbox';
 export const MEMORY_IMPORT = 'memory';
 /**
  * A funcref table the host creates and the module fills (an active element segment the limiter
- * adds): a getter and a setter for each hidden global, then the start function when there is
- * one. The host reaches the hidden state through these functions, never through exports.
+ * adds): after slot 0, a getter and a setter for each hidden global, then the start function when
+ * there is one. The host reaches the hidden state through these functions, never through exports.
+ * Slot 0 is the host's: its fuel-slice function (REFILL_SLOT).
  */
 export const HIDDEN_TABLE_IMPORT = 'hidden';
 
@@ -45,10 +46,20 @@ export const HIDDEN_GLOBALS = {
 export type HiddenGlobalName = keyof typeof HIDDEN_GLOBALS;
 export const HIDDEN_GLOBAL_NAMES = Object.keys(HIDDEN_GLOBALS) as HiddenGlobalName[];
 
-/** Slots of the hidden table: getter of global i at 2i, setter at 2i + 1, then the start function. */
-export const getterSlot = (name: HiddenGlobalName): number => 2 * HIDDEN_GLOBAL_NAMES.indexOf(name);
+/**
+ * Slot of the host's fuel-slice function, `() -> i32`, which the host puts in the table before
+ * instantiation. The fuel pass's checks reach it (through the limiter's appended `$slice`
+ * function) when the current slice of fuel is spent: it grants the next slice and answers 0, or
+ * answers 1 to end the run (budget spent, deadline passed, program exited), and `$slice` then
+ * executes `unreachable`, a trap no guest handler can catch. See src/wasi/fuel.ts.
+ */
+export const REFILL_SLOT = 0;
+/** Where the element segment starts: after the host's slot. */
+export const FIRST_ACCESSOR_SLOT = 1;
+/** Slots of the hidden table: getter of global i at 1 + 2i, setter at 2 + 2i, then the start function. */
+export const getterSlot = (name: HiddenGlobalName): number => FIRST_ACCESSOR_SLOT + 2 * HIDDEN_GLOBAL_NAMES.indexOf(name);
 export const setterSlot = (name: HiddenGlobalName): number => getterSlot(name) + 1;
-export const START_SLOT = 2 * HIDDEN_GLOBAL_NAMES.length;
+export const START_SLOT = FIRST_ACCESSOR_SLOT + 2 * HIDDEN_GLOBAL_NAMES.length;
 export const hiddenTableSize = (start: boolean): number => START_SLOT + (start ? 1 : 0);
 
 /** What the host must create for one prepared module. */

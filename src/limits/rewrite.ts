@@ -15,6 +15,10 @@
 //   sets them.
 // - The start section is removed and the start function put in the same table; the host calls it
 //   right after instantiation, once the fuel budget is set.
+// - One more function is appended, `$slice` (the fuel pass calls it where a check finds the
+//   current slice of fuel spent): it calls the host's refill function in the hidden table's slot
+//   0 and executes `unreachable` when the host answers that the run is over. The host's answer
+//   is how a deadline ends a run as a trap, with its account intact (src/wasi/fuel.ts).
 // The module's exports are left exactly as they were: the service adds none, so a module may
 // have V8's maximum of 100,000.
 
@@ -24,10 +28,12 @@ import {
   type GuestLayout,
   HIDDEN_GLOBALS,
   HIDDEN_GLOBAL_NAMES,
+  FIRST_ACCESSOR_SLOT,
   HIDDEN_TABLE_IMPORT,
   type HiddenGlobalName,
   HOST_MODULE,
   MEMORY_IMPORT,
+  REFILL_SLOT,
   hiddenTableSize,
   tableImportName,
 } from './guest-imports.js';
@@ -48,6 +54,8 @@ export interface LimitPlan {
   hidden: Readonly<Record<HiddenGlobalName, number>>;
   /** Index of the first global appended after the hidden ones (see `assemble`). */
   firstAppendedGlobal: number;
+  /** Function index of `$slice`, which the fuel pass's checks call when a slice is spent. */
+  sliceFunction: number;
 }
 
 /** What the fuel pass contributes to the module: its code section and defined globals. */
@@ -56,12 +64,19 @@ export interface Contributions {
   /** Encoded global entries (type, mutability, constant expression), appended in this order from
    *  `firstAppendedGlobal` on. */
   globals: Uint8Array[];
+  /** Content of a metadata.code.branch_hint custom section, placed right before the code section
+   *  (the proposal requires it there). */
+  branchHints?: Uint8Array | null;
 }
 
 const VALTYPE_BYTE = { i32: 0x7f, i64: 0x7e, f32: 0x7d, f64: 0x7c } as const;
 type HiddenType = (typeof HIDDEN_GLOBALS)[HiddenGlobalName]['value'];
 /** The accessors' types, appended to the type section: a getter () -> t and a setter (t) -> (). */
 const ACCESSOR_TYPES: readonly HiddenType[] = ['i64', 'i32', 'f64'];
+/** After them: `$slice`'s type () -> (), then the host refill function's () -> i32. */
+const SLICE_TYPE_OFFSET = 2 * ACCESSOR_TYPES.length;
+const REFILL_TYPE_OFFSET = SLICE_TYPE_OFFSET + 1;
+const ACCESSOR_COUNT = 2 * HIDDEN_GLOBAL_NAMES.length;
 
 export function planLimits(m: ParsedModule, options: LimitOptions): LimitPlan {
   if (m.imports.some((i) => i.module === HOST_MODULE)) {
@@ -89,6 +104,8 @@ export function planLimits(m: ParsedModule, options: LimitOptions): LimitPlan {
     },
     hidden,
     firstAppendedGlobal: base + HIDDEN_GLOBAL_NAMES.length,
+    // Appended after the module's own functions and the accessors.
+    sliceFunction: m.importedFuncs + m.funcTypes.length + ACCESSOR_COUNT,
   };
 }
 
@@ -138,7 +155,7 @@ export function assemble(m: ParsedModule, plan: LimitPlan, extra: Contributions)
     [SectionId.function]: functionSection(section(SectionId.function), m.types.length),
     [SectionId.global]: globalSection(section(SectionId.global), extra.globals),
     [SectionId.element]: elementSection(section(SectionId.element), m, firstAccessor),
-    [SectionId.code]: codeSection(extra.code ?? section(SectionId.code), plan),
+    [SectionId.code]: codeSection(extra.code ?? section(SectionId.code), plan, m),
   };
   for (const s of m.sections) {
     if (s.id === SectionId.table || s.id === SectionId.memory || s.id === SectionId.start) continue; // now the host's
@@ -146,6 +163,18 @@ export function assemble(m: ParsedModule, plan: LimitPlan, extra: Contributions)
   }
   for (const [id, content] of Object.entries(rewritten)) {
     if (!present.has(Number(id))) insert({ id: Number(id), content: content! });
+  }
+  if (extra.branchHints) {
+    // The module's own hints (if any) would describe offsets in bodies that have changed: drop
+    // them; ours go right before the code section.
+    for (let i = out.length - 1; i >= 0; i--) if (out[i]!.id === SectionId.custom && customName(out[i]!.content) === BRANCH_HINT_SECTION) out.splice(i, 1);
+    const name = new Writer(BRANCH_HINT_SECTION.length + 5);
+    name.name(BRANCH_HINT_SECTION);
+    const head = name.view();
+    const content = new Uint8Array(head.length + extra.branchHints.length);
+    content.set(head);
+    content.set(extra.branchHints, head.length);
+    out.splice(out.findIndex((s) => s.id === SectionId.code), 0, { id: SectionId.custom, content });
   }
 
   let size = 8;
@@ -160,6 +189,18 @@ export function assemble(m: ParsedModule, plan: LimitPlan, extra: Contributions)
   return w.finish();
 }
 
+/** The name of a custom section (its content starts with it). */
+function customName(content: Uint8Array): string | null {
+  try {
+    return new Reader(content).name();
+  } catch {
+    return null;
+  }
+}
+
+/** The branch hinting proposal's custom section. */
+const BRANCH_HINT_SECTION = 'metadata.code.branch_hint';
+
 /** A vector section's content with `count` entries appended (written by `more`). */
 function appendTo(content: Uint8Array | null, count: number, more: (w: Writer) => void, extraBytes = 64): Uint8Array {
   const r = content ? new Reader(content) : null;
@@ -172,11 +213,13 @@ function appendTo(content: Uint8Array | null, count: number, more: (w: Writer) =
 }
 
 function typeSection(content: Uint8Array | null): Uint8Array {
-  return appendTo(content, 2 * ACCESSOR_TYPES.length, (w) => {
+  return appendTo(content, 2 * ACCESSOR_TYPES.length + 2, (w) => {
     for (const t of ACCESSOR_TYPES) {
       w.bytes(Uint8Array.of(0x60, 0x00, 0x01, VALTYPE_BYTE[t])); // () -> t
       w.bytes(Uint8Array.of(0x60, 0x01, VALTYPE_BYTE[t], 0x00)); // (t) -> ()
     }
+    w.bytes(Uint8Array.of(0x60, 0x00, 0x00)); // $slice: () -> ()
+    w.bytes(Uint8Array.of(0x60, 0x00, 0x01, 0x7f)); // the host's refill: () -> i32
   });
 }
 
@@ -189,14 +232,14 @@ function accessorTypes(firstType: number): number[] {
 }
 
 function functionSection(content: Uint8Array | null, firstType: number): Uint8Array {
-  const types = accessorTypes(firstType);
+  const types = [...accessorTypes(firstType), firstType + SLICE_TYPE_OFFSET];
   return appendTo(content, types.length, (w) => {
     for (const t of types) w.u32(t);
   });
 }
 
-function codeSection(content: Uint8Array | null, plan: LimitPlan): Uint8Array {
-  return appendTo(content, 2 * HIDDEN_GLOBAL_NAMES.length, (w) => {
+function codeSection(content: Uint8Array | null, plan: LimitPlan, m: ParsedModule): Uint8Array {
+  return appendTo(content, ACCESSOR_COUNT + 1, (w) => {
     for (const name of HIDDEN_GLOBAL_NAMES) {
       const g = new Writer(8);
       g.u32(plan.hidden[name]);
@@ -207,7 +250,22 @@ function codeSection(content: Uint8Array | null, plan: LimitPlan): Uint8Array {
       w.u32(5 + index.length);
       w.bytes(Uint8Array.of(0x00, 0x20, 0x00, 0x24, ...index, 0x0b));
     }
+    // $slice: no locals; (call_indirect (type refill) (table hidden) (i32.const REFILL_SLOT));
+    // if; unreachable; end; end
+    const body = new Writer(24);
+    body.u8(0x00);
+    body.u8(0x41); body.sNum(REFILL_SLOT);
+    body.u8(0x11); body.u32(m.types.length + REFILL_TYPE_OFFSET); body.u32(hiddenTableIndex(m));
+    body.bytes(Uint8Array.of(0x04, 0x40, 0x00, 0x0b, 0x0b));
+    const code = body.view();
+    w.u32(code.length);
+    w.bytes(code);
   });
+}
+
+/** The hidden table's index: after the module's own tables, imported then defined. */
+function hiddenTableIndex(m: ParsedModule): number {
+  return m.importedTables + m.tables.length;
 }
 
 function writeLimits(w: Writer, l: Limits): void {
@@ -261,14 +319,14 @@ function globalSection(content: Uint8Array | null, appended: Uint8Array[]): Uint
 }
 
 function elementSection(content: Uint8Array | null, m: ParsedModule, firstAccessor: number): Uint8Array {
-  const hiddenTable = m.importedTables + m.tables.length;
-  const funcs = Array.from({ length: 2 * HIDDEN_GLOBAL_NAMES.length }, (_, i) => firstAccessor + i);
+  const funcs = Array.from({ length: ACCESSOR_COUNT }, (_, i) => firstAccessor + i);
   if (m.start !== null) funcs.push(m.start);
   return appendTo(content, 1, (w) => {
-    // Active, explicit table index, function indices: (hidden table) (i32.const 0) elemkind funcs.
+    // Active, explicit table index, function indices: (hidden table) (i32.const 1) elemkind funcs;
+    // slot 0 is the host's.
     w.u32(2);
-    w.u32(hiddenTable);
-    w.bytes(Uint8Array.of(0x41, 0x00, 0x0b, 0x00));
+    w.u32(hiddenTableIndex(m));
+    w.bytes(Uint8Array.of(0x41, FIRST_ACCESSOR_SLOT, 0x0b, 0x00));
     w.u32(funcs.length);
     for (const f of funcs) w.u32(f);
   });

@@ -15,7 +15,17 @@
 // - In functions with a loop the count is kept in an i64 local and written back to the global at
 //   loop headers, calls, returns, throws and traps (see instrumentBody); the global stays the
 //   account the host reads.
-// - Checks (`if (global > 0) unreachable`) sit only at function entry and at every loop header:
+// - Fuel is handed out in slices (src/wasi/fuel.ts): the global holds `consumed - sliceEnd`, where
+//   the slice ends at the budget or earlier. A check that finds it above 0 calls the limiter's
+//   `$slice` function, which asks the host: the host grants the next slice (and rebases the
+//   global) or ends the run, the budget spent or the deadline passed, and `$slice` executes
+//   `unreachable`. The fast path is the same compare and untaken branch as a plain budget check;
+//   the host is reached about once a millisecond (the slice is sized to the guest's measured rate).
+//   Each check's `if` carries a branch hint, "unlikely" (the metadata.code.branch_hint section,
+//   before the code section): V8's optimizing compiler then treats the call as deferred code and
+//   keeps its register spills off the hot path (without hints, a call inside a tight loop cost
+//   sha256 1.6x; src/worker/engine-flags.ts turns the hints on).
+// - Checks (`if (global > 0) call $slice`) sit only at function entry and at every loop header:
 //   every cycle in the control-flow and call graph passes one, so a run cannot loop or recurse
 //   past its budget, while straight-line code pays no check (ENGINE-NOTES: checks at every block
 //   cost 3.4x on a real program). Between checks a run can overspend by at most one acyclic path
@@ -28,7 +38,8 @@
 //   page or element *after* they succeeded; a refused grow (result -1) costs its base. The
 //   remaining length of each segment lives in a global this pass adds (data.drop / elem.drop
 //   zero it).
-// - Exhaustion is `unreachable`, a trap the guest's own exception handlers cannot catch.
+// - Exhaustion and the deadline are `unreachable`, a trap the guest's own exception handlers cannot
+//   catch.
 // - An opcode this pass does not know is refused (UnsupportedFeature), never given a guessed cost.
 //
 // While it walks the code, the pass also records what the host needs to classify a trap, in the
@@ -50,6 +61,13 @@ export interface InstrumentOptions {
   costs?: CostTable;
   /** Every table's maximum is lowered to this many elements. */
   maxTableElements: number;
+  /**
+   * false: the checks trap as soon as the budget is spent (`if (global > 0) unreachable`) and
+   * never reach the host, so only terminating the thread can stop a run at its deadline. The
+   * mechanism before fuel slices, kept so the benchmark can measure what slices cost; the host
+   * must then grant the whole budget at once (GuestOptions.slices false). Default true.
+   */
+  slices?: boolean;
 }
 
 export interface InstrumentedModule {
@@ -65,8 +83,8 @@ export function instrument(bytes: Uint8Array, options: InstrumentOptions): Instr
 
 export function instrumentParsed(m: ParsedModule, options: InstrumentOptions): InstrumentedModule {
   const plan = planLimits(m, options);
-  const { code, globals } = meterCode(m, plan, options.costs ?? DEFAULT_COSTS);
-  return { bytes: assemble(m, plan, { code, globals }), layout: plan.layout };
+  const { code, globals, branchHints } = meterCode(m, plan, options.costs ?? DEFAULT_COSTS, options.slices ?? true);
+  return { bytes: assemble(m, plan, { code, globals, branchHints }), layout: plan.layout };
 }
 
 /** The globals the fuel pass works with: the limiter's hidden ones and its own segment lengths. */
@@ -77,6 +95,8 @@ interface FuelGlobals {
   /** -1 with a single table: the host then knows which table it was. */
   indirectTable: number;
   truncOperand: number;
+  /** The limiter's `$slice` function. */
+  slice: number;
   /** First of the per-data-segment remaining-length globals (-1: none). */
   dataLen: number;
   /** First of the per-element-segment remaining-length globals (-1: none). */
@@ -84,7 +104,12 @@ interface FuelGlobals {
 }
 
 /** The fuel pass: the instrumented code section and the globals it adds. */
-export function meterCode(m: ParsedModule, plan: LimitPlan, costs: CostTable): { code: Uint8Array | null; globals: Uint8Array[] } {
+export function meterCode(
+  m: ParsedModule,
+  plan: LimitPlan,
+  costs: CostTable,
+  slices = true,
+): { code: Uint8Array | null; globals: Uint8Array[]; branchHints: Uint8Array | null } {
   // Remaining length of each segment: passive ones start whole, active (and declarative) ones
   // count as dropped once instantiation has used them. data.drop / elem.drop set them to 0.
   const dataInit = m.hasDataCount ? m.dataSegments.map((d) => (d.passive ? d.length : 0)) : [];
@@ -93,6 +118,7 @@ export function meterCode(m: ParsedModule, plan: LimitPlan, costs: CostTable): {
   const g: FuelGlobals = {
     ...plan.hidden,
     indirectTable: tableCount > 1 ? plan.hidden.indirectTable : -1,
+    slice: plan.sliceFunction,
     dataLen: dataInit.length > 0 ? plan.firstAppendedGlobal : -1,
     elemLen: elemInit.length > 0 ? plan.firstAppendedGlobal + dataInit.length : -1,
   };
@@ -106,7 +132,9 @@ export function meterCode(m: ParsedModule, plan: LimitPlan, costs: CostTable): {
     w.u8(0x0b);
     return w.finish();
   });
-  return { code: m.bodies.length > 0 ? codeSection(m, costs, g) : null, globals };
+  if (m.bodies.length === 0) return { code: null, globals, branchHints: null };
+  const { code, branchHints } = codeSection(m, costs, g, slices);
+  return { code, globals, branchHints };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -130,33 +158,58 @@ const TRAPPING_TRUNC: Readonly<Record<number, 'f32' | 'f64'>> = {
 
 interface BodyContext {
   bytes: Uint8Array;
+  types: ParsedModule['types'];
+  /** Checks ask the host for slices (else they trap: InstrumentOptions.slices). */
+  slices: boolean;
   tableTypes: readonly ('funcref' | 'externref')[];
 
   costs: CostTable;
   /** Cost of each single-byte opcode. */
   opCost: Int32Array;
   g: FuelGlobals;
+  /** The check in global mode (the global is the account). */
   check: Uint8Array;
+  /** Where the `if` sits in `check`. */
+  checkIfAt: number;
+  /** The check in local mode: the same on the local, which is reloaded after a new slice. */
+  checkLocal: (fl: number) => Uint8Array;
   chargeHead: Uint8Array;
   chargeTail: Uint8Array;
 }
 
-function codeSection(m: ParsedModule, costs: CostTable, g: FuelGlobals): Uint8Array {
+function codeSection(m: ParsedModule, costs: CostTable, g: FuelGlobals, slices: boolean): { code: Uint8Array; branchHints: Uint8Array | null } {
   const opCost = new Int32Array(256).fill(costs.operator);
   for (const name of costs.free) opCost[FREE_OPCODES[name]] = 0;
 
-  const gf = new Writer(8);
-  gf.u32(g.fuel);
-  const fuelIdx = gf.finish();
+  const leb = (v: number): Uint8Array => {
+    const w = new Writer(8);
+    w.u32(v);
+    return w.finish();
+  };
+  const fuelIdx = leb(g.fuel);
+  const sliceIdx = leb(g.slice);
   const ctx: BodyContext = {
     bytes: m.bytes,
+    types: m.types,
+    slices,
     tableTypes: m.tableTypes,
 
     costs,
     opCost,
     g,
-    // global.get $fuel; i64.const 0; i64.gt_s; if; unreachable; end
-    check: Uint8Array.of(0x23, ...fuelIdx, 0x42, 0x00, 0x55, 0x04, 0x40, 0x00, 0x0b),
+    // global.get $fuel; i64.const 0; i64.gt_s; if; call $slice; end
+    // (without slices: ... if; unreachable; end)
+    check: slices
+      ? Uint8Array.of(0x23, ...fuelIdx, 0x42, 0x00, 0x55, 0x04, 0x40, 0x10, ...sliceIdx, 0x0b)
+      : Uint8Array.of(0x23, ...fuelIdx, 0x42, 0x00, 0x55, 0x04, 0x40, 0x00, 0x0b),
+    // local.get $fl; i64.const 0; i64.gt_s; if; call $slice; global.get $fuel; local.set $fl; end
+    checkLocal: (fl) => {
+      const l = leb(fl);
+      return slices
+        ? Uint8Array.of(0x20, ...l, 0x42, 0x00, 0x55, 0x04, 0x40, 0x10, ...sliceIdx, 0x23, ...fuelIdx, 0x21, ...l, 0x0b)
+        : Uint8Array.of(0x20, ...l, 0x42, 0x00, 0x55, 0x04, 0x40, 0x00, 0x0b);
+    },
+    checkIfAt: 1 + fuelIdx.length + 3,
     chargeHead: Uint8Array.of(0x23, ...fuelIdx, 0x42), // global.get $fuel; i64.const ...
     chargeTail: Uint8Array.of(0x7c, 0x24, ...fuelIdx), // i64.add; global.set $fuel
   };
@@ -164,20 +217,46 @@ function codeSection(m: ParsedModule, costs: CostTable, g: FuelGlobals): Uint8Ar
   const total = m.bodies.reduce((n, b) => n + (b.end - b.start), 0);
   const w = new Writer(Math.ceil(total * 1.7) + 16);
   const body = new Writer(4096);
+  // metadata.code.branch_hint: per function (increasing index), the body offsets of its checks'
+  // `if`s, each hinted "unlikely".
+  const hints = new Writer(slices ? 64 + Math.ceil(total / 4) : 16);
+  let hintedFunctions = 0;
+  const checks: number[] = [];
   w.u32(m.bodies.length);
   m.bodies.forEach((b, i) => {
     const type = m.types[m.funcTypes[i]!];
     if (!type) throw new WasmFormatError(`function ${m.importedFuncs + i} has no type`);
     body.length = 0;
-    if (!instrumentBody(ctx, b.start, b.end, type.params.length, body, w, false)) {
+    checks.length = 0;
+    let prefix = instrumentBody(ctx, b.start, b.end, type.params.length, body, w, false, checks);
+    if (prefix < 0) {
       body.length = 0;
-      instrumentBody(ctx, b.start, b.end, type.params.length, body, w, true);
+      checks.length = 0;
+      prefix = instrumentBody(ctx, b.start, b.end, type.params.length, body, w, true, checks);
+    }
+    if (slices && checks.length > 0) {
+      hintedFunctions++;
+      hints.u32(m.importedFuncs + i);
+      hints.u32(checks.length);
+      for (const at of checks) {
+        hints.u32(prefix + at);
+        hints.u8(1); // size of the hint
+        hints.u8(0); // unlikely
+      }
     }
   });
-  return w.finish();
+  let branchHints: Uint8Array | null = null;
+  if (hintedFunctions > 0) {
+    const content = hints.view();
+    const out = new Writer(content.length + 8);
+    out.u32(hintedFunctions);
+    out.bytes(content);
+    branchHints = out.finish();
+  }
+  return { code: w.finish(), branchHints };
 }
 
-/** Rewrites one function body into `out` (size-prefixed), using `scratch` as a buffer. */
+
 /**
  * Rewrites one function body into `out` (size-prefixed). Two ways to keep the count:
  * - global mode: every charge adds to the fuel global directly; used for functions without loops,
@@ -188,7 +267,8 @@ function codeSection(m: ParsedModule, costs: CostTable, g: FuelGlobals): Uint8Ar
  *   says). A loop iteration then costs a register add, one store and a compare, instead of a
  *   load-add-store chain through instance memory plus a load and compare: on a tight loop (sieve)
  *   that is the difference between 2.2x and about 1.1x.
- * Returns false when a global-mode pass meets a loop: the caller reruns it in local mode.
+ * Returns where the instructions start in the written body (branch hints count from the body's
+ * start), or -1 when a global-mode pass meets a loop: the caller reruns it in local mode.
  */
 function instrumentBody(
   ctx: BodyContext,
@@ -198,7 +278,9 @@ function instrumentBody(
   instrs: Writer,
   out: Writer,
   local: boolean,
-): boolean {
+  /** Filled with the offset in `instrs` of every check's `if`. */
+  checks: number[],
+): number {
   const { bytes, opCost, g } = ctx;
   const r = new Reader(bytes, start, end);
 
@@ -255,16 +337,21 @@ function instrumentBody(
     instrs.u8(0x23); instrs.u32(g.fuel); // global.get $fuel
     instrs.u8(0x21); instrs.u32(fl); // local.set $fl
   };
-  /** The budget check: trap when the count is above 0. */
+  /** The budget check: when the count is above 0, the slice is spent: ask the host (the global
+   *  is the account here: in local mode every check follows a sync or a load). */
+  const checkLocal = local ? ctx.checkLocal(fl) : null;
+  const checkLocalIfAt = 1 + u32Size(fl) + 3;
   const check = (): void => {
-    if (!local) {
-      instrs.bytes(ctx.check);
-      return;
+    if (checkLocal) {
+      checks.push(instrs.length + checkLocalIfAt);
+      instrs.bytes(checkLocal);
+    } else {
+      globalCheck();
     }
-    instrs.u8(0x20); instrs.u32(fl); // local.get $fl
-    instrs.u8(0x42); instrs.u8(0x00); // i64.const 0
-    instrs.u8(0x55); // i64.gt_s
-    instrs.u8(0x04); instrs.u8(0x40); instrs.u8(0x00); instrs.u8(0x0b); // if unreachable end
+  };
+  const globalCheck = (): void => {
+    checks.push(instrs.length + ctx.checkIfAt);
+    instrs.bytes(ctx.check);
   };
   const lget = (i: number): void => { instrs.u8(0x20); instrs.u32(i); };
   const lset = (i: number): void => { instrs.u8(0x21); instrs.u32(i); };
@@ -307,7 +394,7 @@ function instrumentBody(
     instrs.u8(0x1b); // select
     instrs.u8(0x7c); // i64.add
     instrs.u8(0x24); instrs.u32(g.fuel); // global.set $fuel
-    instrs.bytes(ctx.check);
+    globalCheck();
   };
   /** After a grow operator (its result on the stack, its delta in s0): charges the delta when the
    *  grow succeeded, so a refused grow costs only its base. Leaves the result on the stack. */
@@ -320,13 +407,68 @@ function instrumentBody(
     units(s0, perUnit);
     instrs.u8(0x7c);
     instrs.u8(0x24); instrs.u32(g.fuel);
-    instrs.bytes(ctx.check);
+    globalCheck();
     if (onRefused) {
       instrs.u8(0x05); // else
       onRefused();
     }
     instrs.u8(0x0b); // end
     lget(s1);
+  };
+
+  // Loops keep their call to the host out of their body: V8 unrolls and peels only loops without
+  // calls, and a call in the check (however unlikely) cost matmul 1.37x. Each loop `loop bt BODY
+  // end` whose type has no parameters becomes
+  //   block bt                          ;; $done
+  //     loop bt                         ;; $outer: where a new slice resumes the loop
+  //       block                         ;; $slow
+  //         loop bt                     ;; the original, call-free
+  //           sync; br_if $slow (local > 0)  ;; the check, hinted unlikely
+  //           BODY
+  //         end
+  //         br $done                    ;; the loop ended: its results leave
+  //       end
+  //       call $slice; reload; br $outer
+  //     end
+  //   end
+  // Labels in BODY that reach past the loop now cross three more frames: `wrapped` counts the
+  // rewritten loops in the frame stack (prefix sums: wrapped[k] = rewritten loops among frames
+  // 0..k-1), and such branch immediates are re-encoded. A loop with parameters keeps the call in
+  // its check (the wrappers would need new block types); none of the compilers measured emits one.
+  const wrapped: number[] = [0, 0];
+  const pushFrame = (isWrapped: boolean): void => {
+    wrapped.push(wrapped[wrapped.length - 1]! + (isWrapped ? 1 : 0));
+  };
+  const popFrame = (): boolean => {
+    const top = wrapped.pop()!;
+    return top !== wrapped[wrapped.length - 1];
+  };
+  /** Rewritten loops a branch to label `n` crosses (frames inside its target). */
+  const crossed = (n: number): number => {
+    const frames = wrapped.length - 1;
+    const target = frames - 1 - n;
+    return target < 0 ? 0 : wrapped[frames]! - wrapped[target + 1]!;
+  };
+  /** Reads a label immediate and re-encodes it when it crosses rewritten loops; the label as the
+   *  original code wrote it. */
+  const label = (): number => {
+    const immAt = r.pos;
+    const n = r.u32();
+    const extra = crossed(n);
+    if (extra > 0) {
+      flush(immAt);
+      instrs.u32(n + 3 * extra);
+      copyFrom = r.pos;
+    }
+    return n;
+  };
+  const blockTypeHasParams = (): boolean => {
+    const b = bytes[r.pos]!;
+    if (b === 0x40 || b >= 0x6f) return false; // empty or a value type
+    const save = r.pos;
+    const t = r.u32(); // an s33 type index; non-negative, so its unsigned reading
+    r.pos = save;
+    return (ctx.types[t]?.params.length ?? 0) > 0;
   };
 
   // function entry
@@ -352,23 +494,43 @@ function instrumentBody(
         skipBlockType(r);
         acc += opCost[op]!;
         depth++;
+        pushFrame(false);
         break;
 
       // Block boundaries: charge what ran since the last one.
-      case 0x03: // loop: a branch target, then a check every iteration
-        if (!local) return false; // rerun in local mode
+      case 0x03: { // loop: a branch target, then a check every iteration
+        if (!local) return -1; // rerun in local mode
         charge(at, acc + opCost[op]!);
         acc = 0;
+        const wrap = ctx.slices && !blockTypeHasParams();
+        const btStart = r.pos;
         skipBlockType(r);
-        sync(r.pos);
-        check();
+        if (wrap) {
+          const bt = bytes.subarray(btStart, r.pos);
+          flush(at);
+          instrs.u8(0x02); instrs.bytes(bt); // block bt ($done)
+          instrs.u8(0x03); instrs.bytes(bt); // loop bt ($outer)
+          instrs.u8(0x02); instrs.u8(0x40); // block ($slow)
+          sync(r.pos); // after the original `loop bt`, copied as it was
+          lget(fl);
+          instrs.u8(0x42); instrs.u8(0x00); // i64.const 0
+          instrs.u8(0x55); // i64.gt_s
+          checks.push(instrs.length);
+          instrs.u8(0x0d); instrs.u8(0x01); // br_if $slow
+        } else {
+          sync(r.pos);
+          check();
+        }
         depth++;
+        pushFrame(wrap);
         break;
+      }
       case 0x04: // if
         charge(at, acc + opCost[op]!);
         acc = 0;
         skipBlockType(r);
         depth++;
+        pushFrame(false);
         break;
       case 0x05: // else
         charge(at, acc + opCost[op]!);
@@ -392,12 +554,17 @@ function instrumentBody(
         reload(r.pos);
         break;
       case 0x08: // throw tag
-      case 0x09: // rethrow label
       case 0x12: // return_call
         charge(at, acc + opCost[op]!);
         acc = 0;
         r.u32();
         sync(at);
+        break;
+      case 0x09: // rethrow label
+        charge(at, acc + opCost[op]!);
+        acc = 0;
+        sync(at);
+        label();
         break;
       case 0x10: // call
         charge(at, acc + opCost[op]!);
@@ -410,7 +577,10 @@ function instrumentBody(
       case 0x0d: { // br_if
         charge(at, acc + opCost[op]!);
         acc = 0;
+        const save = r.pos;
         if (r.u32() === depth - 1) sync(at); // to the function's own label: a return
+        r.pos = save;
+        label();
         break;
       }
       case 0x0e: {
@@ -418,9 +588,26 @@ function instrumentBody(
         charge(at, acc + opCost[op]!);
         acc = 0;
         const n = r.u32();
+        const labelsAt = r.pos;
         let leaves = false;
-        for (let i = 0; i <= n; i++) if (r.u32() === depth - 1) leaves = true;
+        let rewrite = false;
+        for (let i = 0; i <= n; i++) {
+          const l = r.u32();
+          if (l === depth - 1) leaves = true;
+          if (crossed(l) > 0) rewrite = true;
+        }
         if (leaves) sync(at);
+        if (rewrite) {
+          const end = r.pos;
+          flush(labelsAt);
+          r.pos = labelsAt;
+          for (let i = 0; i <= n; i++) {
+            const l = r.u32();
+            instrs.u32(l + 3 * crossed(l));
+          }
+          r.pos = end;
+          copyFrom = end;
+        }
         break;
       }
       case 0x11: // call_indirect type table
@@ -446,19 +633,32 @@ function instrumentBody(
       case 0x18: // delegate label: ends a try, passing its exceptions outwards
         charge(at, acc + opCost[op]!);
         acc = 0;
-        r.u32();
         sync(at);
         depth--;
+        popFrame(); // the label counts from the try's enclosing frame
+        label();
         break;
       case 0x0b: // end
         charge(at, acc + opCost[op]!);
         acc = 0;
+        if (depth > 1 && popFrame()) {
+          // A rewritten loop ends: its results leave through $done; $slow's continuation asks
+          // the host for a slice and resumes the loop.
+          flush(r.pos);
+          instrs.u8(0x0c); instrs.u8(0x02); // br $done
+          instrs.u8(0x0b); // end $slow
+          instrs.u8(0x10); instrs.u32(g.slice); // call $slice
+          instrs.u8(0x23); instrs.u32(g.fuel); // global.get $fuel
+          lset(fl);
+          instrs.u8(0x0c); instrs.u8(0x00); // br $outer
+          instrs.u8(0x0b); // end $outer
+          instrs.u8(0x0b); // end $done
+        }
         if (--depth === 0) {
           sync(at);
           flush(r.pos);
           if (r.pos !== end) throw new WasmFormatError('function body continues after its final end');
-          writeBody(out, bytes, declCount, declsStart, declsEnd, usesScratch ? (local ? SCRATCH_DECLS_LOCAL : SCRATCH_DECLS) : null, instrs);
-          return true;
+          return writeBody(out, bytes, declCount, declsStart, declsEnd, usesScratch ? (local ? SCRATCH_DECLS_LOCAL : SCRATCH_DECLS) : null, instrs);
         }
         break;
 
@@ -667,7 +867,7 @@ function writeBody(
   declsEnd: number,
   extra: Uint8Array | null,
   instrs: Writer,
-): void {
+): number {
   const decls = bytes.subarray(declsStart, declsEnd);
   const newCount = declCount + (extra ? extra.length / 2 : 0);
   const code = instrs.view();
@@ -677,4 +877,6 @@ function writeBody(
   out.bytes(decls);
   if (extra) out.bytes(extra);
   out.bytes(code);
+  // Where the instructions start in the body (the offsets branch hints are counted from).
+  return u32Size(newCount) + decls.length + (extra?.length ?? 0);
 }

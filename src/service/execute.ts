@@ -26,6 +26,9 @@ export interface ExecuteRequest {
   limits?: Partial<Limits>;
   /** Run as a WASI preview1 command (function defaults to _start). */
   wasi?: WasiRequest;
+  /** Where the runner publishes the run's fuel account at every slice boundary (src/wasi/fuel.ts
+   *  progressBuffer()): the CLI shows a local run's progress from it. */
+  progress?: SharedArrayBuffer;
 }
 
 export interface WasiRequest {
@@ -59,9 +62,10 @@ export const LOCAL_CALLER: CallContext = { caller: 'local', keyId: null };
 export type PrepareLane = 'small' | 'large';
 
 export interface Telemetry {
-  fuelConsumed: number | null;
+  /** Exact on every outcome but a terminated thread's (then as of the guest's last fuel check). */
+  fuelConsumed: number;
   fuelLimit: number;
-  memoryPeakBytes: number | null;
+  memoryPeakBytes: number;
   memoryLimitBytes: number;
   durationNs: number;
   /** Time the run waited for a runner thread. */
@@ -71,6 +75,9 @@ export interface Telemetry {
    *  a preparation thread plus validation, instrumentation and compilation. */
   prepareNs: number;
   moduleCached: boolean;
+  /** The guest could not be stopped in its thread (at its deadline, or it exhausted the thread's
+   *  heap): the thread was terminated and replaced. */
+  threadKilled: boolean;
 }
 
 export interface ExecuteResponse {
@@ -187,6 +194,7 @@ export class ExecuteService {
           fuelLimit: limits.fuel,
           memoryLimitPages: memoryLimitPages(limits),
           timeoutMs: limits.timeoutMs,
+          ...(req.progress && { progress: req.progress }),
           ...(req.wasi && {
             wasi: {
               args: req.wasi.args.length > 0 ? req.wasi.args : [DEFAULT_ARGV0],
@@ -205,7 +213,7 @@ export class ExecuteService {
     }
     if (this.metrics) {
       this.metrics.executions.inc({ outcome: run.outcome, key: ctx.keyId ?? 'none' });
-      if (run.fuelConsumed !== null) this.metrics.fuelConsumed.observe(run.fuelConsumed);
+      this.metrics.fuelConsumed.observe(run.fuelConsumed);
       this.metrics.guestDuration.observe(run.durationNs / 1e9);
     }
     return respond(run, limits, moduleId, prepareNs, Math.round(slot.waitedMs * 1e6), cached, req.wasi !== undefined);
@@ -404,6 +412,7 @@ function respond(run: RunResult, limits: Limits, moduleId: string, prepareNs: nu
       instantiateNs: run.instantiateNs,
       prepareNs,
       moduleCached: cached,
+      threadKilled: run.threadKilled === true,
     },
     moduleId,
   });

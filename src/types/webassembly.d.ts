@@ -50,6 +50,7 @@ declare namespace WebAssembly {
     constructor(descriptor: TableDescriptor, value?: unknown);
     readonly length: number;
     get(index: number): unknown;
+    set(index: number, value?: unknown): void;
     grow(delta: number, value?: unknown): number;
   }
 

@@ -28,9 +28,10 @@
 //   minus time spent asleep in poll_oneoff (the guest is one thread that runs the whole time; the
 //   server's real CPU counters would leak other tenants' load).
 // - poll_oneoff: fd subscriptions are ready at once (stdin holds all its bytes, writes never
-//   block); clock subscriptions really sleep (Atomics.wait, which worker.terminate() interrupts,
-//   so the deadline still kills a sleeping guest), bounded in total per run by `sleepBudgetMs`.
-//   A sleep that would pass the budget sleeps what is left of it and reports its clock as fired.
+//   block); clock subscriptions really sleep (Atomics.wait), bounded in total per run by
+//   `sleepBudgetMs` and cut at the run's deadline (`deadline`). A sleep that would pass the budget
+//   sleeps what is left of it and reports its clock as fired; one cut by the deadline also
+//   interrupts the guest's fuel slice, so its next check ends the run as a timeout.
 // - stdout and stderr are captured as bytes up to their caps and decoded as UTF-8 at the end
 //   (output.ts: a character cut by the cap is dropped, not shown as U+FFFD). A cap does not stop
 //   the guest: one that writes forever is ended by fuel (each write is charged) or the deadline,
@@ -126,6 +127,9 @@ export interface WasiOptions {
   outputBuffer?: SharedArrayBuffer;
   /** Total wall time poll_oneoff may sleep in this run; pass the run's timeoutMs. */
   sleepBudgetMs?: number;
+  /** The run's deadline, from the fuel account (GuestFuel): sleeps end there, and then make the
+   *  guest's next fuel check ask the host, which ends the run. */
+  deadline?: { remainingMs: () => number; interrupt: () => void };
   costs?: WasiCosts;
 }
 
@@ -244,6 +248,7 @@ export class WasiHost {
   private readonly costs: WasiCosts;
   private readonly charge: (units: number) => boolean;
   private readonly halt: (() => void) | undefined;
+  private readonly deadline: WasiOptions['deadline'];
   private readonly monoOrigin = process.hrtime.bigint();
   private readonly realOriginNs = BigInt(Math.round((performance.timeOrigin + performance.now()) * 1000)) * 1000n;
   private sleepBudgetNs: bigint;
@@ -273,6 +278,7 @@ export class WasiHost {
     this.costs = options.costs ?? WASI_COSTS;
     this.charge = options.charge;
     this.halt = options.halt;
+    this.deadline = options.deadline;
     const budgetMs = options.sleepBudgetMs ?? WASI_DEFAULT_SLEEP_BUDGET_MS;
     this.sleepBudgetNs = BigInt(Math.max(0, Math.round(budgetMs * 1e6)));
     const stream = (kind: StreamKind, rights: bigint): FdEntry => ({
@@ -393,13 +399,23 @@ export class WasiHost {
   }
 
   private sleep(ns: bigint): void {
-    const slept = ns < this.sleepBudgetNs ? ns : this.sleepBudgetNs;
-    if (slept <= 0n) return;
-    const t0 = process.hrtime.bigint();
-    Atomics.wait(this.sleeper, 0, 0, Number(slept) / 1e6);
-    const actual = process.hrtime.bigint() - t0;
-    this.sleptNs += actual;
-    this.sleepBudgetNs -= actual < this.sleepBudgetNs ? actual : this.sleepBudgetNs;
+    let slept = ns < this.sleepBudgetNs ? ns : this.sleepBudgetNs;
+    let cut = false;
+    if (this.deadline) {
+      const left = BigInt(Math.max(0, Math.ceil(this.deadline.remainingMs() * 1e6)));
+      if (left < slept) {
+        slept = left;
+        cut = true;
+      }
+    }
+    if (slept > 0n) {
+      const t0 = process.hrtime.bigint();
+      Atomics.wait(this.sleeper, 0, 0, Number(slept) / 1e6);
+      const actual = process.hrtime.bigint() - t0;
+      this.sleptNs += actual;
+      this.sleepBudgetNs -= actual < this.sleepBudgetNs ? actual : this.sleepBudgetNs;
+    }
+    if (cut) this.deadline!.interrupt();
   }
 
   /** Fills dst[at, at + n) with CSPRNG bytes, through private buffers (getRandomValues refuses

@@ -1,6 +1,9 @@
 // Running one guest: create what the prepared module imports from the host (its memory with the
-// request's cap, its tables, the table of hidden accessors), instantiate, set the fuel,
-// run the start function, call the export, read the fuel back and classify how it ended. The
+// request's cap, its tables, the table of hidden accessors with the host's fuel-slice function),
+// instantiate, grant the first slice of fuel, run the start function, call the export, read the
+// fuel back and classify how it ended. The deadline is kept here, in the guest's own thread: a
+// check that finds its slice spent past the deadline ends the run as a trap, and the run is a
+// timeout with its account, output and thread intact (src/wasi/fuel.ts). The
 // runner thread, the tests (test/helpers/metered.ts, test/wasi-host.test.ts) and the benchmarks
 // all run guests through this file, so what they measure and prove is the runner's own code.
 //
@@ -18,6 +21,7 @@ import {
   type HiddenGlobalName,
   HOST_MODULE,
   MEMORY_IMPORT,
+  REFILL_SLOT,
   START_SLOT,
   getterSlot,
   hiddenTableSize,
@@ -52,6 +56,29 @@ export interface GuestOptions {
   /** Imports beyond the host's own, for modules that import functions of their own (the service
    *  refuses those; tests of the transform use them). */
   imports?: WebAssembly.Imports;
+  /** The run's wall-clock limit, counted from the start of guest code (after instantiation): the
+   *  first fuel check past it ends the run (outcome timeout). None: only fuel ends it. */
+  timeoutMs?: number;
+  /** Shared cell the fuel account is published to at every slice boundary (progressBuffer()). */
+  progress?: SharedArrayBuffer;
+  /** false: the module was instrumented without slices (InstrumentOptions.slices): the whole
+   *  budget is granted at once. Default true. */
+  slices?: boolean;
+}
+
+/**
+ * The host's refill function must sit in a funcref table, which holds only WebAssembly functions:
+ * a two-import module turns the JS function into one (re-exporting an imported function gives a
+ * WebAssembly function that calls it). Compiled once per thread; instantiated per guest (about
+ * 7 µs), so each guest's table reaches its own account.
+ */
+let refillWrapper: WebAssembly.Module | null = null;
+function wrapRefill(refill: () => number): WebAssembly.ExportValue {
+  // (module (import "h" "f" (func (result i32))) (export "f" (func 0)))
+  refillWrapper ??= new WebAssembly.Module(
+    Uint8Array.of(0, 0x61, 0x73, 0x6d, 1, 0, 0, 0, 1, 5, 1, 0x60, 0, 1, 0x7f, 2, 7, 1, 1, 0x68, 1, 0x66, 0, 0, 7, 5, 1, 1, 0x66, 0, 0),
+  );
+  return new WebAssembly.Instance(refillWrapper, { h: { f: refill } }).exports.f!;
 }
 
 export class Guest {
@@ -114,7 +141,13 @@ export class Guest {
     }
     const size = hiddenTableSize(layout.start);
     const hiddenTable = new WebAssembly.Table({ element: 'anyfunc', initial: size, maximum: size });
-    const fuel = new GuestFuel(options.fuelLimit);
+    const fuel = new GuestFuel(options.fuelLimit, {
+      ...(options.timeoutMs !== undefined && { timeoutMs: options.timeoutMs }),
+      ...(options.progress && { progress: options.progress }),
+      memoryBytes: () => (memory ? memory.buffer.byteLength : 0),
+      ...(options.slices === false && { slices: false }),
+    });
+    hiddenTable.set(REFILL_SLOT, wrapRefill(fuel.refill));
     const host = options.wasi ? options.wasi(fuel) : null;
     if (host && memory) host.bind(memory);
     return new Guest(options, fuel, memory, tables, hiddenTable, host);
@@ -257,6 +290,8 @@ function engineMessage(err: Error): string {
 
 export interface GuestRun {
   verdict: Verdict;
+  /** The linear memory's size at the end (memory never shrinks: its peak); 0 without one. */
+  memoryPeakBytes: number;
   /** What the export returned, when the verdict is ok (undefined for a WASI command). */
   returned: unknown;
   /** What the guest threw, when it did (a trap, an exit, a stack overflow); else null. */
@@ -278,7 +313,7 @@ export interface GuestRun {
 export function runGuest(options: GuestOptions & { functionName: string | null; args: readonly unknown[] }): GuestRun {
   const created = Guest.create(options);
   if (!(created instanceof Guest)) {
-    return { verdict: created, returned: undefined, thrown: null, rawConsumed: 0n, fuelConsumed: 0n, exitCode: null, guest: null, instantiateNs: 0, durationNs: 0 };
+    return { verdict: created, memoryPeakBytes: 0, returned: undefined, thrown: null, rawConsumed: 0n, fuelConsumed: 0n, exitCode: null, guest: null, instantiateNs: 0, durationNs: 0 };
   }
   const guest = created;
   const t0 = nowNs();
@@ -289,6 +324,7 @@ export function runGuest(options: GuestOptions & { functionName: string | null; 
   let thrown: unknown = null;
   let durationNs = 0;
   if (!refused) {
+    guest.fuel.startClock();
     const t1 = nowNs();
     try {
       returned = guest.call(options.functionName, options.args);
@@ -296,7 +332,13 @@ export function runGuest(options: GuestOptions & { functionName: string | null; 
       thrown = err;
       // A WASI program that called proc_exit is judged by its exit code, however its code ended
       // (it may even have caught the unwinding exception; the host then halted it through fuel).
-      verdict = guest.host?.exitCode != null ? { outcome: 'ok' } : guest.classify(err);
+      // A guest stopped at a check past its deadline trapped on purpose: that is a timeout.
+      verdict =
+        guest.host?.exitCode != null
+          ? { outcome: 'ok' }
+          : guest.fuel.timedOut
+            ? { outcome: 'timeout', message: `the run reached its wall-clock limit and was stopped` }
+            : guest.classify(err);
     }
     durationNs = nowNs() - t1;
   }
@@ -316,5 +358,7 @@ export function runGuest(options: GuestOptions & { functionName: string | null; 
     fuelConsumed = limit;
     exitCode = null;
   }
-  return { verdict, returned, thrown, rawConsumed, fuelConsumed, exitCode, guest, instantiateNs, durationNs };
+  guest.fuel.finish();
+  const memoryPeakBytes = guest.memory ? guest.memory.buffer.byteLength : 0;
+  return { verdict, memoryPeakBytes, returned, thrown, rawConsumed, fuelConsumed, exitCode, guest, instantiateNs, durationNs };
 }

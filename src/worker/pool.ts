@@ -1,10 +1,15 @@
 // The two worker pools as the main thread sees them: `prepare` (validate, instrument, compile)
-// and `run` (guests). The wall-clock deadline lives here, outside the guest's thread: when it
-// passes, the task is aborted and piscina terminates the worker and starts a fresh one.
+// and `run` (guests). A run's deadline is kept inside its thread (src/wasi/fuel.ts: the first
+// fuel check past it ends the run as a timeout, with its account, and the thread is kept); here
+// is the backstop for a guest that cannot be reached there (blocked in `memory.atomic.wait32`, in
+// one long bulk operation, in a host call): past the deadline plus a grace the task is aborted
+// and piscina terminates the thread and starts a fresh one. A preparation's deadline is only the
+// backstop kind.
 
 import { Piscina } from 'piscina';
 import type { Config } from '../config.js';
 import { ServiceError } from '../errors.js';
+import { PROGRESS_FUEL, PROGRESS_MEMORY, progressBuffer } from '../wasi/fuel.js';
 import { readSharedOutput } from '../wasi/output.js';
 import { epochUs } from './clock.js';
 import type { PrepareResult, PrepareTask, RunResult, RunTask } from './protocol.js';
@@ -95,40 +100,52 @@ export class WorkerPools {
     };
   }
 
-  /** Runs a guest; past `timeoutMs` of guest time the worker is killed and the outcome is timeout. */
-  async runGuest(task: Omit<RunTask, 'startedAt'>, timeoutMs: number): Promise<RunResult> {
+  /**
+   * Runs a guest. Its thread ends it at `timeoutMs` of guest time (outcome timeout, exact
+   * account); past `timeoutMs` plus the grace (WASMBOX_DEADLINE_GRACE_MS) the thread is
+   * terminated instead, and the result says so (`threadKilled`), with the account as of the
+   * guest's last slice boundary. `progress` (progressBuffer()) lets the caller watch the account
+   * while the run is in flight.
+   */
+  async runGuest(task: Omit<RunTask, 'startedAt' | 'progress'> & { progress?: SharedArrayBuffer }, timeoutMs: number): Promise<RunResult> {
     const startedAt = new SharedArrayBuffer(8);
+    const progress = task.progress ?? progressBuffer();
     let settled: Settled<RunResult>;
+    const killed = (outcome: 'timeout' | 'memory_limit_exceeded', message: string, ranMs: number): RunResult => {
+      const wasi = task.wasi;
+      const cell = new BigInt64Array(progress);
+      return {
+        outcome,
+        message,
+        // What the program printed before it was stopped.
+        ...(wasi && { wasi: { exitCode: null, ...readSharedOutput(wasi.output, wasi.stdoutLimitBytes, wasi.stderrLimitBytes) } }),
+        fuelConsumed: Number(Atomics.load(cell, PROGRESS_FUEL)),
+        memoryPeakBytes: Number(Atomics.load(cell, PROGRESS_MEMORY)),
+        durationNs: Math.round(ranMs * 1e6),
+        instantiateNs: 0,
+        threadKilled: true,
+      };
+    };
+    const graceMs = this.config.deadlineGraceMs;
     try {
-      settled = await this.withDeadline(this.run, { ...task, startedAt }, startedAt, timeoutMs);
+      settled = await this.withDeadline(this.run, { ...task, startedAt, progress }, startedAt, timeoutMs + graceMs);
     } catch (err) {
       if ((err as { code?: string }).code === 'ERR_WORKER_OUT_OF_MEMORY') {
-        const wasi = task.wasi;
-        return {
-          outcome: 'memory_limit_exceeded',
-          ...(wasi && { wasi: { exitCode: null, ...readSharedOutput(wasi.output, wasi.stdoutLimitBytes, wasi.stderrLimitBytes) } }),
-          message: `the guest exhausted its worker's ${this.config.workerHeapMb} MiB engine heap (tables and other engine objects live there)`,
-          fuelConsumed: null,
-          memoryPeakBytes: null,
-          durationNs: 0,
-          instantiateNs: 0,
-        };
+        return killed(
+          'memory_limit_exceeded',
+          `the guest exhausted its worker's ${this.config.workerHeapMb} MiB engine heap (tables and other engine objects live there); its thread was terminated`,
+          0,
+        );
       }
       throw err;
     }
     if (settled.kind === 'done') return settled.value;
     if (settled.kind === 'queue_timeout') throw overloaded('no worker became free in time');
-    const wasi = task.wasi;
-    return {
-      outcome: 'timeout',
-      message: `the run exceeded its wall-clock limit of ${timeoutMs} ms and was stopped`,
-      // What the program printed before it was stopped.
-      ...(wasi && { wasi: { exitCode: null, ...readSharedOutput(wasi.output, wasi.stdoutLimitBytes, wasi.stderrLimitBytes) } }),
-      fuelConsumed: null,
-      memoryPeakBytes: null,
-      durationNs: Math.round(settled.ranMs * 1e6),
-      instantiateNs: 0,
-    };
+    return killed(
+      'timeout',
+      `the run reached its wall-clock limit of ${timeoutMs} ms and could not be stopped there (it was blocked in an atomic wait, a host call or one long bulk memory operation), so its thread was terminated ${graceMs} ms later; fuelConsumed and memoryPeakBytes are as of its last fuel check`,
+      settled.ranMs,
+    );
   }
 
   /**

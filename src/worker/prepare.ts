@@ -14,6 +14,8 @@ import { WASI_MODULE, checkWasiImport } from '../wasi/abi.js';
 import { clip as clipText } from '../errors.js';
 import { describeNonWasm } from '../wasm/sniff.js';
 import { markStarted } from './clock.js';
+// First: compilation is eager (preparation, not guest time) and the fuel checks' hints count.
+import './engine-flags.js';
 import type { PrepareResult, PrepareTask } from './protocol.js';
 
 // This thread runs at a lower scheduling priority than the main thread (Linux keeps a nice value
@@ -33,13 +35,19 @@ export default function prepare(task: PrepareTask): PrepareResult {
   markStarted(task.startedAt);
   const bytes = task.bytes;
   let t = performance.now();
-  try {
-    // V8 is the validator: its verdict and message are the standard ones.
-    new WebAssembly.Module(bytes);
-  } catch (err) {
+  // V8 is the validator: its verdict and message are the standard ones. validate() checks without
+  // compiling (compiling the original eagerly would be wasted work); only a module it refuses is
+  // compiled, for the engine's message.
+  if (!WebAssembly.validate(bytes)) {
+    let message = 'the module is not valid WebAssembly';
+    try {
+      new WebAssembly.Module(bytes);
+    } catch (err) {
+      message = engineMessage(err);
+    }
     // A body that is not a binary module at all (WebAssembly text, base64, JSON, an archive) gets
     // a message naming what it is and what to send instead.
-    return { ok: false, code: 'invalid_module', message: clip(describeNonWasm(bytes, 'module.wat') ?? engineMessage(err)) };
+    return { ok: false, code: 'invalid_module', message: clip(describeNonWasm(bytes, 'module.wat') ?? message) };
   }
   let parsed;
   try {

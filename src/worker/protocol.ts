@@ -83,6 +83,9 @@ export interface RunTask {
   /** BigInt64Array[1]: the worker stores the epoch in µs (clock.ts) when the guest starts, so the
    *  main thread measures the deadline from then, not from queueing. */
   startedAt: SharedArrayBuffer;
+  /** The run's fuel account as of its last slice boundary (src/wasi/fuel.ts, PROGRESS_*): live
+   *  progress, and the figures a terminated run reports. */
+  progress: SharedArrayBuffer;
 }
 
 export interface WasiTask {
@@ -142,9 +145,13 @@ export interface RunResult {
   trap?: { kind: TrapKind; message: string };
   /** Why, for outcomes other than ok and trap (memory_limit_exceeded, timeout). */
   message?: string;
-  /** Exact for completed runs; capped at the limit when exhausted; null when the run was killed. */
-  fuelConsumed: number | null;
-  memoryPeakBytes: number | null;
+  /** Exact for completed runs and for timeouts; capped at the limit when exhausted; for a run
+   *  whose thread had to be terminated, as of its last slice boundary. */
+  fuelConsumed: number;
+  memoryPeakBytes: number;
+  /** The guest could not be reached at its deadline (blocked in an atomic wait, a host call past
+   *  its grace) or exhausted its thread's heap, and its thread was terminated and replaced. */
+  threadKilled?: true;
   /** Guest execution: the start function plus the called export. */
   durationNs: number;
   instantiateNs: number;

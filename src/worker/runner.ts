@@ -5,12 +5,15 @@
 // Where limits are enforced here: src/worker/guest.ts creates the guest's memory with `maximum`
 // at the request's limit (V8 refuses growth past it) and its tables at the server's cap; fuel is
 // read back from the hidden global and any run that ends over budget is reported as
-// fuel_exhausted.
+// fuel_exhausted. The deadline is kept in this thread by the fuel slices (src/wasi/fuel.ts): a run
+// that reaches it ends as a timeout with its account, and this thread goes on to the next task.
+// The main thread terminates the thread only when the guest cannot be reached (src/worker/pool.ts).
 
 import os from 'node:os';
 import { encodeResults } from '../values/codec.js';
 import { WasiHost } from '../wasi/preview1.js';
 import { markStarted } from './clock.js';
+import './engine-flags.js';
 import { runGuest } from './guest.js';
 import type { RunResult, RunTask, WasiResult } from './protocol.js';
 
@@ -27,6 +30,10 @@ export default function run(task: RunTask): RunResult {
   markStarted(task.startedAt);
   const w = task.wasi;
   const r = runGuest({
+    // Counted from the start of guest code; the main thread's backstop counts from `startedAt`,
+    // a little earlier, plus its grace.
+    timeoutMs: task.timeoutMs,
+    progress: task.progress,
     module: task.module,
     layout: task.layout,
     fuelLimit: BigInt(task.fuelLimit),
@@ -45,12 +52,14 @@ export default function run(task: RunTask): RunResult {
           charge: fuel.charge,
           halt: fuel.halt,
           sleepBudgetMs: task.timeoutMs,
+          deadline: { remainingMs: () => fuel.remainingMs(), interrupt: fuel.interrupt },
         }),
     }),
   });
   const host = r.guest?.host ?? null;
   const wasi: WasiResult | undefined = w ? { exitCode: r.exitCode, ...(host ? host.output() : emptyOutput()) } : undefined;
-  const { outcome, trap, message } = r.verdict;
+  const { outcome, trap } = r.verdict;
+  const message = outcome === 'timeout' ? `the run reached its wall-clock limit of ${task.timeoutMs} ms and was stopped` : r.verdict.message;
   return {
     outcome,
     // A program that exited through proc_exit returned nothing; its result is its exit code.
@@ -59,7 +68,7 @@ export default function run(task: RunTask): RunResult {
     ...(message !== undefined && { message }),
     ...(wasi && { wasi }),
     fuelConsumed: Number(r.fuelConsumed),
-    memoryPeakBytes: r.guest?.memory ? r.guest.memory.buffer.byteLength : 0,
+    memoryPeakBytes: r.memoryPeakBytes,
     durationNs: Math.round(r.durationNs),
     instantiateNs: Math.round(r.instantiateNs),
   };

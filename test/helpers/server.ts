@@ -11,6 +11,9 @@ import { type Config, loadConfig } from '../../dist/src/config.js';
 export interface TestServer {
   url: string;
   config: Config;
+  /** The ids of the runner threads now alive (a thread terminated at a deadline is replaced by
+   *  one with a new id). */
+  runnerThreadIds(): number[];
   post(path: string, body: unknown, headers?: Record<string, string>): Promise<{ status: number; body: any; headers: Record<string, unknown> }>;
   get(path: string): Promise<{ status: number; body: any; text: string; headers: Record<string, unknown> }>;
   execute(body: Record<string, unknown>): Promise<{ status: number; body: any }>;
@@ -68,6 +71,7 @@ export async function startServer(env: Record<string, string> = {}, options: { l
   return {
     url,
     config,
+    runnerThreadIds: () => app.pools.run.threads.map((t) => t.threadId).sort((a, b) => a - b),
     post,
     get,
     execute: (body) => post('/execute', body),
