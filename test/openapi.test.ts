@@ -271,8 +271,11 @@ describe('openapi.yaml: outcomes and trap kinds', () => {
     expect(obj(props.telemetry, 'telemetry').$ref).toBe('#/components/schemas/Telemetry');
     expect(obj(obj(schema('Trap').properties, 'Trap.properties').kind, 'kind').$ref).toBe('#/components/schemas/TrapKind');
     const telemetry = obj(schema('Telemetry').properties, 'Telemetry.properties');
-    expect(obj(telemetry.fuelConsumed, 'fuelConsumed').type).toEqual(['integer', 'null']);
-    expect(obj(telemetry.memoryPeakBytes, 'memoryPeakBytes').type).toEqual(['integer', 'null']);
+    // Integers on every outcome, timeouts included (the contract), and the flag for a terminated thread.
+    expect(obj(telemetry.fuelConsumed, 'fuelConsumed').type).toBe('integer');
+    expect(obj(telemetry.memoryPeakBytes, 'memoryPeakBytes').type).toBe('integer');
+    expect(obj(telemetry.threadKilled, 'threadKilled').type).toBe('boolean');
+    expect(schema('Telemetry').required).toEqual(expect.arrayContaining(['fuelConsumed', 'memoryPeakBytes', 'threadKilled']));
   });
 });
 
