@@ -25,7 +25,10 @@
 //   before the code section): V8's optimizing compiler then treats the call as deferred code and
 //   keeps its register spills off the hot path (without hints, a call inside a tight loop cost
 //   sha256 1.6x; src/worker/engine-flags.ts turns the hints on).
-// - Checks (`if (global > 0) call $slice`) sit only at function entry and at every loop header:
+// - Checks (`if (global > 0) call $slice`) sit only at function entry and at every loop header
+//   (a function that calls nothing gets no entry check: it cannot be part of a recursion, and its
+//   own loops are checked at their headers; its charges stay exact, and a budget it passes is
+//   seen at its caller's next check):
 //   every cycle in the control-flow and call graph passes one, so a run cannot loop or recurse
 //   past its budget, while straight-line code pays no check (ENGINE-NOTES: checks at every block
 //   cost 3.4x on a real program). Between checks a run can overspend by at most one acyclic path
@@ -293,6 +296,8 @@ function instrumentBody(
     readValType(r);
   }
   const declsEnd = r.pos;
+  // Local mode: the loops whose body calls keep their check inline (see loopsThatCall).
+  const callingLoops = local && ctx.slices ? loopsThatCall(bytes, declsEnd, end) : null;
   // Scratch locals, appended after the function's own when any rewrite needs them.
   const s0 = localCount; // i32: count operands, call_indirect index
   const s1 = localCount + 1; // i32: second operand, grow results
@@ -433,8 +438,10 @@ function instrumentBody(
   //   end
   // Labels in BODY that reach past the loop now cross three more frames: `wrapped` counts the
   // rewritten loops in the frame stack (prefix sums: wrapped[k] = rewritten loops among frames
-  // 0..k-1), and such branch immediates are re-encoded. A loop with parameters keeps the call in
-  // its check (the wrappers would need new block types); none of the compilers measured emits one.
+  // 0..k-1), and such branch immediates are re-encoded. A loop whose body calls (loopsThatCall)
+  // keeps the call in its check, hinted unlikely: it cannot be unrolled anyway, and the wrappers
+  // cost it. So does a loop with parameters (the wrappers would need new block types; none of the
+  // compilers measured emits one).
   const wrapped: number[] = [0, 0];
   const pushFrame = (isWrapped: boolean): void => {
     wrapped.push(wrapped[wrapped.length - 1]! + (isWrapped ? 1 : 0));
@@ -476,7 +483,11 @@ function instrumentBody(
     instrs.u8(0x23); instrs.u32(g.fuel); // global.get $fuel
     instrs.u8(0x21); instrs.u32(fl); // local.set $fl
   }
+  // The entry check, removed again at the end when the function turns out to call nothing.
+  const entryCheckAt = instrs.length;
   check();
+  const entryCheckEnd = instrs.length;
+  let calls = false;
   let acc = ctx.costs.functionEntry;
   let depth = 1;
 
@@ -502,7 +513,7 @@ function instrumentBody(
         if (!local) return -1; // rerun in local mode
         charge(at, acc + opCost[op]!);
         acc = 0;
-        const wrap = ctx.slices && !blockTypeHasParams();
+        const wrap = ctx.slices && !blockTypeHasParams() && !(callingLoops?.has(at) ?? false);
         const btStart = r.pos;
         skipBlockType(r);
         if (wrap) {
@@ -559,6 +570,7 @@ function instrumentBody(
         acc = 0;
         r.u32();
         sync(at);
+        if (op === 0x12) calls = true;
         break;
       case 0x09: // rethrow label
         charge(at, acc + opCost[op]!);
@@ -567,6 +579,7 @@ function instrumentBody(
         label();
         break;
       case 0x10: // call
+        calls = true;
         charge(at, acc + opCost[op]!);
         acc = 0;
         r.u32();
@@ -613,6 +626,7 @@ function instrumentBody(
       case 0x11: // call_indirect type table
       case 0x13: {
         // return_call_indirect
+        calls = true;
         charge(at, acc + opCost[op]!);
         acc = 0;
         r.u32();
@@ -657,6 +671,15 @@ function instrumentBody(
         if (--depth === 0) {
           sync(at);
           flush(r.pos);
+          if (!calls) {
+            // A leaf: drop the entry check (and its hint); later offsets move back.
+            const removed = entryCheckEnd - entryCheckAt;
+            const code = instrs.view();
+            code.copyWithin(entryCheckAt, entryCheckEnd);
+            instrs.length -= removed;
+            checks.shift();
+            for (let i = 0; i < checks.length; i++) checks[i] = checks[i]! - removed;
+          }
           if (r.pos !== end) throw new WasmFormatError('function body continues after its final end');
           return writeBody(out, bytes, declCount, declsStart, declsEnd, usesScratch ? (local ? SCRATCH_DECLS_LOCAL : SCRATCH_DECLS) : null, instrs);
         }
@@ -852,6 +875,66 @@ function instrumentBody(
         }
     }
   }
+}
+
+/**
+ * The loops of a function body (by the offset of their `loop` opcode) whose body calls: a call,
+ * an indirect or tail call, or an operator whose charge is checked inside the loop (bulk memory
+ * and table operations, memory.grow, table.grow). Such a loop cannot be unrolled anyway, so the
+ * fuel pass keeps its check inline instead of wrapping it (the wrappers cost a loop that calls
+ * about 13 %). One pass from `from` (after the locals) to `end`; null when it meets an opcode it
+ * does not know (the fuel pass then refuses the module).
+ */
+function loopsThatCall(bytes: Uint8Array, from: number, end: number): Set<number> | null {
+  const r = new Reader(bytes, from, end);
+  const result = new Set<number>();
+  // Per open frame: the offset of its loop opcode (-1 for other frames) and whether it calls.
+  const loopAt: number[] = [-1];
+  const calls: boolean[] = [false];
+  const open = (at: number): void => {
+    loopAt.push(at);
+    calls.push(false);
+  };
+  const close = (): void => {
+    const at = loopAt.pop()!;
+    const c = calls.pop()!;
+    if (c) {
+      if (at >= 0) result.add(at);
+      if (calls.length > 0) calls[calls.length - 1] = true;
+    }
+  };
+  const call = (): void => {
+    calls[calls.length - 1] = true;
+  };
+  while (r.pos < end) {
+    const at = r.pos;
+    const op = r.u8();
+    switch (op) {
+      case 0x02: case 0x04: case 0x06: skipBlockType(r); open(-1); break;
+      case 0x03: skipBlockType(r); open(at); break;
+      case 0x0b: close(); break;
+      case 0x18: r.u32(); close(); break; // delegate ends a try
+      case 0x00: case 0x01: case 0x05: case 0x0f: case 0x19: case 0x1a: case 0x1b: case 0xd1: break;
+      case 0x07: case 0x08: case 0x09: case 0x0c: case 0x0d: r.u32(); break;
+      case 0x0e: { const n = r.u32(); for (let i = 0; i <= n; i++) r.u32(); break; }
+      case 0x10: case 0x12: r.u32(); call(); break;
+      case 0x11: case 0x13: r.u32(); r.u32(); call(); break;
+      case 0x1c: { const n = r.u32(); for (let i = 0; i < n; i++) readValType(r); break; }
+      case 0x20: case 0x21: case 0x22: case 0x23: case 0x24: case 0x25: case 0x26: case 0xd2: case 0x3f: r.u32(); break;
+      case 0x40: r.u32(); call(); break;
+      case 0x41: case 0x42: r.skipLeb(); break;
+      case 0x43: r.skip(4); break;
+      case 0x44: r.skip(8); break;
+      case 0xd0: r.u8(); break;
+      case 0xfc: { const sub = r.u32(); skipFcImmediates(r, sub); if (SCALED_FC[sub] !== undefined) call(); break; }
+      case 0xfd: skipSimdImmediates(r, r.u32()); break;
+      case 0xfe: skipAtomicImmediates(r, r.u32()); break;
+      default:
+        if (op >= 0x28 && op <= 0x3e) skipMemArg(r);
+        else if (!(op >= 0x45 && op <= 0xc4)) return null;
+    }
+  }
+  return result;
 }
 
 /** The scratch locals' declarations: 3 i32, 1 funcref, 1 externref, 1 f32, 1 f64. */
