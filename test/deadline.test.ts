@@ -6,6 +6,7 @@
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { b64, startServer, type TestServer } from './helpers/server.js';
+import { leb } from './helpers/leb.js';
 import { wat } from './helpers/wat.js';
 
 const FUEL_MAX = 1_000_000_000_000;
@@ -208,16 +209,6 @@ describe('every outcome carries an integer account', () => {
 /** A module with a no-op export and a function of `depth` nested empty blocks, written directly
  *  (a text compiler would take longer than the engine). */
 function nestedBlocks(depth: number): Uint8Array {
-  const leb = (n: number): number[] => {
-    const out: number[] = [];
-    do {
-      let b = n & 0x7f;
-      n >>>= 7;
-      if (n) b |= 0x80;
-      out.push(b);
-    } while (n);
-    return out;
-  };
   const body = new Uint8Array(1 + 3 * depth + 1);
   body[0] = 0x00; // no locals
   for (let i = 0; i < depth; i++) {

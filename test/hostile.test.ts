@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnServer } from './helpers/child-server.js';
 import { b64, startServer, type TestServer } from './helpers/server.js';
 import { wat } from './helpers/wat.js';
+import { leb } from './helpers/leb.js';
 
 const MIB = 1_048_576;
 const FUEL_MAX = 10_000_000_000;
@@ -28,17 +29,6 @@ async function exec(what: string, module: string, fn: string, args: unknown[] = 
   return res;
 }
 
-/** Unsigned LEB128. */
-function leb(n: number): number[] {
-  const out: number[] = [];
-  do {
-    let b = n & 0x7f;
-    n >>>= 7;
-    if (n) b |= 0x80;
-    out.push(b);
-  } while (n);
-  return out;
-}
 
 /** Signed LEB128 of an i32. */
 function sleb(n: number): number[] {

@@ -55,10 +55,7 @@ export const MAX_SLICE = 8_000_000n;
 /** The shared progress cell: BigInt64Array slots. */
 export const PROGRESS_FUEL = 0;
 export const PROGRESS_MEMORY = 1;
-/** Slice boundaries so far (0: the guest has not reached its first; the cell then holds the
- *  account at instantiation). */
-export const PROGRESS_SLICES = 2;
-export const PROGRESS_SLOTS = 3;
+export const PROGRESS_SLOTS = 2;
 
 export function progressBuffer(): SharedArrayBuffer {
   return new SharedArrayBuffer(PROGRESS_SLOTS * 8);
@@ -90,8 +87,6 @@ export class GuestFuel {
   private deadline = Infinity;
   /** The run passed its deadline at a check: the account was frozen there. */
   timedOut = false;
-  /** Slice boundaries the guest reached (the host's refill ran). */
-  refills = 0;
 
   /** @param limit the run's fuel limit. */
   constructor(
@@ -124,7 +119,6 @@ export class GuestFuel {
     const g = this.global;
     if (!g || this.frozen !== null) return 1;
     const consumed = this.sliceEnd + g.read();
-    this.refills++;
     this.publish(consumed);
     if (consumed > this.limit) return 1; // fuel_exhausted: the runner sees consumed > limit
     const now = performance.now();
@@ -162,7 +156,6 @@ export class GuestFuel {
     if (!p) return;
     Atomics.store(p, PROGRESS_FUEL, consumed < this.limit ? consumed : this.limit);
     if (this.options.memoryBytes) Atomics.store(p, PROGRESS_MEMORY, BigInt(this.options.memoryBytes()));
-    Atomics.store(p, PROGRESS_SLICES, BigInt(this.refills));
   }
 
   /** Publishes the final account (the runner calls it when the run ends). */
@@ -207,11 +200,6 @@ export class GuestFuel {
   consumed(): bigint {
     if (this.frozen !== null) return this.frozen;
     return this.global ? this.sliceEnd + this.global.read() : 0n;
-  }
-
-  /** The deadline has passed (for host calls deciding whether to keep waiting). */
-  pastDeadline(): boolean {
-    return performance.now() >= this.deadline;
   }
 
   /** Milliseconds left before the deadline (Infinity without one, or before startClock()). */

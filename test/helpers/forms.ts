@@ -4,6 +4,7 @@
 
 import type { Readable } from 'node:stream';
 import { FormData, request } from 'undici';
+import { leb } from './leb.js';
 
 export type Form = 'json' | 'multipart' | 'wasm';
 export const FORMS: readonly Form[] = ['json', 'multipart', 'wasm'];
@@ -118,17 +119,6 @@ export function multipartBody(parts: Part[], boundary = BOUNDARY): Buffer {
 }
 
 export const MULTIPART_TYPE = `multipart/form-data; boundary=${BOUNDARY}`;
-
-function leb(n: number): number[] {
-  const out: number[] = [];
-  do {
-    let b = n & 0x7f;
-    n = Math.floor(n / 128);
-    if (n > 0) b |= 0x80;
-    out.push(b);
-  } while (n > 0);
-  return out;
-}
 
 /** The module with a custom section appended (ignored by engines): a different module (content
  *  address) of about the size wanted, with the same code. */
