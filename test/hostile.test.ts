@@ -329,6 +329,34 @@ describe('modules at engine limits', () => {
   });
 });
 
+describe('metering cannot be made to blow up the code', () => {
+  /** One function whose body is `count` empty loops in a row, written directly. */
+  function emptyLoops(count: number): Uint8Array {
+    const body = [0x00, ...Array.from({ length: count }, () => [0x03, 0x40, 0x0b]).flat(), 0x0b];
+    const section = (id: number, content: number[]): number[] => [id, ...leb(content.length), ...content];
+    return Uint8Array.from([
+      0x00, 0x61, 0x73, 0x6d, 1, 0, 0, 0,
+      ...section(1, [1, 0x60, 0, 0]),
+      ...section(3, [1, 0]),
+      ...section(7, [1, 1, 0x66, 0, 0]),
+      ...section(10, [1, ...leb(body.length), ...body]),
+    ]);
+  }
+
+  it('a module of nothing but empty loops, which metering would grow about twelvefold, is 422 module_too_complex saying why', async () => {
+    const res = await server.execute({ module: b64(emptyLoops(1_000_000)), function: 'f' });
+    expect(res.status, JSON.stringify(res.body)).toBe(422);
+    expect(res.body.error.code).toBe('module_too_complex');
+    expect(res.body.error.message).toContain('times larger');
+  });
+
+  it('a few empty loops are fine (the cap is relative, with slack for small modules)', async () => {
+    const res = await server.execute({ module: b64(emptyLoops(1000)), function: 'f' });
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+    expect(res.body.outcome).toBe('ok');
+  });
+});
+
 describe('the engine running out of room is a refusal or an outcome, never a 5xx', () => {
   it('a module whose preparation exhausts the preparation worker\'s heap is refused 422 module_too_complex, every time, and the next module prepares', async () => {
     // 1,000,000 empty functions (V8's maximum): 4 MB of bytes, but a parsed body and a type entry

@@ -60,6 +60,20 @@ import { type CostTable, DEFAULT_COSTS, FREE_OPCODES, type ScaledOperator } from
 
 export { TableLimitError };
 
+/** The metered code would grow past what the service compiles for a module of this size. */
+export class CodeGrowthError extends Error {
+  override readonly name = 'CodeGrowthError';
+}
+
+/**
+ * The most the code section may grow: metering adds a few bytes per basic block and per loop, so
+ * real code grows by about 1.3-2.6x (tiny functions most); a body of nothing but empty loops grows about twelvefold
+ * (each loop gets its wrappers and check). Past this the module is refused, so a small upload
+ * cannot make the preparation worker build and the engine compile hundreds of megabytes.
+ */
+export const MAX_CODE_GROWTH = 6;
+const CODE_GROWTH_SLACK = 1 << 20;
+
 export interface InstrumentOptions {
   costs?: CostTable;
   /** Every table's maximum is lowered to this many elements. */
@@ -218,6 +232,7 @@ function codeSection(m: ParsedModule, costs: CostTable, g: FuelGlobals, slices: 
   };
 
   const total = m.bodies.reduce((n, b) => n + (b.end - b.start), 0);
+  const limit = MAX_CODE_GROWTH * total + CODE_GROWTH_SLACK;
   const w = new Writer(Math.ceil(total * 1.7) + 16);
   const body = new Writer(4096);
   // metadata.code.branch_hint: per function (increasing index), the body offsets of its checks'
@@ -236,6 +251,12 @@ function codeSection(m: ParsedModule, costs: CostTable, g: FuelGlobals, slices: 
       body.length = 0;
       checks.length = 0;
       prefix = instrumentBody(ctx, b.start, b.end, type.params.length, body, w, true, checks);
+    }
+    if (w.length > limit) {
+      throw new CodeGrowthError(
+        `metering this module's code (${total} bytes) would make it more than ${MAX_CODE_GROWTH} times larger; ` +
+          `it is mostly empty loops or blocks, which this service does not run`,
+      );
     }
     if (slices && checks.length > 0) {
       hintedFunctions++;

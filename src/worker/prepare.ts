@@ -6,7 +6,7 @@ import os from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { estimateCompiledBytes, estimateHeapBytes } from '../service/cache-weight.js';
 import { TableLimitError } from '../limits/rewrite.js';
-import { instrumentParsed } from '../metering/instrument.js';
+import { CodeGrowthError, instrumentParsed } from '../metering/instrument.js';
 import { WasmFormatError } from '../wasm/bytes.js';
 import { describeModule } from '../wasm/describe.js';
 import { UnsupportedFeature, parseModule } from '../wasm/module.js';
@@ -88,7 +88,7 @@ export default function prepare(task: PrepareTask): PrepareResult {
   try {
     instrumented = instrumentParsed(parsed, { maxTableElements: task.maxTableElements });
   } catch (err) {
-    if (err instanceof TableLimitError) return { ok: false, code: 'module_too_complex', message: err.message };
+    if (err instanceof TableLimitError || err instanceof CodeGrowthError) return { ok: false, code: 'module_too_complex', message: err.message };
     const refusal = decodingRefusal(err);
     if (refusal) return refusal;
     throw err;
