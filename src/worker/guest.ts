@@ -337,7 +337,7 @@ export function runGuest(options: GuestOptions & { functionName: string | null; 
         guest.host?.exitCode != null
           ? { outcome: 'ok' }
           : guest.fuel.timedOut
-            ? { outcome: 'timeout', message: `the run reached its wall-clock limit and was stopped` }
+            ? { outcome: 'timeout', message: `the run reached its wall-clock limit of ${options.timeoutMs} ms and was stopped` }
             : guest.classify(err);
     }
     durationNs = nowNs() - t1;

@@ -58,8 +58,7 @@ export default function run(task: RunTask): RunResult {
   });
   const host = r.guest?.host ?? null;
   const wasi: WasiResult | undefined = w ? { exitCode: r.exitCode, ...(host ? host.output() : emptyOutput()) } : undefined;
-  const { outcome, trap } = r.verdict;
-  const message = outcome === 'timeout' ? `the run reached its wall-clock limit of ${task.timeoutMs} ms and was stopped` : r.verdict.message;
+  const { outcome, trap, message } = r.verdict;
   return {
     outcome,
     // A program that exited through proc_exit returned nothing; its result is its exit code.
