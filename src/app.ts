@@ -1,11 +1,11 @@
 // Builds the Fastify application without listening: tests build it per file, src/server.ts
 // listens and shuts it down.
 
-import { isUtf8 } from 'node:buffer';
 import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from 'fastify';
 import { type Config, loadConfig } from './config.js';
 import { ERROR_CATALOGUE, type ErrorCode, ServiceError, errorBody, clip } from './errors.js';
+import { registerBodyParsers } from './http/json-body.js';
 import { clientErrorHandler, refusalFor } from './http/refusals.js';
 import multipart from '@fastify/multipart';
 import callers from './plugins/callers.js';
@@ -121,18 +121,9 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
   // capped by bodyLimit while it streams in) and multipart/form-data (streamed by
   // @fastify/multipart, each part capped by the body limit). Nothing else is accepted (415).
   app.removeContentTypeParser('text/plain');
-  // JSON: Fastify's own parser (proto-poisoning checks included), after a UTF-8 check: decoding
-  // would silently turn invalid bytes into U+FFFD and run the guest with input it was not sent.
-  const parseJson = app.getDefaultJsonParser('error', 'error');
-  app.removeContentTypeParser('application/json');
-  app.addContentTypeParser('application/json', { parseAs: 'buffer', bodyLimit: config.bodyLimitBytes }, (request, body: Buffer, done) => {
-    if (!isUtf8(body)) {
-      done(new ServiceError('invalid_request', 'body: the JSON body is not valid UTF-8; send text encoded as UTF-8 (binary data goes in base64 fields)'), undefined);
-      return;
-    }
-    parseJson(request, body.toString('utf8'), done);
-  });
-  app.addContentTypeParser('application/wasm', { parseAs: 'buffer', bodyLimit: config.bodyLimitBytes }, (_request, body, done) => done(null, body));
+  // JSON (Fastify's own parser, proto-poisoning checks included, after a UTF-8 check) and the raw
+  // module; large bodies are parsed, decoded and hashed in the decoding thread (src/http/json-body.ts).
+  registerBodyParsers(app, pools, config.bodyLimitBytes);
   await app.register(multipart, {
     limits: { fileSize: config.bodyLimitBytes, files: 1, fields: 16, fieldSize: 1024 * 1024, parts: 32, headerPairs: 64 },
   });

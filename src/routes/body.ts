@@ -12,6 +12,7 @@
 import type { FastifyRequest } from 'fastify';
 import type { ExecuteRequest } from '../service/execute.js';
 import { ServiceError, clip, quote } from '../errors.js';
+import { decodedFields } from '../http/json-body.js';
 import {
   ExecuteJsonSchema,
   ModuleJsonSchema,
@@ -23,8 +24,13 @@ import {
 
 export interface RunBody {
   module?: Uint8Array;
+  /** The content address of `module`, when it was computed with its decoding (large JSON bodies,
+   *  off the event loop: src/http/json-body.ts). */
+  moduleHash?: string;
   moduleId?: string;
   fields: RunFields;
+  /** WASI stdin already decoded off the event loop (it replaces fields.wasi's stand-in). */
+  stdin?: Uint8Array;
 }
 
 type Form = 'json' | 'multipart' | 'wasm';
@@ -45,10 +51,13 @@ export async function readRunBody(request: FastifyRequest): Promise<RunBody> {
       const parsed = ExecuteJsonSchema.safeParse(request.body ?? {});
       if (!parsed.success) throw new ServiceError('invalid_request', describeIssues(parsed.error));
       const { module, moduleId, ...fields } = parsed.data;
+      const decoded = decodedFields(request.body);
       return {
-        ...(module !== undefined && { module: base64Bytes(module) }),
+        ...(module !== undefined &&
+          (decoded?.module ? { module: decoded.module.bytes, moduleHash: decoded.module.moduleId } : { module: base64Bytes(module) })),
         ...(moduleId !== undefined && { moduleId }),
         fields,
+        ...(decoded?.stdin && { stdin: decoded.stdin }),
       };
     }
     case 'wasm': {
@@ -71,7 +80,8 @@ export async function readRunBody(request: FastifyRequest): Promise<RunBody> {
         }
       }
       const fields = parseFields(raw, 'query');
-      return { module: wasmBody(request), fields };
+      const hash = decodedFields(request.body)?.module?.moduleId;
+      return { module: wasmBody(request), ...(hash !== undefined && { moduleHash: hash }), fields };
     }
     case 'multipart': {
       const { module, values } = await readMultipart(request, RUN_FORM_FIELDS);
@@ -97,23 +107,30 @@ export async function readRunBody(request: FastifyRequest): Promise<RunBody> {
   }
 }
 
-/** Reads an upload (POST /modules) in any of the three forms: only the module. */
+/** Reads an upload (POST /modules) in any of the three forms: only the module (and its content
+ *  address when that was computed off the event loop with its decoding). */
 export async function readModuleBody(request: FastifyRequest): Promise<Uint8Array> {
+  return (await readModuleUpload(request)).module;
+}
+
+export async function readModuleUpload(request: FastifyRequest): Promise<{ module: Uint8Array; moduleHash?: string }> {
   switch (formOf(request)) {
     case 'json': {
       const parsed = ModuleJsonSchema.safeParse(request.body ?? {});
       if (!parsed.success) throw new ServiceError('invalid_request', describeIssues(parsed.error));
-      return base64Bytes(parsed.data.module);
+      const decoded = decodedFields(request.body)?.module;
+      return decoded ? { module: decoded.bytes, moduleHash: decoded.moduleId } : { module: base64Bytes(parsed.data.module) };
     }
     case 'wasm': {
       const keys = Object.keys((request.query ?? {}) as object);
       if (keys.length > 0) throw new ServiceError('invalid_request', `query.${clip(keys[0]!, 60)}: unknown field; POST /modules takes only the module as the body`);
-      return wasmBody(request);
+      const hash = decodedFields(request.body)?.module?.moduleId;
+      return { module: wasmBody(request), ...(hash !== undefined && { moduleHash: hash }) };
     }
     case 'multipart': {
       const { module } = await readMultipart(request, new Set());
       if (!module) throw new ServiceError('invalid_request', 'form.module: a file part named "module" is required');
-      return module;
+      return { module };
     }
   }
 }
@@ -127,6 +144,7 @@ export function toExecuteRequest(body: RunBody, outputBuffer?: SharedArrayBuffer
   const wasi = fields.wasi;
   return {
     ...(body.module !== undefined && { module: body.module }),
+    ...(body.moduleHash !== undefined && { moduleHash: body.moduleHash }),
     ...(body.moduleId !== undefined && { moduleId: body.moduleId }),
     ...(fields.function !== undefined && { function: fields.function }),
     args: fields.args,
@@ -137,6 +155,7 @@ export function toExecuteRequest(body: RunBody, outputBuffer?: SharedArrayBuffer
         env: wasi.env,
         ...(wasi.stdin !== undefined && { stdin: utf8.encode(wasi.stdin) }),
         ...(wasi.stdinBase64 !== undefined && { stdin: base64Bytes(wasi.stdinBase64) }),
+        ...(body.stdin !== undefined && { stdin: body.stdin }),
         ...(outputBuffer && { outputBuffer }),
       },
     }),

@@ -5,9 +5,9 @@ import { clip, listForMessage, quote } from '../errors.js';
 import { wasiInputProblem } from '../wasi/preview1.js';
 
 import { MODULE_ID_PATTERN } from '../store/module-id.js';
+import { isBase64 } from './base64.js';
 
 export { MODULE_ID_PATTERN };
-const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
 // Number.isInteger, not .int(): zod's int() means a *safe* integer, so 1e20 would be refused as
 // "not a whole number" instead of as above the maximum (limit_out_of_range, with the maximum).
@@ -38,7 +38,7 @@ export const WasiSchema = z
     stdin: z.string({ error: 'must be a string (UTF-8 text)' }).optional(),
     stdinBase64: z
       .string({ error: 'must be a base64 string' })
-      .refine((s) => s.length % 4 !== 1 && BASE64.test(s), { error: 'must be standard base64' })
+      .refine(isBase64, { error: 'must be standard base64' })
       .optional(),
   })
   .strict()
@@ -65,7 +65,7 @@ export type RunFields = z.infer<typeof RunFieldsSchema>;
 const ModuleBase64 = z
   .string({ error: 'must be a base64 string' })
   .min(1, { error: 'must not be empty' })
-  .refine((s) => s.length % 4 !== 1 && BASE64.test(s), { error: 'must be standard base64 (A-Z, a-z, 0-9, +, /, = padding)' });
+  .refine(isBase64, { error: 'must be standard base64 (A-Z, a-z, 0-9, +, /, = padding)' });
 const ModuleId = z.string({ error: 'must be a string' }).regex(MODULE_ID_PATTERN, { error: 'must be "sha256:" followed by 64 lowercase hex digits' });
 
 export const ExecuteJsonSchema = RunFieldsSchema.extend({

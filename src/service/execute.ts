@@ -10,7 +10,7 @@ import { type FuncSig, type JsonValue, decodeArgs, formatSignature } from '../va
 import type { WorkerPools } from '../worker/pool.js';
 import type { Outcome, RunResult, TrapKind } from '../worker/protocol.js';
 import { sharedOutputBuffer } from '../wasi/output.js';
-import { moduleIdOf } from '../store/module-id.js';
+import { moduleIdOfAsync } from '../store/module-id.js';
 import { CorruptModuleError, type ModuleStore, StoreFullError } from '../store/types.js';
 import type { ModuleDescription } from '../worker/protocol.js';
 import { type Prepared, PreparedCache } from './prepared-cache.js';
@@ -20,6 +20,9 @@ import type { Metrics } from '../metrics/index.js';
 
 export interface ExecuteRequest {
   module?: Uint8Array;
+  /** The content address of `module` when the caller has computed it (a large JSON body's, in the
+   *  decoding thread); otherwise it is computed here. */
+  moduleHash?: string;
   moduleId?: string;
   function?: string;
   args: readonly unknown[];
@@ -163,7 +166,7 @@ export class ExecuteService {
       found = await this.prepareStored(moduleId, ctx);
     } else {
       const bytes = req.module!;
-      moduleId = moduleIdOf(bytes);
+      moduleId = req.moduleHash ?? (await moduleIdOfAsync(bytes));
       found = await this.prepare(moduleId, bytes, ctx);
     }
     const { prepared, cached } = found;
@@ -245,23 +248,23 @@ export class ExecuteService {
 
   /** POST /modules: validates and prepares the module (so what is stored is runnable, and the
    *  first run by id finds it compiled), then stores it. */
-  async store(bytes: Uint8Array, ctx: CallContext = LOCAL_CALLER): Promise<{ created: boolean; body: StoredModuleBody }> {
+  async store(bytes: Uint8Array, ctx: CallContext = LOCAL_CALLER, moduleHash?: string): Promise<{ created: boolean; body: StoredModuleBody }> {
     const giveBack = this.takeQuota(ctx);
     try {
-      return await this.storeWithin(bytes, ctx);
+      return await this.storeWithin(bytes, ctx, moduleHash);
     } finally {
       giveBack();
     }
   }
 
-  private async storeWithin(bytes: Uint8Array, ctx: CallContext): Promise<{ created: boolean; body: StoredModuleBody }> {
+  private async storeWithin(bytes: Uint8Array, ctx: CallContext, moduleHash?: string): Promise<{ created: boolean; body: StoredModuleBody }> {
     if (bytes.length > this.config.moduleMaxBytes) {
       throw new ServiceError(
         'payload_too_large',
         `the module is ${bytes.length} bytes; this server stores modules of at most ${this.config.moduleMaxBytes} bytes`,
       );
     }
-    const moduleId = moduleIdOf(bytes);
+    const moduleId = moduleHash ?? (await moduleIdOfAsync(bytes));
     const { prepared } = await this.prepare(moduleId, bytes, ctx);
     try {
       const { created, record } = await this.modules.put(moduleId, bytes, prepared.description);

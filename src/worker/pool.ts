@@ -12,7 +12,13 @@ import { ServiceError } from '../errors.js';
 import { PROGRESS_FUEL, PROGRESS_MEMORY, progressBuffer } from '../wasi/fuel.js';
 import { readSharedOutput } from '../wasi/output.js';
 import { epochUs } from './clock.js';
+import type { AdoptResult, DecodeResult, DecodeTask } from './decode.js';
 import type { PrepareResult, PrepareTask, RunResult, RunTask } from './protocol.js';
+
+/** Staging buffers kept for large bodies (each up to the body limit). */
+const STAGING_KEPT = 2;
+/** Staging buffers are as large as the body limit, up to this (larger bodies get their own). */
+const STAGING_MAX_BYTES = 64 * 1024 * 1024;
 
 type Settled<T> = { kind: 'done'; value: T } | { kind: 'deadline'; ranMs: number } | { kind: 'queue_timeout' };
 
@@ -22,6 +28,8 @@ export class WorkerPools {
   /** A thread of its own for small modules, so they are never behind large ones. */
   readonly prepareSmall: Piscina<PrepareTask, PrepareResult>;
   readonly run: Piscina<RunTask, RunResult>;
+  /** Large JSON bodies: parsed, checked and decoded off the event loop (src/worker/decode.ts). */
+  readonly decode: Piscina<DecodeTask, DecodeResult | AdoptResult | null>;
   private closing = false;
 
   constructor(private readonly config: Config) {
@@ -49,27 +57,91 @@ export class WorkerPools {
         stackSizeMb: config.workerStackMb,
       },
     });
+    this.decode = new Piscina({
+      filename: new URL('./decode.js', import.meta.url).href,
+      minThreads: 1,
+      maxThreads: 1,
+      idleTimeout: Number.MAX_SAFE_INTEGER,
+      // In-flight bodies are bounded by WASMBOX_INFLIGHT_BODY_MB before they are read.
+      maxQueue: Math.max(config.queueMax, 64),
+      // A body of B bytes becomes a string of B bytes, its parsed object and the decoded fields.
+      resourceLimits: { maxOldGenerationSizeMb: Math.max(256, Math.ceil((8 * config.bodyLimitBytes) / 2 ** 20)) },
+    });
+    this.warmStaging().catch((err: unknown) => this.onLateError?.(err));
     // A worker can fail after its task has already been settled: one killed at its deadline that
     // was exhausting its heap reports ERR_WORKER_OUT_OF_MEMORY on the way out. piscina emits
     // that as the pool's 'error' event, which would crash the process without a listener. The
     // pool has already replaced the worker; there is nothing else to do.
-    for (const pool of [this.prepare, this.prepareSmall, this.run] as const) {
+    for (const pool of [this.prepare, this.prepareSmall, this.run, this.decode] as const) {
       pool.on('error', (err: unknown) => {
         this.onLateError?.(err);
       });
       // A thread destroyed while the pool is open was killed (deadline, heap) or crashed, and
       // piscina starts another in its place.
       pool.on('workerDestroy', () => {
-        if (!this.closing) this.onWorkerRestart?.(pool === this.run ? 'run' : 'prepare');
+        if (!this.closing) this.onWorkerRestart?.(pool === this.run ? 'run' : pool === this.decode ? 'decode' : 'prepare');
       });
     }
   }
 
   /** Told when a worker thread is replaced (for metrics). */
-  onWorkerRestart: ((pool: 'run' | 'prepare') => void) | null = null;
+  onWorkerRestart: ((pool: 'run' | 'prepare' | 'decode') => void) | null = null;
 
   /** Told about worker failures that no task is waiting for (the app logs them). */
   onLateError: ((err: unknown) => void) | null = null;
+
+  /** Parses a large JSON body (its chunks as received) in the decoding thread. */
+  async decodeJson(chunks: readonly Uint8Array[], length: number): Promise<DecodeResult> {
+    return (await this.decodeTask('json', chunks, length)) as DecodeResult;
+  }
+
+  /** A large raw module (its chunks as received), copied and hashed in the decoding thread: its
+   *  bytes are a SharedArrayBuffer from there on, so handing them to a preparation thread copies
+   *  nothing. */
+  async adoptBytes(chunks: readonly Uint8Array[], length: number): Promise<AdoptResult> {
+    return (await this.decodeTask('bytes', chunks, length)) as AdoptResult;
+  }
+
+  private readonly staging: SharedArrayBuffer[] = [];
+
+  private stagingBytes(): number {
+    return Math.min(this.config.bodyLimitBytes, STAGING_MAX_BYTES);
+  }
+
+  /** One staging buffer, its pages touched by the decoding thread, so that the first large body
+   *  does not pay for them on the event loop either. */
+  private async warmStaging(): Promise<void> {
+    const staging = new SharedArrayBuffer(this.stagingBytes());
+    await this.decode.run({ kind: 'touch', staging, length: staging.byteLength } satisfies DecodeTask);
+    if (this.staging.length < STAGING_KEPT) this.staging.push(staging);
+  }
+
+  private async decodeTask(kind: DecodeTask['kind'], chunks: readonly Uint8Array[], length: number): Promise<DecodeResult | AdoptResult | null> {
+    if (this.closing) throw overloaded('the server is shutting down');
+    // Staging buffers are reused: copying into memory already mapped costs the event loop about a
+    // millisecond per 4 MiB, where the first touch of a fresh 16 MiB buffer costs tens of
+    // milliseconds in page faults. A few are kept (STAGING_KEPT); more concurrent bodies than that
+    // get fresh ones.
+    const kept = this.staging.findIndex((b) => b.byteLength >= length);
+    const staging = kept >= 0 ? this.staging.splice(kept, 1)[0]! : new SharedArrayBuffer(Math.max(length, this.stagingBytes()));
+    const view = new Uint8Array(staging);
+    let at = 0;
+    for (const c of chunks) {
+      view.set(c, at);
+      at += c.length;
+    }
+    try {
+      return await this.decode.run({ kind, staging, length } satisfies DecodeTask);
+    } catch (err) {
+      if (err instanceof Error && err.message === 'Task queue is at limit') throw overloaded('the body decoding queue is full');
+      if ((err as { code?: string }).code === 'ERR_WORKER_OUT_OF_MEMORY') {
+        throw new ServiceError('payload_too_large', `parsing this JSON body needs more memory than this server gives one body; send the module as application/wasm or multipart/form-data, or fewer values`);
+      }
+      throw err;
+    } finally {
+      if (this.staging.length < STAGING_KEPT) this.staging.push(staging);
+    }
+  }
 
   /** Validates, instruments and compiles off the main thread, within the preparation deadline. */
   async prepareModule(bytes: Uint8Array, lane: 'small' | 'large' = 'large'): Promise<PrepareResult> {
@@ -198,7 +270,7 @@ export class WorkerPools {
   /** Refuses new work, lets queued and running tasks finish, then stops the threads. */
   async close(): Promise<void> {
     this.closing = true;
-    await Promise.all([this.run.close(), this.prepare.close(), this.prepareSmall.close()]);
+    await Promise.all([this.run.close(), this.prepare.close(), this.prepareSmall.close(), this.decode.close()]);
   }
 
   get ready(): boolean {
