@@ -5,6 +5,7 @@
 
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FORMS, runIn, uploadIn } from './helpers/forms.js';
 import { program } from './helpers/native.js';
 import { b64, startServer, type TestServer } from './helpers/server.js';
 import { wat } from './helpers/wat.js';
@@ -112,6 +113,20 @@ describe('a large JSON body is handled off the event loop and answered as a smal
     expect(asText.body.stdout).toBe(text);
     const textB64 = await server.execute({ module: b64(CAT), wasi: { stdinBase64: Buffer.from(text).toString('base64') }, limits: { fuel: 1_000_000_000 } });
     expect(textB64.body.stdout).toBe(text);
+  });
+});
+
+describe('a large module is run and stored alike in all three body forms', () => {
+  it.each(FORMS)('%s: runs a 1 MiB module and stores it under the content address of its bytes', async (form) => {
+    const module = padded(ADD, 1024 * 1024, form.charCodeAt(0));
+    const run = await runIn(server.url, form, { module, function: 'add', args: [7, 8] });
+    expect(run.status, JSON.stringify(run.body)).toBe(200);
+    expect(run.body.results).toEqual([15]);
+    expect(run.body.moduleId).toBe(idOf(module));
+    const up = await uploadIn(server.url, form, module);
+    expect(up.status, JSON.stringify(up.body)).toBe(201); // a run does not store the module
+    expect(up.body.moduleId).toBe(idOf(module));
+    expect(up.body.size).toBe(module.length);
   });
 });
 

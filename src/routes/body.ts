@@ -12,7 +12,7 @@
 import type { FastifyRequest } from 'fastify';
 import type { ExecuteRequest } from '../service/execute.js';
 import { ServiceError, clip, quote } from '../errors.js';
-import { decodedFields } from '../http/json-body.js';
+import { INLINE_BODY_MAX_BYTES, decodedFields } from '../http/json-body.js';
 import {
   ExecuteJsonSchema,
   ModuleJsonSchema,
@@ -84,7 +84,7 @@ export async function readRunBody(request: FastifyRequest): Promise<RunBody> {
       return { module: wasmBody(request), ...(hash !== undefined && { moduleHash: hash }), fields };
     }
     case 'multipart': {
-      const { module, values } = await readMultipart(request, RUN_FORM_FIELDS);
+      const { module, moduleHash, values } = await readMultipart(request, RUN_FORM_FIELDS);
       const raw: Record<string, unknown> = {};
       for (const [key, value] of Object.entries(values)) {
         if (key === 'args') raw.args = jsonField(value, 'form.args');
@@ -102,7 +102,7 @@ export async function readRunBody(request: FastifyRequest): Promise<RunBody> {
         if (!id.success) throw new ServiceError('invalid_request', describeIssues(id.error, 'form.moduleId'));
         return { moduleId: id.data, fields };
       }
-      return { module: module!, fields };
+      return { module: module!, ...(moduleHash !== undefined && { moduleHash }), fields };
     }
   }
 }
@@ -128,9 +128,9 @@ export async function readModuleUpload(request: FastifyRequest): Promise<{ modul
       return { module: wasmBody(request), ...(hash !== undefined && { moduleHash: hash }) };
     }
     case 'multipart': {
-      const { module } = await readMultipart(request, new Set());
+      const { module, moduleHash } = await readMultipart(request, new Set());
       if (!module) throw new ServiceError('invalid_request', 'form.module: a file part named "module" is required');
-      return { module };
+      return { module, ...(moduleHash !== undefined && { moduleHash }) };
     }
   }
 }
@@ -223,7 +223,10 @@ function jsonField(text: string, field: string): unknown {
 
 /** Streams a multipart body: the `module` file part into memory (capped by the body limit, refused
  *  as soon as it passes it: readFilePart), other parts as text fields. */
-async function readMultipart(request: FastifyRequest, allowed: ReadonlySet<string>): Promise<{ module?: Uint8Array; values: Record<string, string> }> {
+async function readMultipart(
+  request: FastifyRequest,
+  allowed: ReadonlySet<string>,
+): Promise<{ module?: Uint8Array; moduleHash?: string; values: Record<string, string> }> {
   try {
     return await readMultipartParts(request, allowed);
   } catch (err) {
@@ -234,8 +237,12 @@ async function readMultipart(request: FastifyRequest, allowed: ReadonlySet<strin
   }
 }
 
-async function readMultipartParts(request: FastifyRequest, allowed: ReadonlySet<string>): Promise<{ module?: Uint8Array; values: Record<string, string> }> {
+async function readMultipartParts(
+  request: FastifyRequest,
+  allowed: ReadonlySet<string>,
+): Promise<{ module?: Uint8Array; moduleHash?: string; values: Record<string, string> }> {
   let module: Uint8Array | undefined;
+  let moduleHash: string | undefined;
   const values: Record<string, string> = {};
   for await (const part of request.parts()) {
     if (part.type === 'file') {
@@ -244,8 +251,16 @@ async function readMultipartParts(request: FastifyRequest, allowed: ReadonlySet<
         throw new ServiceError('invalid_request', `form.${clip(part.fieldname, 60)}: unknown file part; the module goes in a file part named "module"`);
       }
       if (module !== undefined) throw new ServiceError('invalid_request', 'form.module: give one module file part');
-      const bytes = await readFilePart(part.file, request.server.config.bodyLimitBytes);
-      module = new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      const { chunks, length } = await readFilePart(part.file, request.server.config.bodyLimitBytes);
+      if (length > INLINE_BODY_MAX_BYTES) {
+        // Copied and hashed in the decoding thread (src/http/json-body.ts explains why).
+        const adopted = await request.server.pools.adoptBytes(chunks, length);
+        module = adopted.bytes;
+        moduleHash = adopted.moduleId;
+      } else {
+        const bytes = Buffer.concat(chunks, length);
+        module = new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      }
     } else {
       const name = part.fieldname;
       if (name === 'module') {
@@ -261,15 +276,16 @@ async function readMultipartParts(request: FastifyRequest, allowed: ReadonlySet<
     }
   }
   if (module !== undefined && module.length === 0) throw new ServiceError('invalid_request', 'form.module: the module file part is empty');
-  return { module, values };
+  return { module, ...(moduleHash !== undefined && { moduleHash }), values };
 }
 
 /** Reads a file part into memory, refusing it the moment it passes the limit (the multipart
  *  parser stops keeping its bytes there but would otherwise read the rest of the part, however
  *  long, before the refusal could be sent). */
-function readFilePart(file: NodeJS.ReadableStream & { truncated?: boolean }, limit: number): Promise<Buffer> {
+function readFilePart(file: NodeJS.ReadableStream & { truncated?: boolean }, limit: number): Promise<{ chunks: Buffer[]; length: number }> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
+    let length = 0;
     const tooLarge = (): void => {
       file.removeAllListeners('data');
       file.resume();
@@ -277,11 +293,14 @@ function readFilePart(file: NodeJS.ReadableStream & { truncated?: boolean }, lim
     };
     if (file.truncated) return tooLarge();
     file.once('limit', tooLarge);
-    file.on('data', (chunk: Buffer) => chunks.push(chunk));
+    file.on('data', (chunk: Buffer) => {
+      chunks.push(chunk);
+      length += chunk.length;
+    });
     file.once('error', reject);
     file.once('end', () => {
       if (file.truncated) tooLarge();
-      else resolve(Buffer.concat(chunks));
+      else resolve({ chunks, length });
     });
   });
 }
