@@ -68,17 +68,34 @@ export interface GuestOptions {
 
 /**
  * The host's refill function must sit in a funcref table, which holds only WebAssembly functions:
- * a two-import module turns the JS function into one (re-exporting an imported function gives a
- * WebAssembly function that calls it). Compiled once per thread; instantiated per guest (about
- * 7 µs), so each guest's table reaches its own account.
+ * a two-import module turns a JS function into one (re-exporting an imported function gives a
+ * WebAssembly function that calls it). Its instances are pooled per thread: each forwards to the
+ * refill of whichever guest holds it, so a run does not pay for instantiating one (about 7 µs).
+ * A guest holds its wrapper until release() (the runner releases it when the run is over).
  */
 let refillWrapper: WebAssembly.Module | null = null;
-function wrapRefill(refill: () => number): WebAssembly.ExportValue {
+interface RefillWrapper {
+  fn: WebAssembly.ExportValue;
+  target: () => number;
+}
+const freeWrappers: RefillWrapper[] = [];
+const MAX_FREE_WRAPPERS = 16;
+/** What a released wrapper answers: "stop" (the guest then executes unreachable). */
+const RELEASED = (): number => 1;
+
+function takeRefillWrapper(refill: () => number): RefillWrapper {
+  const pooled = freeWrappers.pop();
+  if (pooled) {
+    pooled.target = refill;
+    return pooled;
+  }
   // (module (import "h" "f" (func (result i32))) (export "f" (func 0)))
   refillWrapper ??= new WebAssembly.Module(
     Uint8Array.of(0, 0x61, 0x73, 0x6d, 1, 0, 0, 0, 1, 5, 1, 0x60, 0, 1, 0x7f, 2, 7, 1, 1, 0x68, 1, 0x66, 0, 0, 7, 5, 1, 1, 0x66, 0, 0),
   );
-  return new WebAssembly.Instance(refillWrapper, { h: { f: refill } }).exports.f!;
+  const wrapper: RefillWrapper = { fn: null as unknown as WebAssembly.ExportValue, target: refill };
+  wrapper.fn = new WebAssembly.Instance(refillWrapper, { h: { f: () => wrapper.target() } }).exports.f!;
+  return wrapper;
 }
 
 export class Guest {
@@ -86,6 +103,8 @@ export class Guest {
   /** What the engine threw when instantiation failed (tests compare it with an unmetered run). */
   instantiationError: unknown = null;
   private startFunction: (() => void) | null = null;
+  /** The pooled refill wrapper this guest's table holds (takeRefillWrapper). */
+  private wrapper: RefillWrapper | null = null;
 
   private constructor(
     readonly options: GuestOptions,
@@ -147,10 +166,13 @@ export class Guest {
       memoryBytes: () => (memory ? memory.buffer.byteLength : 0),
       ...(options.slices === false && { slices: false }),
     });
-    hiddenTable.set(REFILL_SLOT, wrapRefill(fuel.refill));
+    const wrapper = takeRefillWrapper(fuel.refill);
+    hiddenTable.set(REFILL_SLOT, wrapper.fn);
     const host = options.wasi ? options.wasi(fuel) : null;
     if (host && memory) host.bind(memory);
-    return new Guest(options, fuel, memory, tables, hiddenTable, host);
+    const guest = new Guest(options, fuel, memory, tables, hiddenTable, host);
+    guest.wrapper = wrapper;
+    return guest;
   }
 
   /** Instantiates the module and sets the fuel budget; a verdict when instantiation fails (an
@@ -205,6 +227,16 @@ export class Guest {
     const fn = this.instance.exports[functionName];
     if (typeof fn !== 'function') throw new Error(`the instance exports no function "${functionName}"`);
     return (fn as (...a: unknown[]) => unknown)(...args);
+  }
+
+  /** The run is over: the refill wrapper goes back to this thread's pool, and should the guest's
+   *  code ever run again, its next check stops it. */
+  release(): void {
+    const w = this.wrapper;
+    if (!w) return;
+    this.wrapper = null;
+    w.target = RELEASED;
+    if (freeWrappers.length < MAX_FREE_WRAPPERS) freeWrappers.push(w);
   }
 
   /** Sets the budget again (benchmarks call one instance many times). */

@@ -31,6 +31,8 @@ export class WorkerPools {
   /** Large JSON bodies: parsed, checked and decoded off the event loop (src/worker/decode.ts). */
   readonly decode: Piscina<DecodeTask, DecodeResult | AdoptResult | null>;
   private closing = false;
+  /** Reused per-task shared cells (startedAt, progress). */
+  private readonly cells = new TaskCells();
 
   constructor(private readonly config: Config) {
     const preparePool = (threads: number): Piscina<PrepareTask, PrepareResult> =>
@@ -145,11 +147,13 @@ export class WorkerPools {
 
   /** Validates, instruments and compiles off the main thread, within the preparation deadline. */
   async prepareModule(bytes: Uint8Array, lane: 'small' | 'large' = 'large'): Promise<PrepareResult> {
-    const startedAt = new SharedArrayBuffer(8);
+    const cell = this.cells.take();
+    const startedAt = cell.startedAt;
     const task: PrepareTask = { bytes, maxTableElements: this.config.maxTableElements, startedAt };
     let settled: Settled<PrepareResult>;
     try {
       settled = await this.withDeadline(lane === 'small' ? this.prepareSmall : this.prepare, task, startedAt, this.config.prepareTimeoutMs);
+      if (settled.kind === 'done') this.cells.give(cell);
     } catch (err) {
       if ((err as { code?: string }).code !== 'ERR_WORKER_OUT_OF_MEMORY') throw err;
       // piscina has replaced the worker. The verdict is the module's own, not load's: a
@@ -180,8 +184,9 @@ export class WorkerPools {
    * while the run is in flight.
    */
   async runGuest(task: Omit<RunTask, 'startedAt' | 'progress'> & { progress?: SharedArrayBuffer }, timeoutMs: number): Promise<RunResult> {
-    const startedAt = new SharedArrayBuffer(8);
-    const progress = task.progress ?? progressBuffer();
+    const cell = this.cells.take();
+    const startedAt = cell.startedAt;
+    const progress = task.progress ?? cell.progress;
     let settled: Settled<RunResult>;
     const killed = (outcome: 'timeout' | 'memory_limit_exceeded', message: string, ranMs: number): RunResult => {
       const wasi = task.wasi;
@@ -201,6 +206,9 @@ export class WorkerPools {
     const graceMs = this.config.deadlineGraceMs;
     try {
       settled = await this.withDeadline(this.run, { ...task, startedAt, progress }, startedAt, timeoutMs + graceMs);
+      // Only a task that ran to its answer gives its cell back: a thread terminated at a deadline
+      // or on an abort might still write it.
+      if (settled.kind === 'done') this.cells.give(cell);
     } catch (err) {
       if ((err as { code?: string }).code === 'ERR_WORKER_OUT_OF_MEMORY') {
         return killed(
@@ -227,7 +235,7 @@ export class WorkerPools {
    */
   private async withDeadline<T, R>(pool: Piscina<T, R>, task: T, startedAt: SharedArrayBuffer | null, deadlineMs: number): Promise<Settled<R>> {
     if (this.closing) throw overloaded('the server is shutting down');
-    const ac = new AbortController();
+    const ac = new TaskAbort();
     const dispatchedUs = epochUs();
     const started = startedAt ? new BigInt64Array(startedAt) : null;
     let verdict: Settled<R> | null = null;
@@ -256,7 +264,7 @@ export class WorkerPools {
     // First look: at the queue timeout while the task may still be waiting, else at the deadline.
     timer = setTimeout(check, started ? Math.min(deadlineMs, this.config.queueTimeoutMs) : deadlineMs);
     try {
-      const value = await pool.run(task, { signal: ac.signal });
+      const value = await pool.run(task, { signal: ac });
       return { kind: 'done', value };
     } catch (err) {
       if (verdict) return verdict;
@@ -275,6 +283,56 @@ export class WorkerPools {
 
   get ready(): boolean {
     return !this.closing && this.run.threads.length > 0;
+  }
+}
+
+/**
+ * What piscina needs to cancel a task (an EventEmitter-style "abort" signal), without an
+ * AbortController per task: creating one (with its AbortSignal, an EventTarget) costs about 5 µs
+ * of the event loop, more than the rest of the task's dispatch.
+ */
+class TaskAbort {
+  aborted = false;
+  private listener: (() => void) | null = null;
+  once(_event: 'abort', listener: () => void): void {
+    this.listener = listener;
+  }
+  removeListener(_event: 'abort', _listener: () => void): void {
+    this.listener = null;
+  }
+  off(event: 'abort', listener: () => void): void {
+    this.removeListener(event, listener);
+  }
+  abort(): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    const l = this.listener;
+    this.listener = null;
+    l?.();
+  }
+}
+
+/**
+ * The shared cells a task carries (the moment its thread started it, its fuel account), reused
+ * from task to task: allocating two SharedArrayBuffers per task, and collecting them, was a
+ * measurable part of a trivial run's cost. A cell is reused only once its task has settled
+ * without its thread being terminated (a terminated thread could still write it).
+ */
+class TaskCells {
+  private readonly free: { startedAt: SharedArrayBuffer; progress: SharedArrayBuffer }[] = [];
+
+  take(): { startedAt: SharedArrayBuffer; progress: SharedArrayBuffer } {
+    const cell = this.free.pop();
+    if (!cell) return { startedAt: new SharedArrayBuffer(8), progress: progressBuffer() };
+    Atomics.store(new BigInt64Array(cell.startedAt), 0, 0n);
+    const p = new BigInt64Array(cell.progress);
+    Atomics.store(p, PROGRESS_FUEL, 0n);
+    Atomics.store(p, PROGRESS_MEMORY, 0n);
+    return cell;
+  }
+
+  give(cell: { startedAt: SharedArrayBuffer; progress: SharedArrayBuffer }): void {
+    if (this.free.length < 256) this.free.push(cell);
   }
 }
 

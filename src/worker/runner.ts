@@ -58,6 +58,7 @@ export default function run(task: RunTask): RunResult {
   });
   const host = r.guest?.host ?? null;
   const wasi: WasiResult | undefined = w ? { exitCode: r.exitCode, ...(host ? host.output() : emptyOutput()) } : undefined;
+  r.guest?.release();
   const { outcome, trap, message } = r.verdict;
   return {
     outcome,
