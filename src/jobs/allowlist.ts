@@ -72,8 +72,11 @@ export function matchAllowed(allowlist: readonly AllowedHost[], hostname: string
   return allowlist.find((e) => e.host === host && (e.port === null || e.port === port)) ?? null;
 }
 
-/** Address ranges a callback never reaches through a DNS name. */
-const INTERNAL = new net.BlockList();
+/** Address ranges a callback never reaches through a DNS name. Two lists: a BlockList matches an
+ *  IPv4 address against IPv6 rules covering ::ffff:0:0/96, which would make every IPv4 address
+ *  internal. */
+const INTERNAL_V4 = new net.BlockList();
+const INTERNAL_V6 = new net.BlockList();
 for (const [prefix, bits] of [
   ['0.0.0.0', 8], // "this network"
   ['10.0.0.0', 8],
@@ -91,7 +94,7 @@ for (const [prefix, bits] of [
   ['224.0.0.0', 4], // multicast
   ['240.0.0.0', 4], // reserved, broadcast
 ] as const) {
-  INTERNAL.addSubnet(prefix, bits, 'ipv4');
+  INTERNAL_V4.addSubnet(prefix, bits, 'ipv4');
 }
 for (const [prefix, bits] of [
   ['::', 128],
@@ -108,12 +111,12 @@ for (const [prefix, bits] of [
   ['fec0::', 10],
   ['ff00::', 8], // multicast
 ] as const) {
-  INTERNAL.addSubnet(prefix, bits, 'ipv6');
+  INTERNAL_V6.addSubnet(prefix, bits, 'ipv6');
 }
 
 /** Whether `address` (a literal IPv4 or IPv6 address) is internal: see the file comment. */
 export function isInternalAddress(address: string): boolean {
   const version = net.isIP(address);
   if (version === 0) return true;
-  return INTERNAL.check(address, version === 4 ? 'ipv4' : 'ipv6');
+  return version === 4 ? INTERNAL_V4.check(address, 'ipv4') : INTERNAL_V6.check(address, 'ipv6');
 }
