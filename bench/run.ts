@@ -1,6 +1,6 @@
 // `npm run bench [-- [--quick] [--strict] [section...]]`: the benchmark suite.
 //
-//   sections: http, metering, prepare, overload, deadline (default: all, in that order)
+//   sections: http, metering, prepare, overload, deadline, jobs (default: all, in that order)
 //   --quick   shorter runs, to check the suite itself works (numbers not to be quoted)
 //   --strict  also exit non-zero when a target is missed
 //
@@ -15,6 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { deadlineSection } from './deadline.js';
 import { httpSection } from './http.js';
+import { jobsSection } from './jobs.js';
 import { RESULTS_DIR, type Section, type SectionResult, machineCpu, otherLoadPercent } from './lib.js';
 import { meteringSection } from './metering.js';
 import { overloadSection } from './overload.js';
@@ -26,6 +27,7 @@ const SECTIONS: Record<string, Section> = {
   prepare: prepareSection,
   overload: overloadSection,
   deadline: deadlineSection,
+  jobs: jobsSection,
 };
 
 function usage(message: string): never {
