@@ -226,6 +226,32 @@ describe('job queue: order, cancellation of queued jobs, bounds', () => {
   });
 });
 
+describe('a job refused when it comes to run', () => {
+  let s: TestServer;
+  beforeAll(async () => {
+    s = await startServer({ WASMBOX_JOBS_CONCURRENCY: '1' });
+  });
+  afterAll(async () => {
+    await s?.close();
+  });
+
+  it('ends done with the error /execute would answer (module_not_found) when its stored module is deleted while it waits', async () => {
+    const stored = await s.post('/modules', { module: MODULE });
+    expect(stored.status).toBe(201);
+    const moduleId = stored.body.moduleId as string;
+    const blocker = (await s.post('/jobs', SPIN)).body.jobId;
+    await waitFor(s.url, blocker, (j) => j.status === 'running');
+    const byId = await s.post('/jobs', { moduleId, function: 'add', args: [1, 2] });
+    expect(byId.status).toBe(202);
+    expect((await call(s.url, 'DELETE', `/modules/${moduleId}`)).status).toBe(204);
+    await call(s.url, 'DELETE', `/jobs/${blocker}`);
+    const job = await waitFor(s.url, byId.body.jobId, isDone);
+    expect(job).toMatchObject({ status: 'done', cancelled: false, error: { code: 'module_not_found', message: expect.stringContaining(moduleId) } });
+    expect(job.result).toBeUndefined();
+    expect((await s.get('/metrics')).text).toMatch(/^wasmbox_jobs_finished_total\{outcome="error"\} 1$/m);
+  });
+});
+
 describe('jobs with API keys', () => {
   let s: TestServer;
   const A = { authorization: 'Bearer key-a-0123456789abcdef' };
