@@ -25,7 +25,7 @@ function stopOnSignals(app: FastifyInstance, config: Config): void {
     if (delay) clearTimeout(delay);
     app.refusingWork = true;
     app.jobs.stopAccepting();
-    app.log.info('shutting down: refusing new work, finishing in-flight runs and running jobs');
+    app.log.info('shutting down: refusing new work, finishing in-flight runs');
     // A backstop past the longest possible run (a job's, which may be longer) and a last
     // callback attempt, should something hang.
     const longestRunMs = Math.max(config.limits.max.timeoutMs, config.jobs.limits.max.timeoutMs);
