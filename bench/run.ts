@@ -1,6 +1,6 @@
 // `npm run bench [-- [--quick] [--strict] [section...]]`: the benchmark suite.
 //
-//   sections: http, metering, prepare, overload, deadline, bodies (default: all, in that order)
+//   sections: http, metering, prepare, overload, deadline, bodies, jobs (default: all, in that order)
 //   --quick   shorter runs, to check the suite itself works (numbers not to be quoted)
 //   --strict  also exit non-zero when a target is missed
 //
@@ -16,6 +16,7 @@ import path from 'node:path';
 import { bodiesSection } from './bodies.js';
 import { deadlineSection } from './deadline.js';
 import { httpSection } from './http.js';
+import { jobsSection } from './jobs.js';
 import { RESULTS_DIR, type Section, type SectionResult, machineCpu, otherLoadPercent } from './lib.js';
 import { meteringSection } from './metering.js';
 import { overloadSection } from './overload.js';
@@ -28,6 +29,7 @@ const SECTIONS: Record<string, Section> = {
   overload: overloadSection,
   deadline: deadlineSection,
   bodies: bodiesSection,
+  jobs: jobsSection,
 };
 
 function usage(message: string): never {

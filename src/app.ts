@@ -13,6 +13,11 @@ import metrics from './plugins/metrics.js';
 import overload from './plugins/overload.js';
 import executeRoutes from './routes/execute.js';
 import healthRoutes from './routes/health.js';
+import jobRoutes from './routes/jobs.js';
+import { CallbackSender } from './jobs/callbacks.js';
+import { MemoryJobQueue } from './jobs/memory-queue.js';
+import type { JobQueue } from './jobs/types.js';
+import { toExecuteRequest } from './routes/body.js';
 import moduleRoutes from './routes/modules.js';
 import { ExecuteService } from './service/execute.js';
 import { FsModuleStore } from './store/fs-store.js';
@@ -24,6 +29,10 @@ declare module 'fastify' {
     config: Config;
     pools: WorkerPools;
     executor: ExecuteService;
+    /** Asynchronous jobs (POST /jobs). */
+    jobs: JobQueue;
+    /** Validates and delivers the jobs' signed callbacks. */
+    jobCallbacks: CallbackSender;
     /** Set when shutdown begins: readiness fails (503), new work is still served. */
     draining: boolean;
     /** Set once the drain delay has passed: new work (any non-GET request) is refused with 503. */
@@ -101,18 +110,56 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
   app.decorate('pools', pools);
   const executor = new ExecuteService(config, pools, store, { maxConcurrentPerKey: config.apiKeys.length > 0 ? config.maxConcurrentPerKey : null });
   app.decorate('executor', executor);
+  const jobConfig = config.jobs;
+  const callbacks = new CallbackSender({
+    allowlist: jobConfig.callbackAllowlist,
+    secret: jobConfig.callbackSecret,
+    attempts: jobConfig.callbackAttempts,
+    timeoutMs: jobConfig.callbackTimeoutMs,
+    backoffMs: jobConfig.callbackBackoffMs,
+    onAttempt: (jobId, state, final) => {
+      app.metrics.callbackAttempts.inc({ result: state.delivered ? 'delivered' : 'failed' });
+      app.log.info({ jobId, callback: state, final }, 'job callback attempt');
+    },
+  });
+  app.decorate('jobCallbacks', callbacks);
+  const jobs: JobQueue = new MemoryJobQueue({
+    // A job runs exactly as POST /execute would run its body, with the job limits.
+    runner: (spec, run) =>
+      executor.execute({ ...toExecuteRequest(spec.body), progress: run.progress, cancel: run.cancel }, { caller: spec.owner.caller, keyId: spec.owner.keyId }, jobConfig.limits),
+    callbacks,
+    ttlS: jobConfig.ttlS,
+    maxJobs: jobConfig.maxJobs,
+    memoryBytes: jobConfig.memoryBytes,
+    maxPerKey: jobConfig.maxPerKey,
+    concurrency: jobConfig.concurrency,
+    onSubmitted: () => app.metrics.jobsSubmitted.inc(),
+    onFinished: (job) => {
+      const outcome = job.cancelled ? 'cancelled' : (job.result?.outcome ?? 'error');
+      app.metrics.jobsFinished.inc({ outcome });
+      app.log.info(
+        { jobId: job.jobId, outcome, ...(job.error && { code: job.error.code }), ...(job.result && { moduleId: job.result.moduleId, telemetry: job.result.telemetry }) },
+        'job finished',
+      );
+    },
+    onInternalError: (jobId, err) => app.log.error({ err, jobId }, 'internal error in a job'),
+  });
+  app.decorate('jobs', jobs);
   await app.register(metrics, {
     sources: {
       queueDepth: () => executor.queueDepths(),
       inflightBodyBytes: () => app.inflight.bytes,
       store: () => store.usage(),
       cache: () => ({ bytes: executor.cache.usedBytes, entries: executor.cache.size }),
+      jobs: () => jobs.counts(),
     },
   });
   executor.attachMetrics(app.metrics);
   pools.onWorkerRestart = (pool) => app.metrics.workerRestarts.inc({ pool });
   countRefusal = (code) => app.metrics.refusals.inc({ code });
   app.addHook('onClose', async () => {
+    // Running jobs finish first (they need the pools), then the pools and the store close.
+    await jobs.close();
     await pools.close();
     await store.close();
   });
@@ -192,5 +239,6 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
   await app.register(healthRoutes);
   await app.register(executeRoutes);
   await app.register(moduleRoutes);
+  await app.register(jobRoutes);
   return app;
 }

@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
 import { type ApiKey, ApiKeyError, loadApiKeys } from './callers/api-keys.js';
+import { type AllowedHost, AllowlistError, parseCallbackAllowlist } from './jobs/allowlist.js';
 import { DEFAULT_LIMITS, DEFAULT_MAX_LIMITS, type Limits, MAX_MEMORY_MB } from './limits/index.js';
 
 const int = (min: number, max = Number.MAX_SAFE_INTEGER) =>
@@ -70,6 +71,19 @@ const ENV = {
   // Output is decoded to one string on the worker's heap: keep it a modest single allocation.
   WASMBOX_WASI_STDOUT_MAX_BYTES: int(0, 8 * 1024 * 1024).default(1024 * 1024),
   WASMBOX_WASI_STDERR_MAX_BYTES: int(0, 8 * 1024 * 1024).default(1024 * 1024),
+  // Asynchronous jobs (POST /jobs, src/jobs). Unset, the job maximum is max(300000, the
+  // synchronous maximum): jobs exist so long runs need not hold a connection.
+  WASMBOX_JOB_TIMEOUT_MS_MAX: int(1, 24 * 3600 * 1000).optional(),
+  WASMBOX_JOB_TTL_S: int(1, 7 * 24 * 3600).default(3600),
+  WASMBOX_JOBS_MAX: int(1, 10_000_000).default(10_000),
+  WASMBOX_JOBS_MEMORY_MB: int(1).default(256),
+  WASMBOX_JOBS_MAX_PER_KEY: int(1).default(1_000),
+  WASMBOX_JOBS_CONCURRENCY: int(1, 256).optional(),
+  WASMBOX_CALLBACK_ALLOWLIST: z.string().default(''),
+  WASMBOX_CALLBACK_SECRET: z.string().min(16, { error: 'must be at least 16 characters' }).optional(),
+  WASMBOX_CALLBACK_ATTEMPTS: int(1, 20).default(5),
+  WASMBOX_CALLBACK_TIMEOUT_MS: int(100, 120_000).default(10_000),
+  WASMBOX_CALLBACK_BACKOFF_MS: int(1, 600_000).default(1_000),
 } as const;
 
 const EnvSchema = z.object(ENV);
@@ -133,6 +147,31 @@ export interface Config {
   /** Caps on a WASI run's captured stdout and stderr. */
   wasiStdoutMaxBytes: number;
   wasiStderrMaxBytes: number;
+  jobs: JobsConfig;
+}
+
+/** Asynchronous jobs and their callbacks (src/jobs). */
+export interface JobsConfig {
+  /** Limits of a job: the synchronous defaults, with a larger maximum timeoutMs. */
+  limits: { defaults: Limits; max: Limits };
+  /** How long a finished job (its result and callback state) is kept, in seconds. */
+  ttlS: number;
+  /** Jobs held at once, in any state (queued, running, finished and not expired). */
+  maxJobs: number;
+  /** Bytes held by jobs: queued jobs' modules and stdin, finished jobs' results. */
+  memoryBytes: number;
+  /** Queued and running jobs one API key may have (keys on only). */
+  maxPerKey: number;
+  /** Jobs run at once (each holds a run slot like a synchronous run). */
+  concurrency: number;
+  /** Hosts a callbackUrl may name; empty: callbacks are refused. */
+  callbackAllowlist: AllowedHost[];
+  /** Key of the callbacks' HMAC-SHA256 signature; required when the allowlist is not empty. */
+  callbackSecret: string | null;
+  callbackAttempts: number;
+  callbackTimeoutMs: number;
+  /** First retry delay; each further one doubles, with jitter. */
+  callbackBackoffMs: number;
 }
 
 export class ConfigError extends Error {
@@ -144,6 +183,15 @@ function loadKeys(inline: string | undefined, file: string | undefined): ApiKey[
     return loadApiKeys(inline, file);
   } catch (err) {
     if (err instanceof ApiKeyError) throw new ConfigError(`invalid configuration:\n  ${err.message}`);
+    throw err;
+  }
+}
+
+function loadAllowlist(raw: string): AllowedHost[] {
+  try {
+    return parseCallbackAllowlist(raw);
+  } catch (err) {
+    if (err instanceof AllowlistError) throw new ConfigError(`invalid configuration:\n  WASMBOX_CALLBACK_ALLOWLIST: ${err.message}`);
     throw err;
   }
 }
@@ -206,7 +254,39 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     storeMaxModules: e.WASMBOX_STORE_MAX_MODULES,
     wasiStdoutMaxBytes: e.WASMBOX_WASI_STDOUT_MAX_BYTES,
     wasiStderrMaxBytes: e.WASMBOX_WASI_STDERR_MAX_BYTES,
+    jobs: {
+      limits: {
+        defaults: { fuel: e.WASMBOX_FUEL_DEFAULT, memoryMb: e.WASMBOX_MEMORY_MB_DEFAULT, timeoutMs: e.WASMBOX_TIMEOUT_MS_DEFAULT },
+        max: {
+          fuel: e.WASMBOX_FUEL_MAX,
+          memoryMb: e.WASMBOX_MEMORY_MB_MAX,
+          timeoutMs: e.WASMBOX_JOB_TIMEOUT_MS_MAX ?? Math.max(300_000, e.WASMBOX_TIMEOUT_MS_MAX),
+        },
+      },
+      ttlS: e.WASMBOX_JOB_TTL_S,
+      maxJobs: e.WASMBOX_JOBS_MAX,
+      memoryBytes: e.WASMBOX_JOBS_MEMORY_MB * 1024 * 1024,
+      maxPerKey: e.WASMBOX_JOBS_MAX_PER_KEY,
+      concurrency: e.WASMBOX_JOBS_CONCURRENCY ?? e.WASMBOX_WORKERS,
+      callbackAllowlist: loadAllowlist(e.WASMBOX_CALLBACK_ALLOWLIST),
+      callbackSecret: e.WASMBOX_CALLBACK_SECRET ?? null,
+      callbackAttempts: e.WASMBOX_CALLBACK_ATTEMPTS,
+      callbackTimeoutMs: e.WASMBOX_CALLBACK_TIMEOUT_MS,
+      callbackBackoffMs: e.WASMBOX_CALLBACK_BACKOFF_MS,
+    },
   };
+  // Fail at start-up, not at the first callback: an allowlist without a secret would deliver
+  // callbacks no receiver can verify.
+  if (config.jobs.callbackAllowlist.length > 0 && config.jobs.callbackSecret === null) {
+    throw new ConfigError(
+      'invalid configuration:\n  WASMBOX_CALLBACK_ALLOWLIST is set but WASMBOX_CALLBACK_SECRET is not; callbacks are signed with it (at least 16 characters, e.g. `openssl rand -hex 32`)',
+    );
+  }
+  if (config.jobs.limits.max.timeoutMs < config.limits.defaults.timeoutMs) {
+    throw new ConfigError(
+      `invalid configuration:\n  WASMBOX_JOB_TIMEOUT_MS_MAX=${config.jobs.limits.max.timeoutMs} is below WASMBOX_TIMEOUT_MS_DEFAULT=${config.limits.defaults.timeoutMs}`,
+    );
+  }
   const pairs = [
     ['WASMBOX_FUEL_DEFAULT', 'WASMBOX_FUEL_MAX', 'fuel'],
     ['WASMBOX_MEMORY_MB_DEFAULT', 'WASMBOX_MEMORY_MB_MAX', 'memoryMb'],

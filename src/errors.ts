@@ -11,6 +11,7 @@ export const ERROR_CATALOGUE = {
   limit_out_of_range: { status: 400, summary: 'A requested limit is below 1 or above the server maximum; the message gives the maximum.' },
   unauthorized: { status: 401, summary: 'API keys are configured and the request has no valid one.' },
   module_not_found: { status: 404, summary: 'No stored module has that moduleId.' },
+  job_not_found: { status: 404, summary: 'No job has that jobId, it has expired, or it belongs to another API key.' },
   route_not_found: { status: 404, summary: 'No route matches the method and path.' },
   store_full: { status: 409, summary: 'The module store is at its configured maximum size or module count; the message names which. Delete modules first.' },
   request_timeout: { status: 408, summary: "The body did not arrive in full within the server's body timeout; the connection is closed." },

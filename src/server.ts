@@ -24,12 +24,15 @@ function stopOnSignals(app: FastifyInstance, config: Config): void {
     closing = true;
     if (delay) clearTimeout(delay);
     app.refusingWork = true;
+    app.jobs.stopAccepting();
     app.log.info('shutting down: refusing new work, finishing in-flight runs');
-    // A backstop past the longest possible run, should something hang.
+    // A backstop past the longest possible run (a job's, which may be longer) and a last
+    // callback attempt, should something hang.
+    const longestRunMs = Math.max(config.limits.max.timeoutMs, config.jobs.limits.max.timeoutMs);
     const backstop = setTimeout(() => {
       app.log.error('shutdown did not finish in time; exiting');
       process.exit(1);
-    }, config.limits.max.timeoutMs + config.prepareTimeoutMs + 5_000);
+    }, longestRunMs + config.prepareTimeoutMs + config.jobs.callbackTimeoutMs + 5_000);
     backstop.unref();
     app.close().then(
       () => {

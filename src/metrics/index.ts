@@ -10,6 +10,8 @@ export interface MetricsSources {
   inflightBodyBytes(): number;
   store(): { bytes: number; modules: number };
   cache(): { bytes: number; entries: number };
+  /** Jobs held, by status (queued, running, done). */
+  jobs?(): Record<string, number>;
 }
 
 export class Metrics {
@@ -24,6 +26,9 @@ export class Metrics {
   readonly workerRestarts: Counter<'pool'>;
   readonly cacheHits: Counter<never>;
   readonly cacheMisses: Counter<never>;
+  readonly jobsSubmitted: Counter<never>;
+  readonly jobsFinished: Counter<'outcome'>;
+  readonly callbackAttempts: Counter<'result'>;
 
   constructor(sources: MetricsSources) {
     const registers = [this.registry];
@@ -79,6 +84,28 @@ export class Metrics {
     });
     this.cacheHits = new Counter({ name: 'wasmbox_prepared_cache_hits_total', help: 'Module lookups answered by the prepared-module cache.', registers });
     this.cacheMisses = new Counter({ name: 'wasmbox_prepared_cache_misses_total', help: 'Module lookups that had to prepare the module.', registers });
+    this.jobsSubmitted = new Counter({ name: 'wasmbox_jobs_submitted_total', help: 'Jobs accepted by POST /jobs.', registers });
+    this.jobsFinished = new Counter({
+      name: 'wasmbox_jobs_finished_total',
+      help: "Jobs finished, by outcome: the run's outcome, cancelled, or error (refused when it came to run).",
+      labelNames: ['outcome'],
+      registers,
+    });
+    this.callbackAttempts = new Counter({
+      name: 'wasmbox_job_callback_attempts_total',
+      help: 'Callback deliveries attempted, by result (delivered: a 2xx answer; failed: anything else).',
+      labelNames: ['result'],
+      registers,
+    });
+    new Gauge({
+      name: 'wasmbox_jobs',
+      help: 'Jobs held, by status (queued, running, done and not yet expired).',
+      labelNames: ['status'],
+      registers,
+      collect() {
+        for (const [status, n] of Object.entries(sources.jobs?.() ?? {})) this.set({ status }, n);
+      },
+    });
     new Gauge({
       name: 'wasmbox_queue_depth',
       help: 'Tasks waiting for a worker, by lane.',

@@ -31,6 +31,15 @@ export interface RunBody {
   fields: RunFields;
   /** WASI stdin already decoded off the event loop (it replaces fields.wasi's stand-in). */
   stdin?: Uint8Array;
+  /** Route-specific text fields beside the run fields (POST /jobs: callbackUrl), by name; only
+   *  those named in ReadRunOptions.extraFields, and only when given. */
+  extra?: Record<string, string>;
+}
+
+export interface ReadRunOptions {
+  /** Text fields a route takes beside the run fields: a string in JSON, a query parameter with
+   *  application/wasm, a text field in multipart. Each may be given once. */
+  extraFields?: readonly string[];
 }
 
 type Form = 'json' | 'multipart' | 'wasm';
@@ -44,27 +53,44 @@ function formOf(request: FastifyRequest): Form {
 const LIMIT_FIELDS = ['fuel', 'memoryMb', 'timeoutMs'] as const;
 const RUN_FORM_FIELDS = new Set<string>(['function', 'args', 'wasi', 'moduleId', ...LIMIT_FIELDS]);
 
-/** Reads a run request (POST /execute) in any of the three forms. */
-export async function readRunBody(request: FastifyRequest): Promise<RunBody> {
+/** Reads a run request (POST /execute, POST /jobs) in any of the three forms. */
+export async function readRunBody(request: FastifyRequest, options: ReadRunOptions = {}): Promise<RunBody> {
+  const extraNames = options.extraFields ?? [];
+  const extra: Record<string, string> = {};
+  const withExtra = (body: RunBody): RunBody => (extraNames.length > 0 ? { ...body, extra } : body);
   switch (formOf(request)) {
     case 'json': {
-      const parsed = ExecuteJsonSchema.safeParse(request.body ?? {});
+      let json = request.body ?? {};
+      if (extraNames.length > 0 && typeof json === 'object' && json !== null && !Array.isArray(json)) {
+        const rest: Record<string, unknown> = { ...(json as Record<string, unknown>) };
+        for (const name of extraNames) {
+          if (!Object.hasOwn(rest, name)) continue;
+          const value = rest[name];
+          if (typeof value !== 'string') throw new ServiceError('invalid_request', `body.${name}: must be a string`);
+          extra[name] = value;
+          delete rest[name];
+        }
+        json = rest;
+      }
+      const parsed = ExecuteJsonSchema.safeParse(json);
       if (!parsed.success) throw new ServiceError('invalid_request', describeIssues(parsed.error));
       const { module, moduleId, ...fields } = parsed.data;
       const decoded = decodedFields(request.body);
-      return {
+      return withExtra({
         ...(module !== undefined &&
           (decoded?.module ? { module: decoded.module.bytes, moduleHash: decoded.module.moduleId } : { module: base64Bytes(module) })),
         ...(moduleId !== undefined && { moduleId }),
         fields,
         ...(decoded?.stdin && { stdin: decoded.stdin }),
-      };
+      });
     }
     case 'wasm': {
       const query = (request.query ?? {}) as Record<string, string | string[] | undefined>;
       const raw: Record<string, unknown> = {};
       for (const [key, value] of Object.entries(query)) {
-        if (key === 'args') {
+        if (extraNames.includes(key)) {
+          extra[key] = single(value, `query.${key}`);
+        } else if (key === 'args') {
           raw.args = (Array.isArray(value) ? value : [value]).map((v) => queryArg(String(v)));
         } else if ((LIMIT_FIELDS as readonly string[]).includes(key)) {
           raw.limits = { ...(raw.limits as object), [key]: integerField(single(value, `query.${key}`), `query.${key}`) };
@@ -73,21 +99,23 @@ export async function readRunBody(request: FastifyRequest): Promise<RunBody> {
         } else if (key === 'wasi') {
           raw.wasi = jsonField(single(value, 'query.wasi'), 'query.wasi');
         } else {
+          const also = extraNames.length > 0 ? `, ${extraNames.join(', ')}` : '';
           throw new ServiceError(
             'invalid_request',
-            `query.${clip(key, 60)}: unknown field; application/wasm takes function, args (repeated), fuel, memoryMb, timeoutMs and wasi (JSON) in the query string`,
+            `query.${clip(key, 60)}: unknown field; application/wasm takes function, args (repeated), fuel, memoryMb, timeoutMs and wasi (JSON)${also} in the query string`,
           );
         }
       }
       const fields = parseFields(raw, 'query');
       const hash = decodedFields(request.body)?.module?.moduleId;
-      return { module: wasmBody(request), ...(hash !== undefined && { moduleHash: hash }), fields };
+      return withExtra({ module: wasmBody(request), ...(hash !== undefined && { moduleHash: hash }), fields });
     }
     case 'multipart': {
-      const { module, moduleHash, values } = await readMultipart(request, RUN_FORM_FIELDS);
+      const { module, moduleHash, values } = await readMultipart(request, extraNames.length > 0 ? new Set([...RUN_FORM_FIELDS, ...extraNames]) : RUN_FORM_FIELDS);
       const raw: Record<string, unknown> = {};
       for (const [key, value] of Object.entries(values)) {
-        if (key === 'args') raw.args = jsonField(value, 'form.args');
+        if (extraNames.includes(key)) extra[key] = value;
+        else if (key === 'args') raw.args = jsonField(value, 'form.args');
         else if (key === 'wasi') raw.wasi = jsonField(value, 'form.wasi');
         else if ((LIMIT_FIELDS as readonly string[]).includes(key)) raw.limits = { ...(raw.limits as object), [key]: integerField(value, `form.${key}`) };
         else if (key !== 'moduleId') raw[key] = value;
@@ -100,9 +128,9 @@ export async function readRunBody(request: FastifyRequest): Promise<RunBody> {
       if (moduleId !== undefined) {
         const id = ModuleIdSchema.safeParse(moduleId);
         if (!id.success) throw new ServiceError('invalid_request', describeIssues(id.error, 'form.moduleId'));
-        return { moduleId: id.data, fields };
+        return withExtra({ moduleId: id.data, fields });
       }
-      return { module: module!, ...(moduleHash !== undefined && { moduleHash }), fields };
+      return withExtra({ module: module!, ...(moduleHash !== undefined && { moduleHash }), fields });
     }
   }
 }

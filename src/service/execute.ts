@@ -5,7 +5,7 @@
 import { performance } from 'node:perf_hooks';
 import type { Config } from '../config.js';
 import { ServiceError, clip, quote } from '../errors.js';
-import { type Limits, memoryLimitBytes, memoryLimitPages, resolveLimits } from '../limits/index.js';
+import { type LimitPolicy, type Limits, memoryLimitBytes, memoryLimitPages, resolveLimits } from '../limits/index.js';
 import { type FuncSig, type JsonValue, decodeArgs, formatSignature } from '../values/codec.js';
 import type { WorkerPools } from '../worker/pool.js';
 import type { Outcome, RunResult, TrapKind } from '../worker/protocol.js';
@@ -17,6 +17,19 @@ import { type Prepared, PreparedCache } from './prepared-cache.js';
 import { FairQueue, type Slot } from '../scheduling/fair-queue.js';
 import { ConcurrencyQuota } from '../limits/concurrency.js';
 import type { Metrics } from '../metrics/index.js';
+
+/** A request checked up to the point of running: limits resolved, module prepared, function and
+ *  arguments decoded. */
+interface Admitted {
+  limits: Limits;
+  moduleId: string;
+  prepared: Prepared;
+  cached: boolean;
+  prepareNs: number;
+  name: string;
+  sig: FuncSig;
+  args: ReturnType<typeof decodeArgs> & { ok: true };
+}
 
 export interface ExecuteRequest {
   module?: Uint8Array;
@@ -32,6 +45,10 @@ export interface ExecuteRequest {
   /** Where the runner publishes the run's fuel account at every slice boundary (src/wasi/fuel.ts
    *  progressBuffer()): the CLI shows a local run's progress from it. */
   progress?: SharedArrayBuffer;
+  /** Aborting it stops the run wherever it is (waiting for a thread, or running: its thread is
+   *  terminated); execute then rejects with the signal's reason, or RunCancelledError
+   *  (src/worker/pool.ts) with the account once the guest had started. Jobs are cancelled so. */
+  cancel?: AbortSignal;
 }
 
 export interface WasiRequest {
@@ -143,11 +160,26 @@ export class ExecuteService {
     return { run: this.queues.run.depth, 'prepare-small': this.queues.prepare.small.depth, 'prepare-large': this.queues.prepare.large.depth };
   }
 
-  async execute(req: ExecuteRequest, ctx: CallContext = LOCAL_CALLER): Promise<ExecuteResponse> {
-    const limits = resolveLimits(req.limits, this.config.limits);
+  /** Runs a request. `policy`: the limits' defaults and maximums (jobs have their own maximum
+   *  timeout, WASMBOX_JOB_TIMEOUT_MS_MAX). */
+  async execute(req: ExecuteRequest, ctx: CallContext = LOCAL_CALLER, policy: LimitPolicy = this.config.limits): Promise<ExecuteResponse> {
+    const limits = resolveLimits(req.limits, policy);
     const giveBack = this.takeQuota(ctx);
     try {
-      return await this.executeWithin(req, limits, ctx);
+      return await this.run(req, await this.admit(req, limits, ctx), ctx);
+    } finally {
+      giveBack();
+    }
+  }
+
+  /** Everything `execute` checks before it runs the guest (limits, the module, its preparation,
+   *  the function and the arguments), refusing with the same errors; nothing is run. POST /jobs
+   *  validates a job so before it is queued; the module stays prepared in the cache for the run. */
+  async check(req: ExecuteRequest, ctx: CallContext = LOCAL_CALLER, policy: LimitPolicy = this.config.limits): Promise<void> {
+    const limits = resolveLimits(req.limits, policy);
+    const giveBack = this.takeQuota(ctx);
+    try {
+      await this.admit(req, limits, ctx);
     } finally {
       giveBack();
     }
@@ -157,7 +189,7 @@ export class ExecuteService {
     return this.quota && ctx.keyId !== null ? this.quota.take(ctx.keyId) : () => {};
   }
 
-  private async executeWithin(req: ExecuteRequest, limits: Limits, ctx: CallContext): Promise<ExecuteResponse> {
+  private async admit(req: ExecuteRequest, limits: Limits, ctx: CallContext): Promise<Admitted> {
     const t = performance.now();
     let moduleId: string;
     let found: { prepared: Prepared; cached: boolean };
@@ -182,8 +214,15 @@ export class ExecuteService {
     const [name, sig] = pickFunction(prepared, req.function);
     const decoded = decodeArgs(name, sig, req.args);
     if (!decoded.ok) throw new ServiceError('invalid_arguments', decoded.message);
+    return { limits, moduleId, prepared, cached, prepareNs, name, sig, args: decoded };
+  }
 
-    const slot = await this.queues.run.acquire(ctx.caller, ctx.signal);
+  private async run(req: ExecuteRequest, admitted: Admitted, ctx: CallContext): Promise<ExecuteResponse> {
+    const { limits, moduleId, prepared, cached, prepareNs, name, sig } = admitted;
+    const decoded = admitted.args;
+    // A cancelled request leaves the queue too.
+    const signal = ctx.signal && req.cancel ? AbortSignal.any([ctx.signal, req.cancel]) : (ctx.signal ?? req.cancel);
+    const slot = await this.queues.run.acquire(ctx.caller, signal);
     this.metrics?.queueWait.observe({ lane: 'run' }, slot.waitedMs / 1000);
     let run: RunResult;
     try {
@@ -210,6 +249,7 @@ export class ExecuteService {
           }),
         },
         limits.timeoutMs,
+        req.cancel,
       );
     } finally {
       slot.release();

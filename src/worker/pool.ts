@@ -20,7 +20,20 @@ const STAGING_KEPT = 2;
 /** Staging buffers are as large as the body limit, up to this (larger bodies get their own). */
 const STAGING_MAX_BYTES = 64 * 1024 * 1024;
 
-type Settled<T> = { kind: 'done'; value: T } | { kind: 'deadline'; ranMs: number } | { kind: 'queue_timeout' };
+type Settled<T> = { kind: 'done'; value: T } | { kind: 'deadline'; ranMs: number } | { kind: 'queue_timeout' } | { kind: 'cancelled'; ranMs: number };
+
+/** A run stopped by its caller (`cancel` aborted: DELETE /jobs/{jobId}) before it ended on its
+ *  own: its thread was terminated and replaced. The account is as of its last slice boundary. */
+export class RunCancelledError extends Error {
+  override readonly name = 'RunCancelledError';
+  constructor(
+    readonly fuelConsumed: number,
+    readonly memoryPeakBytes: number,
+    readonly durationNs: number,
+  ) {
+    super('the run was cancelled');
+  }
+}
 
 export class WorkerPools {
   /** Preparation of modules over WASMBOX_PREPARE_SMALL_BYTES. */
@@ -181,9 +194,14 @@ export class WorkerPools {
    * account); past `timeoutMs` plus the grace (WASMBOX_DEADLINE_GRACE_MS) the thread is
    * terminated instead, and the result says so (`threadKilled`), with the account as of the
    * guest's last slice boundary. `progress` (progressBuffer()) lets the caller watch the account
-   * while the run is in flight.
+   * while the run is in flight. Aborting `cancel` stops the run wherever it is (its thread is
+   * terminated and replaced) and rejects with RunCancelledError.
    */
-  async runGuest(task: Omit<RunTask, 'startedAt' | 'progress'> & { progress?: SharedArrayBuffer }, timeoutMs: number): Promise<RunResult> {
+  async runGuest(
+    task: Omit<RunTask, 'startedAt' | 'progress'> & { progress?: SharedArrayBuffer },
+    timeoutMs: number,
+    cancel?: AbortSignal,
+  ): Promise<RunResult> {
     const cell = this.cells.take();
     const startedAt = cell.startedAt;
     const progress = task.progress ?? cell.progress;
@@ -205,9 +223,9 @@ export class WorkerPools {
     };
     const graceMs = this.config.deadlineGraceMs;
     try {
-      settled = await this.withDeadline(this.run, { ...task, startedAt, progress }, startedAt, timeoutMs + graceMs);
-      // Only a task that ran to its answer gives its cell back: a thread terminated at a deadline
-      // or on an abort might still write it.
+      settled = await this.withDeadline(this.run, { ...task, startedAt, progress }, startedAt, timeoutMs + graceMs, cancel);
+      // Only a task that ran to its answer gives its cell back: a thread terminated at a deadline,
+      // on a cancel or on an abort might still write it.
       if (settled.kind === 'done') this.cells.give(cell);
     } catch (err) {
       if ((err as { code?: string }).code === 'ERR_WORKER_OUT_OF_MEMORY') {
@@ -221,6 +239,10 @@ export class WorkerPools {
     }
     if (settled.kind === 'done') return settled.value;
     if (settled.kind === 'queue_timeout') throw overloaded('no worker became free in time');
+    if (settled.kind === 'cancelled') {
+      const cell = new BigInt64Array(progress);
+      throw new RunCancelledError(Number(Atomics.load(cell, PROGRESS_FUEL)), Number(Atomics.load(cell, PROGRESS_MEMORY)), Math.round(settled.ranMs * 1e6));
+    }
     return killed(
       'timeout',
       `the run reached its wall-clock limit of ${timeoutMs} ms and could not be stopped there (it was blocked in an atomic wait, a host call or one long bulk memory operation), so its thread was terminated ${graceMs} ms later; fuelConsumed and memoryPeakBytes are as of its last fuel check`,
@@ -233,14 +255,29 @@ export class WorkerPools {
    * the worker), not from when it was queued; time in the queue is bounded by queueTimeoutMs.
    * Without `startedAt` the deadline counts from dispatch.
    */
-  private async withDeadline<T, R>(pool: Piscina<T, R>, task: T, startedAt: SharedArrayBuffer | null, deadlineMs: number): Promise<Settled<R>> {
+  private async withDeadline<T, R>(
+    pool: Piscina<T, R>,
+    task: T,
+    startedAt: SharedArrayBuffer | null,
+    deadlineMs: number,
+    cancel?: AbortSignal,
+  ): Promise<Settled<R>> {
     if (this.closing) throw overloaded('the server is shutting down');
     const ac = new TaskAbort();
     const dispatchedUs = epochUs();
     const started = startedAt ? new BigInt64Array(startedAt) : null;
     let verdict: Settled<R> | null = null;
     let timer: NodeJS.Timeout | undefined;
+    const onCancel = (): void => {
+      if (verdict) return;
+      const startUs = started ? Number(Atomics.load(started, 0)) : dispatchedUs;
+      verdict = { kind: 'cancelled', ranMs: startUs === 0 ? 0 : (epochUs() - startUs) / 1000 };
+      ac.abort();
+    };
+    if (cancel?.aborted) return { kind: 'cancelled', ranMs: 0 };
+    cancel?.addEventListener('abort', onCancel, { once: true });
     const check = (): void => {
+      if (verdict) return;
       const now = epochUs();
       const startUs = started ? Number(Atomics.load(started, 0)) : dispatchedUs;
       if (startUs === 0) {
@@ -272,6 +309,7 @@ export class WorkerPools {
       throw err;
     } finally {
       clearTimeout(timer);
+      cancel?.removeEventListener('abort', onCancel);
     }
   }
 
