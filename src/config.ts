@@ -70,7 +70,30 @@ const ENV = {
   // Output is decoded to one string on the worker's heap: keep it a modest single allocation.
   WASMBOX_WASI_STDOUT_MAX_BYTES: int(0, 8 * 1024 * 1024).default(1024 * 1024),
   WASMBOX_WASI_STDERR_MAX_BYTES: int(0, 8 * 1024 * 1024).default(1024 * 1024),
+  // Shared state for a fleet of replicas (README "Running several replicas"); unset, everything
+  // stays in this process and on its disk.
+  REDIS_URL: z
+    .string()
+    .refine((v) => URL.canParse(v) && ['redis:', 'rediss:'].includes(new URL(v).protocol), {
+      error: 'must be a redis:// or rediss:// URL, e.g. redis://redis:6379/0',
+    })
+    .optional(),
+  // Every key this server writes starts with it: several deployments can share one Redis.
+  WASMBOX_REDIS_PREFIX: z
+    .string()
+    .max(100, { error: 'must be at most 100 characters' })
+    .regex(/^[A-Za-z0-9:_.{}-]+$/, { error: 'may hold only letters, digits and : _ . - { }' })
+    .default('wasmbox:'),
+  // A run's slot in a key's fleet-wide concurrency quota is a lease renewed while it runs; a
+  // replica that dies mid-run gives its slots back when their leases lapse.
+  WASMBOX_CONCURRENCY_LEASE_MS: int(500, 3_600_000).default(30_000),
 } as const;
+
+/** Variables whose values may hold secrets, never quoted in a configuration error. */
+const SECRET_ENV: ReadonlySet<string> = new Set(['REDIS_URL', 'WASMBOX_API_KEYS']);
+
+/** Every environment variable the server reads (deployment manifests may set only these). */
+export const ENV_NAMES: readonly string[] = Object.freeze(Object.keys(ENV));
 
 const EnvSchema = z.object(ENV);
 
@@ -133,6 +156,13 @@ export interface Config {
   /** Caps on a WASI run's captured stdout and stderr. */
   wasiStdoutMaxBytes: number;
   wasiStderrMaxBytes: number;
+  /** Redis for state shared by replicas (module store, rate limit, concurrency quota); null: the
+   *  embedded single-process behaviour. */
+  redisUrl: string | null;
+  /** Prefix of every Redis key this server writes. */
+  redisPrefix: string;
+  /** How long a slot of the fleet-wide concurrency quota outlives a replica that stopped renewing it. */
+  concurrencyLeaseMs: number;
 }
 
 export class ConfigError extends Error {
@@ -166,7 +196,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   const parsed = EnvSchema.safeParse(picked);
   if (!parsed.success) {
-    const lines = parsed.error.issues.map((i) => `${i.path.join('.')}=${JSON.stringify(picked[String(i.path[0])])}: ${i.message}`);
+    // A Redis URL may carry a password: name the variable, never echo its value.
+    const shown = (key: string): string => (SECRET_ENV.has(key) ? '(value not shown)' : JSON.stringify(picked[key]));
+    const lines = parsed.error.issues.map((i) => `${i.path.join('.')}=${shown(String(i.path[0]))}: ${i.message}`);
     throw new ConfigError(`invalid configuration:\n  ${lines.join('\n  ')}`);
   }
   const e = parsed.data;
@@ -206,6 +238,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     storeMaxModules: e.WASMBOX_STORE_MAX_MODULES,
     wasiStdoutMaxBytes: e.WASMBOX_WASI_STDOUT_MAX_BYTES,
     wasiStderrMaxBytes: e.WASMBOX_WASI_STDERR_MAX_BYTES,
+    redisUrl: e.REDIS_URL ?? null,
+    redisPrefix: e.WASMBOX_REDIS_PREFIX,
+    concurrencyLeaseMs: e.WASMBOX_CONCURRENCY_LEASE_MS,
   };
   const pairs = [
     ['WASMBOX_FUEL_DEFAULT', 'WASMBOX_FUEL_MAX', 'fuel'],

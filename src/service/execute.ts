@@ -15,7 +15,7 @@ import { CorruptModuleError, type ModuleStore, StoreFullError } from '../store/t
 import type { ModuleDescription } from '../worker/protocol.js';
 import { type Prepared, PreparedCache } from './prepared-cache.js';
 import { FairQueue, type Slot } from '../scheduling/fair-queue.js';
-import { ConcurrencyQuota } from '../limits/concurrency.js';
+import { type CallerQuota, ConcurrencyQuota } from '../limits/concurrency.js';
 import type { Metrics } from '../metrics/index.js';
 
 export interface ExecuteRequest {
@@ -102,6 +102,9 @@ const MAX_LISTED = 20;
 export interface ExecuteServiceOptions {
   /** Per-key concurrency quota (runs and preparations in flight per API key); null: keys off. */
   maxConcurrentPerKey: number | null;
+  /** Where the quota is counted; default: in this process (ConcurrencyQuota). The fleet-wide one
+   *  is src/limits/shared-concurrency.ts. */
+  quota?: CallerQuota;
   metrics?: Metrics | null;
 }
 
@@ -109,7 +112,7 @@ export class ExecuteService {
   readonly cache: PreparedCache;
   /** Admission and round-robin order in front of the runner threads and each preparation lane. */
   readonly queues: { run: FairQueue; prepare: Record<PrepareLane, FairQueue> };
-  private readonly quota: ConcurrencyQuota | null;
+  readonly quota: CallerQuota | null;
   private metrics: Metrics | null;
   private readonly inflight = new Map<string, Promise<Prepared>>();
 
@@ -126,7 +129,7 @@ export class ExecuteService {
       run: queue('run queue', config.workers),
       prepare: { small: queue('small-module preparation queue', 1), large: queue('preparation queue', config.prepareWorkers) },
     };
-    this.quota = options.maxConcurrentPerKey === null ? null : new ConcurrencyQuota(options.maxConcurrentPerKey);
+    this.quota = options.maxConcurrentPerKey === null ? null : (options.quota ?? new ConcurrencyQuota(options.maxConcurrentPerKey));
     this.metrics = options.metrics ?? null;
   }
 
@@ -142,7 +145,7 @@ export class ExecuteService {
 
   async execute(req: ExecuteRequest, ctx: CallContext = LOCAL_CALLER): Promise<ExecuteResponse> {
     const limits = resolveLimits(req.limits, this.config.limits);
-    const giveBack = this.takeQuota(ctx);
+    const giveBack = await this.takeQuota(ctx);
     try {
       return await this.executeWithin(req, limits, ctx);
     } finally {
@@ -150,7 +153,7 @@ export class ExecuteService {
     }
   }
 
-  private takeQuota(ctx: CallContext): () => void {
+  private async takeQuota(ctx: CallContext): Promise<() => void> {
     return this.quota && ctx.keyId !== null ? this.quota.take(ctx.keyId) : () => {};
   }
 
@@ -246,7 +249,7 @@ export class ExecuteService {
   /** POST /modules: validates and prepares the module (so what is stored is runnable, and the
    *  first run by id finds it compiled), then stores it. */
   async store(bytes: Uint8Array, ctx: CallContext = LOCAL_CALLER): Promise<{ created: boolean; body: StoredModuleBody }> {
-    const giveBack = this.takeQuota(ctx);
+    const giveBack = await this.takeQuota(ctx);
     try {
       return await this.storeWithin(bytes, ctx);
     } finally {
