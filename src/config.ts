@@ -165,6 +165,15 @@ export interface Config {
   concurrencyLeaseMs: number;
 }
 
+/** The longest a graceful shutdown takes after SIGTERM: the drain delay, then in-flight work (the
+ *  longest run and preparation) plus 5 s, after which src/server.ts gives up and exits 1. A
+ *  platform's grace period before SIGKILL (Kubernetes terminationGracePeriodSeconds, compose
+ *  stop_grace_period) should be longer. */
+export function shutdownBoundMs(config: Config): { drainDelayMs: number; afterDrainMs: number; totalMs: number } {
+  const afterDrainMs = config.limits.max.timeoutMs + config.prepareTimeoutMs + 5_000;
+  return { drainDelayMs: config.drainDelayMs, afterDrainMs, totalMs: config.drainDelayMs + afterDrainMs };
+}
+
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
 }

@@ -12,7 +12,7 @@
 
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from './app.js';
-import { type Config, ConfigError, loadConfig } from './config.js';
+import { type Config, ConfigError, loadConfig, shutdownBoundMs } from './config.js';
 
 /** Installs the SIGTERM/SIGINT handlers that drain and stop `app`, then exit the process. */
 function stopOnSignals(app: FastifyInstance, config: Config): void {
@@ -29,7 +29,7 @@ function stopOnSignals(app: FastifyInstance, config: Config): void {
     const backstop = setTimeout(() => {
       app.log.error('shutdown did not finish in time; exiting');
       process.exit(1);
-    }, config.limits.max.timeoutMs + config.prepareTimeoutMs + 5_000);
+    }, shutdownBoundMs(config).afterDrainMs);
     backstop.unref();
     app.close().then(
       () => {
