@@ -145,6 +145,7 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
       inflightBodyBytes: () => app.inflight.bytes,
       store: () => store.usage(),
       cache: () => ({ bytes: executor.cache.usedBytes, entries: executor.cache.size }),
+      ...(redis && { redisConnected: () => redis.status === 'ready' }),
     },
   });
   executor.attachMetrics(app.metrics);

@@ -6,6 +6,8 @@
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
+import { localConfig } from '../dist/src/cli/backend.js';
+import { ConfigError, loadConfig } from '../dist/src/config.js';
 import { SharedConcurrencyQuota } from '../dist/src/limits/shared-concurrency.js';
 import { closeRedis, connectWithin, createRedis } from '../dist/src/redis/index.js';
 import { moduleIdOf } from '../dist/src/store/module-id.js';
@@ -60,6 +62,40 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const c of clients) await closeRedis(c).catch(() => {});
   await redis?.stop();
+});
+
+describe('REDIS_URL and its companions', () => {
+  it('is off unless set, and takes redis:// and rediss:// URLs', () => {
+    expect(loadConfig({}).redisUrl).toBeNull();
+    expect(loadConfig({ REDIS_URL: 'redis://:pw@redis:6379/2' }).redisUrl).toBe('redis://:pw@redis:6379/2');
+    expect(loadConfig({ REDIS_URL: 'rediss://redis.example:6380' }).redisUrl).toBe('rediss://redis.example:6380');
+    expect(loadConfig({}).redisPrefix).toBe('wasmbox:');
+    expect(loadConfig({}).concurrencyLeaseMs).toBe(30_000);
+  });
+
+  it('refuses a REDIS_URL that is not a Redis URL, naming the variable but never echoing its value (it may hold a password)', () => {
+    for (const bad of ['http://user:hunter2@redis:6379', 'hunter2', 'redis//hunter2']) {
+      let error: unknown;
+      try {
+        loadConfig({ REDIS_URL: bad });
+      } catch (err) {
+        error = err;
+      }
+      expect(error).toBeInstanceOf(ConfigError);
+      expect((error as Error).message).toContain('REDIS_URL');
+      expect((error as Error).message).toContain('redis:// or rediss://');
+      expect((error as Error).message).not.toContain('hunter2');
+    }
+  });
+
+  it('refuses a key prefix with spaces and a lease under 500 ms', () => {
+    expect(() => loadConfig({ WASMBOX_REDIS_PREFIX: 'my prefix' })).toThrow(/WASMBOX_REDIS_PREFIX/);
+    expect(() => loadConfig({ WASMBOX_CONCURRENCY_LEASE_MS: '100' })).toThrow(/WASMBOX_CONCURRENCY_LEASE_MS.*at least 500/);
+  });
+
+  it('is ignored by the command-line tool\'s local runs, which share nothing', () => {
+    expect(localConfig({ REDIS_URL: 'not a url' }).redisUrl).toBeNull();
+  });
 });
 
 describe('the Redis module store', () => {

@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { moduleIdOf } from '../dist/src/store/module-id.js';
+import { type ChildServer, spawnServer } from './helpers/child-server.js';
 import { type Answer, call, type Fleet, startFleet, waitReady } from './helpers/fleet.js';
 import { b64 } from './helpers/server.js';
 import { wat } from './helpers/wat.js';
@@ -153,12 +154,23 @@ describe('the per-key concurrency quota across replicas', () => {
   });
 });
 
+/** The value of an unlabelled series in GET /metrics. */
+async function metric(base: string, name: string): Promise<number | undefined> {
+  const text = String((await call(base, 'GET', '/metrics')).body);
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+  return line === undefined ? undefined : Number(line.slice(name.length + 1));
+}
+
 describe('while Redis is away', () => {
+  let late: ChildServer | null = null;
+
   it('keeps every replica alive and not ready, refuses what needs Redis with 503 backend_unavailable, and recovers when Redis is back', async () => {
+    expect(await metric(a, 'wasmbox_redis_connected')).toBe(1);
     await fleet.redis.stop();
     try {
       for (const replica of [a, b]) {
         expect((await call(replica, 'GET', '/healthz')).status).toBe(200);
+        expect(await metric(replica, 'wasmbox_redis_connected')).toBe(0);
         await waitFor(async () => (await call(replica, 'GET', '/readyz')).status === 503);
         const ready = await call(replica, 'GET', '/readyz');
         expect(ready.body.error.code).toBe('backend_unavailable');
@@ -175,9 +187,15 @@ describe('while Redis is away', () => {
           expect(res.headers['retry-after']).toBe('2');
         }
       }
+      // A replica started now starts without Redis: alive, not ready.
+      late = await spawnServer({ ...fleet.env, REDIS_URL: fleet.redis.url });
+      fleet.replicas.push(late);
+      expect((await call(late.url, 'GET', '/healthz')).status).toBe(200);
+      expect((await call(late.url, 'GET', '/readyz')).body.error.code).toBe('backend_unavailable');
     } finally {
       await fleet.redis.start();
     }
+    await waitReady(late!);
     for (const r of fleet.replicas.slice(0, 2)) {
       await waitReady(r);
       expect(r.exited()).toBeNull();
@@ -185,5 +203,19 @@ describe('while Redis is away', () => {
     const up = await call(b, 'POST', '/modules', ADD, auth(KEY_STORE));
     expect(up.status).toBe(201); // the restarted Redis is empty (no persistence in tests)
     expect((await call(a, 'POST', '/execute', { moduleId: moduleIdOf(ADD), function: 'add', args: [1, 2] }, auth(KEY_STORE))).body.results).toEqual([3]);
+    expect((await call(late!.url, 'POST', '/execute', { moduleId: moduleIdOf(ADD), function: 'add', args: [3, 4] }, auth(KEY_STORE))).body.results).toEqual([7]);
+    expect(await metric(a, 'wasmbox_redis_connected')).toBe(1);
+  });
+
+  it('closes its Redis connection when it shuts down on SIGTERM, and exits 0', async () => {
+    const connections = async () =>
+      String(await inspect.client('LIST'))
+        .split('\n')
+        .filter((l) => / name=wasmbox /.test(l)).length;
+    const before = await connections();
+    expect(before).toBe(3); // A, B and the late replica: one shared connection each
+    await late!.close();
+    expect(late!.exited()).toEqual({ code: 0, signal: null });
+    await waitFor(async () => (await connections()) === before - 1);
   });
 });

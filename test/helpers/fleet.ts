@@ -9,6 +9,8 @@ import { startRedis, type TestRedis } from './redis.js';
 export interface Fleet {
   redis: TestRedis;
   replicas: ChildServer[];
+  /** The settings every replica was started with (REDIS_URL aside). */
+  env: Record<string, string>;
   /** Starts one more replica with the fleet's settings (plus `env`). */
   add(env?: Record<string, string>): Promise<ChildServer>;
   close(): Promise<void>;
@@ -76,6 +78,7 @@ export async function startFleet(count: number, env: Record<string, string> = {}
   return {
     redis,
     replicas,
+    env,
     add,
     async close() {
       await Promise.all(replicas.map((r) => r.close()));
