@@ -9,7 +9,7 @@ import { Redis } from 'ioredis';
 import { localConfig } from '../dist/src/cli/backend.js';
 import { ConfigError, loadConfig } from '../dist/src/config.js';
 import { SharedConcurrencyQuota } from '../dist/src/limits/shared-concurrency.js';
-import { closeRedis, connectWithin, createRedis } from '../dist/src/redis/index.js';
+import { closeRedis, connectWithin, createRedis, isRedisUnavailable, redisOptions, unavailable } from '../dist/src/redis/index.js';
 import { moduleIdOf } from '../dist/src/store/module-id.js';
 import { REDIS_ENTRY_OVERHEAD_BYTES, RedisModuleStore } from '../dist/src/store/redis-store.js';
 import { CorruptModuleError, StoreFullError } from '../dist/src/store/types.js';
@@ -95,6 +95,27 @@ describe('REDIS_URL and its companions', () => {
 
   it('is ignored by the command-line tool\'s local runs, which share nothing', () => {
     expect(localConfig({ REDIS_URL: 'not a url' }).redisUrl).toBeNull();
+  });
+});
+
+describe('the Redis client settings', () => {
+  it("fails fast on the shared connection, and waits on the one for BullMQ's blocking commands (maxRetriesPerRequest: null)", () => {
+    expect(redisOptions('commands')).toMatchObject({ lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 1 });
+    expect(redisOptions('commands').commandTimeout).toBeGreaterThan(0);
+    expect(redisOptions('blocking')).toMatchObject({ lazyConnect: true, enableOfflineQueue: true, maxRetriesPerRequest: null });
+    expect(redisOptions('blocking').commandTimeout).toBeUndefined();
+  });
+
+  it('tells an outage or an unable Redis (OOM, LOADING, READONLY) from a bug: only the first become backend_unavailable', () => {
+    const reply = (message: string) => Object.assign(new Error(message), { name: 'ReplyError' });
+    expect(isRedisUnavailable(new Error('connect ECONNREFUSED 127.0.0.1:6379'))).toBe(true);
+    expect(isRedisUnavailable(new Error('Command timed out'))).toBe(true);
+    expect(isRedisUnavailable(reply("OOM command not allowed when used memory > 'maxmemory'."))).toBe(true);
+    expect(isRedisUnavailable(reply('LOADING Redis is loading the dataset in memory'))).toBe(true);
+    expect(isRedisUnavailable(reply('ERR user_script:3: Script attempted to access nonexistent global variable'))).toBe(false);
+    expect(isRedisUnavailable(new TypeError("Cannot read properties of undefined (reading 'x')"))).toBe(false);
+    expect(unavailable('the module store', reply('OOM command not allowed')).message).toContain('it answered OOM');
+    expect(unavailable('the module store', new Error('Connection is closed.')).message).toContain('cannot reach');
   });
 });
 

@@ -101,7 +101,7 @@ function sharedRateLimitStore(redis: Redis, nameSpace: string): FastifyRateLimit
   const guard =
     (cb: StoreCallback): StoreCallback =>
     (err, result) =>
-      cb(err && isRedisUnavailable(err) ? unavailable("this caller's rate limit") : err, result);
+      cb(err && isRedisUnavailable(err) ? unavailable("this caller's rate limit", err) : err, result);
   class SharedStore implements FastifyRateLimitStore {
     private readonly inner: FastifyRateLimitStore;
     constructor(params: FastifyRateLimitOptions | FastifyRateLimitStore) {

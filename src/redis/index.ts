@@ -144,13 +144,13 @@ export function isRedisUnavailable(err: unknown): boolean {
   return true;
 }
 
-/** The refusal for a request that needs shared state while Redis is unavailable. */
-export function unavailable(what: string): ServiceError {
-  return new ServiceError(
-    'backend_unavailable',
-    `${what} is kept in Redis (REDIS_URL), which this server cannot reach right now; retry shortly`,
-    { 'retry-after': '2' },
-  );
+/** The refusal for a request that needs shared state while Redis is unavailable; `err`, when
+ *  given, is what Redis or the client said (an error reply such as OOM is named: the operator's
+ *  fix differs from that of an outage). */
+export function unavailable(what: string, err?: unknown): ServiceError {
+  const reply = err instanceof Error && err.name === 'ReplyError' ? UNAVAILABLE_REPLIES.exec(err.message)?.[1] : undefined;
+  const state = reply === undefined ? 'which this server cannot reach right now' : `which cannot serve it right now (it answered ${reply})`;
+  return new ServiceError('backend_unavailable', `${what} is kept in Redis (REDIS_URL), ${state}; retry shortly`, { 'retry-after': '2' });
 }
 
 /** Runs a Redis operation; an outage becomes 503 backend_unavailable naming `what` needed it. */
@@ -158,7 +158,7 @@ export async function withRedis<T>(what: string, op: () => Promise<T>): Promise<
   try {
     return await op();
   } catch (err) {
-    if (isRedisUnavailable(err)) throw unavailable(what);
+    if (isRedisUnavailable(err)) throw unavailable(what, err);
     throw err;
   }
 }
