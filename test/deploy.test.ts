@@ -25,6 +25,7 @@ const manifests: Obj[] = readdirSync(K8S_DIR)
 const compose = parse(readFileSync(new URL('../deploy/compose.yaml', import.meta.url), 'utf8')) as Obj;
 const nginx = readFileSync(new URL('../deploy/nginx.conf', import.meta.url), 'utf8');
 const dockerfile = readFileSync(new URL('../Dockerfile', import.meta.url), 'utf8');
+const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
 
 function only(kind: string): Obj {
   const found = manifests.filter((m) => m.kind === kind);
@@ -61,7 +62,14 @@ describe('the Kubernetes Deployment', () => {
     for (const probe of ['startupProbe', 'livenessProbe', 'readinessProbe']) {
       const { path, port } = container[probe].httpGet as Obj;
       expect(containerPort(port), probe).toBe(DEFAULT_PORT);
-      expect((await server.get(path)).status, `${probe} ${path}`).toBe(200);
+      // (Readiness waits for the worker pool, which may still be starting.)
+      const deadline = Date.now() + 15_000;
+      let status = (await server.get(path)).status;
+      while (status !== 200 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 100));
+        status = (await server.get(path)).status;
+      }
+      expect(status, `${probe} ${path}`).toBe(200);
     }
   });
 
@@ -150,6 +158,14 @@ describe('the Service, autoscaler and disruption budget', () => {
     const kustomization = only('Kustomization');
     const files = [...new Set(manifests.filter((m) => m.kind !== 'Kustomization').map((m) => m.file))].sort();
     expect([...kustomization.resources].sort()).toEqual(files);
+  });
+});
+
+describe('the configuration reference', () => {
+  it("documents every environment variable the server reads in the README's configuration table", () => {
+    const table = readme.slice(readme.indexOf('\n## Configuration\n'), readme.indexOf('\n## Operating it\n'));
+    expect(table.length).toBeGreaterThan(1000);
+    expect(ENV_NAMES.filter((n) => !table.includes(`\`${n}\``))).toEqual([]);
   });
 });
 
