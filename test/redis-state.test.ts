@@ -200,6 +200,27 @@ describe('the Redis module store', () => {
   });
 });
 
+describe('the Redis module store with a damaged description', () => {
+  it('refuses to describe it (CorruptModuleError, quarantined), and an upload of the same bytes replaces a copy whose description is damaged', async () => {
+    const { prefix, stores: [a] } = await stores(1);
+    const r = await raw();
+    const bytes = moduleN(500);
+    const id = moduleIdOf(bytes);
+    const hex = id.slice('sha256:'.length);
+    await a!.put(id, bytes, describeModule(bytes));
+    await r.hset(`${prefix}module:${hex}`, 'record', '{"moduleId":"sha256:someone-else"');
+    await expect(a!.getDescription(id)).rejects.toBeInstanceOf(CorruptModuleError);
+    expect(await a!.has(id)).toBe(false);
+    const again = await a!.put(id, bytes, describeModule(bytes));
+    expect(again.created).toBe(true);
+    await r.hset(`${prefix}module:${hex}`, 'record', 'not json');
+    const replaced = await a!.put(id, bytes, describeModule(bytes));
+    expect(replaced.created).toBe(true);
+    expect(await a!.getDescription(id)).toEqual(replaced.record);
+    expect(Number(await r.hget(`${prefix}store`, 'modules'))).toBe(1);
+  });
+});
+
 describe('the fleet-wide concurrency quota', () => {
   const quotas: SharedConcurrencyQuota[] = [];
   afterAll(async () => {

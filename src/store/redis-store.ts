@@ -84,6 +84,19 @@ interface StoreCommands {
   wasmboxStoreRemove(numberOfKeys: 2 | 3, ...keysThenKeepMs: (string | number)[]): Promise<number>;
 }
 
+/** A stored description, or null when it is not valid JSON or not `moduleId`'s. */
+function parseRecord(json: unknown, moduleId: string): StoredDescription | null {
+  if (typeof json !== 'string') return null;
+  let record: StoredDescription;
+  try {
+    record = JSON.parse(json) as StoredDescription;
+  } catch {
+    return null;
+  }
+  if (record?.moduleId !== moduleId || typeof record.description !== 'object' || record.description === null) return null;
+  return record;
+}
+
 export interface RedisStoreOptions {
   redis: Redis;
   /** Prefix of every key (WASMBOX_REDIS_PREFIX). */
@@ -158,21 +171,24 @@ export class RedisModuleStore implements ModuleStore {
       await this.quarantine(moduleId);
       throw new CorruptModuleError(moduleId, 'its description is missing');
     }
-    let record: StoredDescription;
-    try {
-      record = JSON.parse(json) as StoredDescription;
-    } catch {
+    const record = parseRecord(json, moduleId);
+    if (!record) {
       await this.quarantine(moduleId);
-      throw new CorruptModuleError(moduleId, 'its description is not valid JSON');
-    }
-    if (record?.moduleId !== moduleId || typeof record.description !== 'object' || record.description === null) {
-      await this.quarantine(moduleId);
-      throw new CorruptModuleError(moduleId, 'its description belongs to another module');
+      throw new CorruptModuleError(moduleId, 'its description is not valid JSON or belongs to another module');
     }
     return record;
   }
 
   async put(moduleId: string, bytes: Uint8Array, description: ModuleDescription): Promise<{ created: boolean; record: StoredDescription }> {
+    const stored = await this.putOnce(moduleId, bytes, description);
+    if (stored !== null) return stored;
+    // The stored copy's description is damaged: it was quarantined; store this good one instead.
+    return (await this.putOnce(moduleId, bytes, description)) ?? Promise.reject(new CorruptModuleError(moduleId, 'its description keeps failing to read'));
+  }
+
+  /** One attempt at put(); null when the copy already stored has a damaged description (it is
+   *  then quarantined). */
+  private async putOnce(moduleId: string, bytes: Uint8Array, description: ModuleDescription): Promise<{ created: boolean; record: StoredDescription } | null> {
     const key = this.key(moduleId);
     if (!key) throw new Error(`not a module id: ${moduleId}`);
     const record: StoredDescription = { moduleId, description, storedAt: new Date().toISOString() };
@@ -183,7 +199,12 @@ export class RedisModuleStore implements ModuleStore {
     const [status, a, b] = await withRedis(WHAT, () =>
       this.redis.wasmboxStorePut(key, this.totalsKey, buffer, json, counted, this.maxModules, this.maxBytes),
     );
-    if (status === 0) return { created: false, record: JSON.parse(String(a)) as StoredDescription };
+    if (status === 0) {
+      const existing = parseRecord(a, moduleId);
+      if (existing) return { created: false, record: existing };
+      await this.quarantine(moduleId);
+      return null;
+    }
     const totals = { modules: Number(a), bytes: Number(b) };
     this.totals = totals;
     if (status === -1) throw StoreFullError.modules(this.maxModules);
