@@ -20,7 +20,11 @@ import type { JobQueue } from './jobs/types.js';
 import { toExecuteRequest } from './routes/body.js';
 import moduleRoutes from './routes/modules.js';
 import { ExecuteService } from './service/execute.js';
+import { type CallerQuota, ConcurrencyQuota } from './limits/concurrency.js';
+import { SharedConcurrencyQuota } from './limits/shared-concurrency.js';
+import { REDIS_CONNECT_TIMEOUT_MS, type Redis, closeRedis, connectWithin, createRedis } from './redis/index.js';
 import { FsModuleStore } from './store/fs-store.js';
+import { RedisModuleStore } from './store/redis-store.js';
 import type { ModuleStore } from './store/types.js';
 import { WorkerPools } from './worker/pool.js';
 
@@ -33,6 +37,9 @@ declare module 'fastify' {
     jobs: JobQueue;
     /** Validates and delivers the jobs' signed callbacks. */
     jobCallbacks: CallbackSender;
+    /** The shared Redis connection when REDIS_URL is set (module store, rate limit, quotas, and
+     *  anything else that shares state across replicas), else null. Closed when the app closes. */
+    redis: Redis | null;
     /** Set when shutdown begins: readiness fails (503), new work is still served. */
     draining: boolean;
     /** Set once the drain delay has passed: new work (any non-GET request) is refused with 503. */
@@ -42,7 +49,8 @@ declare module 'fastify' {
 
 export interface BuildOptions {
   config?: Config;
-  /** The module store; defaults to the local-disk store under config.dataDir. */
+  /** The module store; defaults to the Redis store when config.redisUrl is set, else the
+   *  local-disk store under config.dataDir. */
   store?: ModuleStore;
   /** Pino logger options or false; defaults to JSON lines at config.logLevel. */
   logger?: boolean | object;
@@ -103,12 +111,42 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
   app.decorate('config', config);
   app.decorate('draining', false);
   app.decorate('refusingWork', false);
-  const store = options.store ?? new FsModuleStore({ dir: config.dataDir, maxBytes: config.storeMaxBytes, maxModules: config.storeMaxModules });
+  // Shared state for replicas (README "Running several replicas"). Start-up waits a few seconds for
+  // Redis, then goes on without it: /healthz answers, /readyz fails until Redis is reachable, and
+  // requests that need it are 503 backend_unavailable meanwhile (ioredis keeps reconnecting).
+  const redis = config.redisUrl
+    ? createRedis(config.redisUrl, {
+        connectionName: 'wasmbox',
+        onError: (err) => app.log.warn({ error: err.message }, 'Redis (REDIS_URL) is not reachable; requests that need it are refused until it is'),
+      })
+    : null;
+  app.decorate('redis', redis);
+  if (redis && !(await connectWithin(redis, REDIS_CONNECT_TIMEOUT_MS))) {
+    app.log.warn('starting without Redis (REDIS_URL): not ready until it is reachable');
+  }
+  if (redis) redis.on('ready', () => app.log.info('connected to Redis (REDIS_URL)'));
+  const store =
+    options.store ??
+    (redis
+      ? new RedisModuleStore({ redis, prefix: config.redisPrefix, maxBytes: config.storeMaxBytes, maxModules: config.storeMaxModules })
+      : new FsModuleStore({ dir: config.dataDir, maxBytes: config.storeMaxBytes, maxModules: config.storeMaxModules }));
   await store.open();
   const pools = new WorkerPools(config);
   pools.onLateError = (err) => app.log.warn({ err }, 'a worker failed after its task ended; it was replaced');
   app.decorate('pools', pools);
-  const executor = new ExecuteService(config, pools, store, { maxConcurrentPerKey: config.apiKeys.length > 0 ? config.maxConcurrentPerKey : null });
+  const quota: CallerQuota = redis
+    ? new SharedConcurrencyQuota({
+        redis,
+        prefix: config.redisPrefix,
+        maxPerCaller: config.maxConcurrentPerKey,
+        leaseMs: config.concurrencyLeaseMs,
+        onRenewError: (err) => app.log.warn({ error: (err as Error).message }, 'could not renew or return a concurrency lease in Redis; it lapses on its own'),
+      })
+    : new ConcurrencyQuota(config.maxConcurrentPerKey);
+  const executor = new ExecuteService(config, pools, store, {
+    maxConcurrentPerKey: config.apiKeys.length > 0 ? config.maxConcurrentPerKey : null,
+    quota,
+  });
   app.decorate('executor', executor);
   const jobConfig = config.jobs;
   const callbacks = new CallbackSender({
@@ -152,6 +190,7 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
       store: () => store.usage(),
       cache: () => ({ bytes: executor.cache.usedBytes, entries: executor.cache.size }),
       jobs: () => jobs.counts(),
+      ...(redis && { redisConnected: () => redis.status === 'ready' }),
     },
   });
   executor.attachMetrics(app.metrics);
@@ -162,6 +201,9 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
     await jobs.close();
     await pools.close();
     await store.close();
+    await quota.close();
+    // Last: runs that just ended return their quota leases over it first (QUIT waits for them).
+    if (redis) await closeRedis(redis);
   });
 
   // Three body forms: application/json (Fastify's own parser), application/wasm (the raw module,
@@ -183,7 +225,11 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
   });
   // Who is calling (API keys, rate limit), then what the process can hold (in-flight body bytes,
   // event-loop delay): both refuse before a body is read.
-  await app.register(callers, { keys: config.apiKeys, rateLimitPerMinute: config.rateLimitPerMinute });
+  await app.register(callers, {
+    keys: config.apiKeys,
+    rateLimitPerMinute: config.rateLimitPerMinute,
+    redis: redis && { client: redis, prefix: config.redisPrefix },
+  });
   await app.register(overload, {
     inflightBodyBytes: config.inflightBodyBytes,
     bodyLimitBytes: config.bodyLimitBytes,

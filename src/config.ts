@@ -84,7 +84,30 @@ const ENV = {
   WASMBOX_CALLBACK_ATTEMPTS: int(1, 20).default(5),
   WASMBOX_CALLBACK_TIMEOUT_MS: int(100, 120_000).default(10_000),
   WASMBOX_CALLBACK_BACKOFF_MS: int(1, 600_000).default(1_000),
+  // Shared state for a fleet of replicas (README "Running several replicas"); unset, everything
+  // stays in this process and on its disk.
+  REDIS_URL: z
+    .string()
+    .refine((v) => URL.canParse(v) && ['redis:', 'rediss:'].includes(new URL(v).protocol), {
+      error: 'must be a redis:// or rediss:// URL, e.g. redis://redis:6379/0',
+    })
+    .optional(),
+  // Every key this server writes starts with it: several deployments can share one Redis.
+  WASMBOX_REDIS_PREFIX: z
+    .string()
+    .max(100, { error: 'must be at most 100 characters' })
+    .regex(/^[A-Za-z0-9:_.{}-]+$/, { error: 'may hold only letters, digits and : _ . - { }' })
+    .default('wasmbox:'),
+  // A run's slot in a key's fleet-wide concurrency quota is a lease renewed while it runs; a
+  // replica that dies mid-run gives its slots back when their leases lapse.
+  WASMBOX_CONCURRENCY_LEASE_MS: int(500, 3_600_000).default(30_000),
 } as const;
+
+/** Variables whose values may hold secrets, never quoted in a configuration error. */
+const SECRET_ENV: ReadonlySet<string> = new Set(['REDIS_URL', 'WASMBOX_API_KEYS']);
+
+/** Every environment variable the server reads (deployment manifests may set only these). */
+export const ENV_NAMES: readonly string[] = Object.freeze(Object.keys(ENV));
 
 const EnvSchema = z.object(ENV);
 
@@ -148,6 +171,13 @@ export interface Config {
   wasiStdoutMaxBytes: number;
   wasiStderrMaxBytes: number;
   jobs: JobsConfig;
+  /** Redis for state shared by replicas (module store, rate limit, concurrency quota); null: the
+   *  embedded single-process behaviour. */
+  redisUrl: string | null;
+  /** Prefix of every Redis key this server writes. */
+  redisPrefix: string;
+  /** How long a slot of the fleet-wide concurrency quota outlives a replica that stopped renewing it. */
+  concurrencyLeaseMs: number;
 }
 
 /** Asynchronous jobs and their callbacks (src/jobs). */
@@ -172,6 +202,17 @@ export interface JobsConfig {
   callbackTimeoutMs: number;
   /** First retry delay; each further one doubles, with jitter. */
   callbackBackoffMs: number;
+}
+
+/** The longest a graceful shutdown takes after SIGTERM: the drain delay, then in-flight work (the
+ *  longest run, a job's included, its preparation and a last callback attempt) plus 5 s, after
+ *  which src/server.ts gives up and exits 1. A
+ *  platform's grace period before SIGKILL (Kubernetes terminationGracePeriodSeconds, compose
+ *  stop_grace_period) should be longer. */
+export function shutdownBoundMs(config: Config): { drainDelayMs: number; afterDrainMs: number; totalMs: number } {
+  const longestRunMs = Math.max(config.limits.max.timeoutMs, config.jobs.limits.max.timeoutMs);
+  const afterDrainMs = longestRunMs + config.prepareTimeoutMs + config.jobs.callbackTimeoutMs + 5_000;
+  return { drainDelayMs: config.drainDelayMs, afterDrainMs, totalMs: config.drainDelayMs + afterDrainMs };
 }
 
 export class ConfigError extends Error {
@@ -214,7 +255,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   const parsed = EnvSchema.safeParse(picked);
   if (!parsed.success) {
-    const lines = parsed.error.issues.map((i) => `${i.path.join('.')}=${JSON.stringify(picked[String(i.path[0])])}: ${i.message}`);
+    // A Redis URL may carry a password: name the variable, never echo its value.
+    const shown = (key: string): string => (SECRET_ENV.has(key) ? '(value not shown)' : JSON.stringify(picked[key]));
+    const lines = parsed.error.issues.map((i) => `${i.path.join('.')}=${shown(String(i.path[0]))}: ${i.message}`);
     throw new ConfigError(`invalid configuration:\n  ${lines.join('\n  ')}`);
   }
   const e = parsed.data;
@@ -274,6 +317,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       callbackTimeoutMs: e.WASMBOX_CALLBACK_TIMEOUT_MS,
       callbackBackoffMs: e.WASMBOX_CALLBACK_BACKOFF_MS,
     },
+    redisUrl: e.REDIS_URL ?? null,
+    redisPrefix: e.WASMBOX_REDIS_PREFIX,
+    concurrencyLeaseMs: e.WASMBOX_CONCURRENCY_LEASE_MS,
   };
   // Fail at start-up, not at the first callback: an allowlist without a secret would deliver
   // callbacks no receiver can verify.

@@ -21,6 +21,10 @@ export const ERROR_CATALOGUE = {
   module_too_complex: { status: 422, summary: 'The module could not be prepared (validated, instrumented, compiled) within the server limits; the message gives the limit.' },
   rate_limited: { status: 429, summary: "Over the caller's rate limit or concurrency quota; Retry-After is set." },
   overloaded: { status: 503, summary: 'The queue is full or the server is shutting down; Retry-After is set.' },
+  backend_unavailable: {
+    status: 503,
+    summary: 'The shared state this server keeps in Redis (REDIS_URL: module store, rate limits, concurrency quotas) cannot be reached right now; Retry-After is set.',
+  },
   internal_error: { status: 500, summary: 'A bug in the service, never something a guest did.' },
 } as const;
 

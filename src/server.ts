@@ -12,7 +12,7 @@
 
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from './app.js';
-import { type Config, ConfigError, loadConfig } from './config.js';
+import { type Config, ConfigError, loadConfig, shutdownBoundMs } from './config.js';
 
 /** Installs the SIGTERM/SIGINT handlers that drain and stop `app`, then exit the process. */
 function stopOnSignals(app: FastifyInstance, config: Config): void {
@@ -27,12 +27,11 @@ function stopOnSignals(app: FastifyInstance, config: Config): void {
     app.jobs.stopAccepting();
     app.log.info('shutting down: refusing new work, finishing in-flight runs');
     // A backstop past the longest possible run (a job's, which may be longer) and a last
-    // callback attempt, should something hang.
-    const longestRunMs = Math.max(config.limits.max.timeoutMs, config.jobs.limits.max.timeoutMs);
+    // callback attempt, should something hang (config.ts shutdownBoundMs).
     const backstop = setTimeout(() => {
       app.log.error('shutdown did not finish in time; exiting');
       process.exit(1);
-    }, longestRunMs + config.prepareTimeoutMs + config.jobs.callbackTimeoutMs + 5_000);
+    }, shutdownBoundMs(config).afterDrainMs);
     backstop.unref();
     app.close().then(
       () => {

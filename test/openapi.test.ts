@@ -238,9 +238,10 @@ describe('openapi.yaml: the error catalogue', () => {
     }
   });
 
-  it('adds only route_not_found (404), store_full (409), headers_too_large (431) and internal_error (500) to the contract table', () => {
+  it('adds only route_not_found (404), store_full (409), headers_too_large (431), backend_unavailable (503) and internal_error (500) to the contract table', () => {
     const extra = Object.keys(catalogue).filter((c) => !Object.hasOwn(CONTRACT_ERRORS, c));
-    expect(extra.sort()).toEqual(['headers_too_large', 'internal_error', 'route_not_found', 'store_full']);
+    expect(extra.sort()).toEqual(['backend_unavailable', 'headers_too_large', 'internal_error', 'route_not_found', 'store_full']);
+    expect(catalogue.backend_unavailable?.status).toBe(503);
     expect(catalogue.route_not_found?.status).toBe(404);
     expect(catalogue.store_full?.status).toBe(409);
     expect(catalogue.headers_too_large?.status).toBe(431);

@@ -63,9 +63,9 @@ export class CliFailure extends Error {
   }
 }
 
-// Variables the local runner ignores: it listens nowhere and logs nothing, and a bad PORT meant
-// for the server must not stop a local run.
-const IGNORED = new Set(['PORT', 'HOST', 'LOG_LEVEL', 'WASMBOX_DATA_DIR']);
+// Variables the local runner ignores: it listens nowhere, logs nothing and shares nothing with
+// replicas, and a bad PORT or REDIS_URL meant for the server must not stop a local run.
+const IGNORED = new Set(['PORT', 'HOST', 'LOG_LEVEL', 'WASMBOX_DATA_DIR', 'REDIS_URL', 'WASMBOX_REDIS_PREFIX', 'WASMBOX_CONCURRENCY_LEASE_MS']);
 
 /** The server's configuration from the environment, for one run: one thread of each kind. */
 export function localConfig(env: NodeJS.ProcessEnv): Config {

@@ -78,7 +78,7 @@ does it, so a module the service would refuse is refused here with the same mess
 ${optionList('inspect')}`;
 
 const SERVE_HELP = `Starts the HTTP service, as npm start does: the configuration comes from the environment
-(PORT, HOST, WASMBOX_*; see the README). On SIGTERM or SIGINT it first fails GET /readyz while
+(PORT, HOST, WASMBOX_*, REDIS_URL; see the README). On SIGTERM or SIGINT it first fails GET /readyz while
 still serving for WASMBOX_DRAIN_DELAY_MS (default 1000), then refuses new work, finishes the runs
 in flight and exits 0; a second signal skips the rest of the delay.
 

@@ -12,6 +12,8 @@ export interface MetricsSources {
   cache(): { bytes: number; entries: number };
   /** Jobs held, by status (queued, running, done). */
   jobs?(): Record<string, number>;
+  /** Whether the shared Redis connection is up; absent when REDIS_URL is not set. */
+  redisConnected?: () => boolean;
 }
 
 export class Metrics {
@@ -125,7 +127,7 @@ export class Metrics {
     });
     new Gauge({
       name: 'wasmbox_store_bytes',
-      help: 'Bytes the module store holds, overhead included (capped by WASMBOX_STORE_MAX_MB).',
+      help: 'Bytes the module store holds, overhead included (capped by WASMBOX_STORE_MAX_MB); with REDIS_URL, the whole fleet\'s store, refreshed every 5 s.',
       registers,
       collect() {
         this.set(sources.store().bytes);
@@ -139,6 +141,17 @@ export class Metrics {
         this.set(sources.store().modules);
       },
     });
+    const { redisConnected } = sources;
+    if (redisConnected) {
+      new Gauge({
+        name: 'wasmbox_redis_connected',
+        help: 'Whether the connection to the shared Redis (REDIS_URL) is up (1) or not (0); while 0, requests that need it are 503 backend_unavailable.',
+        registers,
+        collect() {
+          this.set(redisConnected() ? 1 : 0);
+        },
+      });
+    }
     new Gauge({
       name: 'wasmbox_prepared_cache_bytes',
       help: 'Estimated memory held by the prepared-module cache (capped by WASMBOX_CACHE_MB).',

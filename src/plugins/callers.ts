@@ -9,11 +9,13 @@
 //   order of the queues; the concurrency quota applies to keys only, since behind a gateway
 //   one address is every caller.
 
-import rateLimit from '@fastify/rate-limit';
+import { createRequire } from 'node:module';
+import rateLimit, { type FastifyRateLimitOptions, type FastifyRateLimitStore, type FastifyRateLimitStoreCtor } from '@fastify/rate-limit';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { type ApiKey, matchKey, presentedKey } from '../callers/api-keys.js';
 import { ServiceError } from '../errors.js';
+import { isRedisUnavailable, type Redis, unavailable } from '../redis/index.js';
 
 export interface Caller {
   /** Rate-limit and fairness key: `key-xxxxxxxx` or `addr:<ip>`. */
@@ -32,6 +34,8 @@ export interface CallersOptions {
   keys: readonly ApiKey[];
   /** Requests per minute per caller; 0 turns the rate limit off. */
   rateLimitPerMinute: number;
+  /** When set, callers' counts live in Redis and the limit holds across every replica sharing it. */
+  redis?: { client: Redis; prefix: string } | null;
 }
 
 /** Routes anyone may call: liveness, readiness and metrics (scraped by the platform). */
@@ -69,6 +73,7 @@ async function callers(app: FastifyInstance, options: CallersOptions): Promise<v
       max: options.rateLimitPerMinute,
       timeWindow: 60_000,
       keyGenerator: (request) => request.caller?.id ?? `addr:${request.ip}`,
+      ...(options.redis && { store: sharedRateLimitStore(options.redis.client, `${options.redis.prefix}rate:`) }),
       allowList: (request) => isOpen(request),
       // RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset (the IETF draft's names) on every
       // answer, and Retry-After on a 429.
@@ -83,6 +88,34 @@ async function callers(app: FastifyInstance, options: CallersOptions): Promise<v
       },
     });
   }
+}
+
+/** @fastify/rate-limit's own Redis store (one Lua script: INCR, and PEXPIRE on a window's first
+ *  request), whose Redis failures become 503 backend_unavailable instead of a 500: while Redis is
+ *  away the limit cannot be counted, and requests it would count are refused, not let through. */
+type StoreCallback = Parameters<FastifyRateLimitStore['incr']>[1];
+type RedisStoreCtor = new (continueExceeding: boolean, exponentialBackoff: boolean, redis: Redis, key: string) => FastifyRateLimitStore;
+const PluginRedisStore = createRequire(import.meta.url)('@fastify/rate-limit/store/RedisStore.js') as RedisStoreCtor;
+
+function sharedRateLimitStore(redis: Redis, nameSpace: string): FastifyRateLimitStoreCtor {
+  const guard =
+    (cb: StoreCallback): StoreCallback =>
+    (err, result) =>
+      cb(err && isRedisUnavailable(err) ? unavailable("this caller's rate limit", err) : err, result);
+  class SharedStore implements FastifyRateLimitStore {
+    private readonly inner: FastifyRateLimitStore;
+    constructor(params: FastifyRateLimitOptions | FastifyRateLimitStore) {
+      // A plain fixed window: continueExceeding and exponentialBackoff are not used here.
+      this.inner = 'incr' in params ? params : new PluginRedisStore(false, false, redis, nameSpace);
+    }
+    incr(key: string, cb: StoreCallback, timeWindow: number, max: number): void {
+      this.inner.incr(key, guard(cb), timeWindow, max);
+    }
+    child(routeOptions: Parameters<FastifyRateLimitStore['child']>[0]): FastifyRateLimitStore {
+      return new SharedStore(this.inner.child(routeOptions));
+    }
+  }
+  return SharedStore;
 }
 
 export default fp(callers, { name: 'wasmbox-callers', fastify: '5.x' });

@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
 import { ServiceError } from '../errors.js';
+import { redisReachable, unavailable } from '../redis/index.js';
 
 const OPENAPI = readFileSync(new URL('../../../openapi.yaml', import.meta.url), 'utf8');
 
@@ -12,6 +13,9 @@ export default async function healthRoutes(app: FastifyInstance): Promise<void> 
   app.get('/readyz', async () => {
     if (app.draining) throw new ServiceError('overloaded', 'the server is shutting down', { 'retry-after': '5' });
     if (!app.pools.ready) throw new ServiceError('overloaded', 'the worker pool is not running', { 'retry-after': '1' });
+    // With REDIS_URL, a replica that cannot reach Redis can serve nothing that is shared: taken
+    // out of the balancer's rotation until it can (it stays alive: /healthz still answers).
+    if (app.redis && !(await redisReachable(app.redis))) throw unavailable('shared state (modules, rate limits, quotas)');
     return { status: 'ready' };
   });
 

@@ -15,7 +15,7 @@ import { CorruptModuleError, type ModuleStore, StoreFullError } from '../store/t
 import type { ModuleDescription } from '../worker/protocol.js';
 import { type Prepared, PreparedCache } from './prepared-cache.js';
 import { FairQueue, type Slot } from '../scheduling/fair-queue.js';
-import { ConcurrencyQuota } from '../limits/concurrency.js';
+import { type CallerQuota, ConcurrencyQuota } from '../limits/concurrency.js';
 import type { Metrics } from '../metrics/index.js';
 
 /** A request checked up to the point of running: limits resolved, module prepared, function and
@@ -122,6 +122,9 @@ const MAX_LISTED = 20;
 export interface ExecuteServiceOptions {
   /** Per-key concurrency quota (runs and preparations in flight per API key); null: keys off. */
   maxConcurrentPerKey: number | null;
+  /** Where the quota is counted; default: in this process (ConcurrencyQuota). The fleet-wide one
+   *  is src/limits/shared-concurrency.ts. */
+  quota?: CallerQuota;
   metrics?: Metrics | null;
 }
 
@@ -129,7 +132,7 @@ export class ExecuteService {
   readonly cache: PreparedCache;
   /** Admission and round-robin order in front of the runner threads and each preparation lane. */
   readonly queues: { run: FairQueue; prepare: Record<PrepareLane, FairQueue> };
-  private readonly quota: ConcurrencyQuota | null;
+  readonly quota: CallerQuota | null;
   private metrics: Metrics | null;
   private readonly inflight = new Map<string, Promise<Prepared>>();
 
@@ -146,7 +149,7 @@ export class ExecuteService {
       run: queue('run queue', config.workers),
       prepare: { small: queue('small-module preparation queue', 1), large: queue('preparation queue', config.prepareWorkers) },
     };
-    this.quota = options.maxConcurrentPerKey === null ? null : new ConcurrencyQuota(options.maxConcurrentPerKey);
+    this.quota = options.maxConcurrentPerKey === null ? null : (options.quota ?? new ConcurrencyQuota(options.maxConcurrentPerKey));
     this.metrics = options.metrics ?? null;
   }
 
@@ -164,7 +167,7 @@ export class ExecuteService {
    *  timeout, WASMBOX_JOB_TIMEOUT_MS_MAX). */
   async execute(req: ExecuteRequest, ctx: CallContext = LOCAL_CALLER, policy: LimitPolicy = this.config.limits): Promise<ExecuteResponse> {
     const limits = resolveLimits(req.limits, policy);
-    const giveBack = this.takeQuota(ctx);
+    const giveBack = await this.takeQuota(ctx);
     try {
       return await this.run(req, await this.admit(req, limits, ctx), ctx);
     } finally {
@@ -177,7 +180,7 @@ export class ExecuteService {
    *  validates a job so before it is queued; the module stays prepared in the cache for the run. */
   async check(req: ExecuteRequest, ctx: CallContext = LOCAL_CALLER, policy: LimitPolicy = this.config.limits): Promise<void> {
     const limits = resolveLimits(req.limits, policy);
-    const giveBack = this.takeQuota(ctx);
+    const giveBack = await this.takeQuota(ctx);
     try {
       await this.admit(req, limits, ctx);
     } finally {
@@ -185,7 +188,7 @@ export class ExecuteService {
     }
   }
 
-  private takeQuota(ctx: CallContext): () => void {
+  private async takeQuota(ctx: CallContext): Promise<() => void> {
     return this.quota && ctx.keyId !== null ? this.quota.take(ctx.keyId) : () => {};
   }
 
@@ -289,7 +292,7 @@ export class ExecuteService {
   /** POST /modules: validates and prepares the module (so what is stored is runnable, and the
    *  first run by id finds it compiled), then stores it. */
   async store(bytes: Uint8Array, ctx: CallContext = LOCAL_CALLER, moduleHash?: string): Promise<{ created: boolean; body: StoredModuleBody }> {
-    const giveBack = this.takeQuota(ctx);
+    const giveBack = await this.takeQuota(ctx);
     try {
       return await this.storeWithin(bytes, ctx, moduleHash);
     } finally {
