@@ -1,16 +1,21 @@
 // The three body forms of POST /execute and POST /modules, normalised to one shape:
 //
-//   application/json      { module (base64) | moduleId, function, args, limits, wasi }
+//   application/json      { module (base64) | moduleId | wat, function, args, limits, wasi, calls }
 //   multipart/form-data   file part `module` (or a `moduleId` field); text fields `function`,
-//                         `args` (a JSON array), `fuel`, `memoryMb`, `timeoutMs`, `wasi` (JSON)
+//                         `args` (a JSON array), `fuel`, `memoryMb`, `timeoutMs`, `wasi` and
+//                         `calls` (JSON)
 //   application/wasm      the body is the module; `function`, `args` (repeated), `fuel`,
-//                         `memoryMb`, `timeoutMs` in the query string
+//                         `memoryMb`, `timeoutMs`, `wasi` and `calls` (JSON) in the query string
+//
+// A module file part or application/wasm body that is WebAssembly text rather than a binary
+// (src/wasm/sniff.ts isWatText) is read as text: the service compiles it off the main thread.
 //
 // Every form is validated by the same zod schema (schemas/execute.ts), so a bad field is the same
 // `invalid_request` naming the field ("form.args: ...", "query.fuel: ...") whatever the form.
 
 import type { FastifyRequest } from 'fastify';
-import type { ExecuteRequest } from '../service/execute.js';
+import type { ExecuteRequest, WasiRequest } from '../service/execute.js';
+import { isWatText } from '../wasm/sniff.js';
 import { ServiceError, clip, quote } from '../errors.js';
 import {
   ExecuteJsonSchema,
@@ -21,9 +26,14 @@ import {
   describeIssues,
 } from '../schemas/execute.js';
 
+/** Where the module comes from: its bytes, WebAssembly text to compile, or a stored id. */
+export type ModuleSource = { module: Uint8Array } | { wat: string };
+
 export interface RunBody {
   module?: Uint8Array;
   moduleId?: string;
+  /** WebAssembly text, compiled by the service (src/worker/prepare.ts compileWat). */
+  wat?: string;
   fields: RunFields;
 }
 
@@ -36,7 +46,7 @@ function formOf(request: FastifyRequest): Form {
 }
 
 const LIMIT_FIELDS = ['fuel', 'memoryMb', 'timeoutMs'] as const;
-const RUN_FORM_FIELDS = new Set<string>(['function', 'args', 'wasi', 'moduleId', ...LIMIT_FIELDS]);
+const RUN_FORM_FIELDS = new Set<string>(['function', 'args', 'wasi', 'calls', 'moduleId', ...LIMIT_FIELDS]);
 
 /** Reads a run request (POST /execute) in any of the three forms. */
 export async function readRunBody(request: FastifyRequest): Promise<RunBody> {
@@ -44,10 +54,11 @@ export async function readRunBody(request: FastifyRequest): Promise<RunBody> {
     case 'json': {
       const parsed = ExecuteJsonSchema.safeParse(request.body ?? {});
       if (!parsed.success) throw new ServiceError('invalid_request', describeIssues(parsed.error));
-      const { module, moduleId, ...fields } = parsed.data;
+      const { module, moduleId, wat, ...fields } = parsed.data;
       return {
         ...(module !== undefined && { module: base64Bytes(module) }),
         ...(moduleId !== undefined && { moduleId }),
+        ...(wat !== undefined && { wat }),
         fields,
       };
     }
@@ -61,24 +72,24 @@ export async function readRunBody(request: FastifyRequest): Promise<RunBody> {
           raw.limits = { ...(raw.limits as object), [key]: integerField(single(value, `query.${key}`), `query.${key}`) };
         } else if (key === 'function') {
           raw.function = single(value, 'query.function');
-        } else if (key === 'wasi') {
-          raw.wasi = jsonField(single(value, 'query.wasi'), 'query.wasi');
+        } else if (key === 'wasi' || key === 'calls') {
+          raw[key] = jsonField(single(value, `query.${key}`), `query.${key}`);
         } else {
           throw new ServiceError(
             'invalid_request',
-            `query.${clip(key, 60)}: unknown field; application/wasm takes function, args (repeated), fuel, memoryMb, timeoutMs and wasi (JSON) in the query string`,
+            `query.${clip(key, 60)}: unknown field; application/wasm takes function, args (repeated), fuel, memoryMb, timeoutMs, wasi (JSON) and calls (JSON) in the query string`,
           );
         }
       }
       const fields = parseFields(raw, 'query');
-      return { module: wasmBody(request), fields };
+      return { ...moduleOrText(wasmBody(request)), fields };
     }
     case 'multipart': {
       const { module, values } = await readMultipart(request, RUN_FORM_FIELDS);
       const raw: Record<string, unknown> = {};
       for (const [key, value] of Object.entries(values)) {
         if (key === 'args') raw.args = jsonField(value, 'form.args');
-        else if (key === 'wasi') raw.wasi = jsonField(value, 'form.wasi');
+        else if (key === 'wasi' || key === 'calls') raw[key] = jsonField(value, `form.${key}`);
         else if ((LIMIT_FIELDS as readonly string[]).includes(key)) raw.limits = { ...(raw.limits as object), [key]: integerField(value, `form.${key}`) };
         else if (key !== 'moduleId') raw[key] = value;
       }
@@ -92,30 +103,36 @@ export async function readRunBody(request: FastifyRequest): Promise<RunBody> {
         if (!id.success) throw new ServiceError('invalid_request', describeIssues(id.error, 'form.moduleId'));
         return { moduleId: id.data, fields };
       }
-      return { module: module!, fields };
+      return { ...moduleOrText(module!), fields };
     }
   }
 }
 
-/** Reads an upload (POST /modules) in any of the three forms: only the module. */
-export async function readModuleBody(request: FastifyRequest): Promise<Uint8Array> {
+/** Reads an upload (POST /modules) in any of the three forms: only the module (bytes or text). */
+export async function readModuleBody(request: FastifyRequest): Promise<ModuleSource> {
   switch (formOf(request)) {
     case 'json': {
       const parsed = ModuleJsonSchema.safeParse(request.body ?? {});
       if (!parsed.success) throw new ServiceError('invalid_request', describeIssues(parsed.error));
-      return base64Bytes(parsed.data.module);
+      return parsed.data.wat !== undefined ? { wat: parsed.data.wat } : { module: base64Bytes(parsed.data.module!) };
     }
     case 'wasm': {
       const keys = Object.keys((request.query ?? {}) as object);
       if (keys.length > 0) throw new ServiceError('invalid_request', `query.${clip(keys[0]!, 60)}: unknown field; POST /modules takes only the module as the body`);
-      return wasmBody(request);
+      return moduleOrText(wasmBody(request));
     }
     case 'multipart': {
       const { module } = await readMultipart(request, new Set());
       if (!module) throw new ServiceError('invalid_request', 'form.module: a file part named "module" is required');
-      return module;
+      return moduleOrText(module);
     }
   }
+}
+
+/** A module sent as bytes is WebAssembly text when it reads as such (not \0asm, UTF-8, and its
+ *  first token after whitespace and comments is "("): the service compiles it. */
+function moduleOrText(bytes: Uint8Array): ModuleSource {
+  return isWatText(bytes) ? { wat: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8') } : { module: bytes };
 }
 
 const utf8 = new TextEncoder();
@@ -124,22 +141,32 @@ const utf8 = new TextEncoder();
  *  runs both come through here). */
 export function toExecuteRequest(body: RunBody, outputBuffer?: SharedArrayBuffer): ExecuteRequest {
   const { fields } = body;
-  const wasi = fields.wasi;
   return {
     ...(body.module !== undefined && { module: body.module }),
     ...(body.moduleId !== undefined && { moduleId: body.moduleId }),
+    ...(body.wat !== undefined && { wat: body.wat }),
     ...(fields.function !== undefined && { function: fields.function }),
-    args: fields.args,
+    args: fields.args ?? [],
     ...(fields.limits !== undefined && { limits: fields.limits }),
-    ...(wasi !== undefined && {
-      wasi: {
-        args: wasi.args,
-        env: wasi.env,
-        ...(wasi.stdin !== undefined && { stdin: utf8.encode(wasi.stdin) }),
-        ...(wasi.stdinBase64 !== undefined && { stdin: base64Bytes(wasi.stdinBase64) }),
-        ...(outputBuffer && { outputBuffer }),
-      },
+    ...(fields.wasi !== undefined && { wasi: wasiRequest(fields.wasi, outputBuffer) }),
+    ...(fields.calls !== undefined && {
+      calls: fields.calls.map((call) => ({
+        ...(call.function !== undefined && { function: call.function }),
+        args: call.args,
+        ...(call.limits !== undefined && { limits: call.limits }),
+        ...(call.wasi !== undefined && { wasi: wasiRequest(call.wasi) }),
+      })),
     }),
+  };
+}
+
+function wasiRequest(wasi: NonNullable<RunFields['wasi']>, outputBuffer?: SharedArrayBuffer): WasiRequest {
+  return {
+    args: wasi.args,
+    env: wasi.env,
+    ...(wasi.stdin !== undefined && { stdin: utf8.encode(wasi.stdin) }),
+    ...(wasi.stdinBase64 !== undefined && { stdin: base64Bytes(wasi.stdinBase64) }),
+    ...(outputBuffer && { outputBuffer }),
   };
 }
 

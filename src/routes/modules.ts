@@ -8,8 +8,8 @@ import { callContext } from './context.js';
 
 export default async function moduleRoutes(app: FastifyInstance): Promise<void> {
   app.post('/modules', async (request, reply) => {
-    const bytes = await readModuleBody(request);
-    const { created, body } = await app.executor.store(bytes, callContext(request, reply));
+    const source = await readModuleBody(request);
+    const { created, body } = await app.executor.store('wat' in source ? source : source.module, callContext(request, reply));
     request.log.info({ moduleId: body.moduleId, size: body.size, created }, 'module stored');
     return reply
       .status(created ? 201 : 200)

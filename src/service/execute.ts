@@ -21,14 +21,29 @@ import type { Metrics } from '../metrics/index.js';
 export interface ExecuteRequest {
   module?: Uint8Array;
   moduleId?: string;
+  /** The module as WebAssembly text: compiled on a preparation thread; its id is the binary's. */
+  wat?: string;
   function?: string;
   args: readonly unknown[];
+  /** A batch: each call on a fresh instance of the module (function and args are then unused).
+   *  The request's limits are each call's defaults, and its timeoutMs the whole batch's. */
+  calls?: CallRequest[];
   limits?: Partial<Limits>;
   /** Run as a WASI preview1 command (function defaults to _start). */
   wasi?: WasiRequest;
   /** Where the runner publishes the run's fuel account at every slice boundary (src/wasi/fuel.ts
    *  progressBuffer()): the CLI shows a local run's progress from it. */
   progress?: SharedArrayBuffer;
+}
+
+export interface CallRequest {
+  function?: string;
+  args: readonly unknown[];
+  /** Overrides the request's limits for this call (timeoutMs: the call's own; the batch's
+   *  deadline still bounds it). */
+  limits?: Partial<Limits>;
+  /** Replaces the request's wasi for this call (its own argv, environment, stdin). */
+  wasi?: WasiRequest;
 }
 
 export interface WasiRequest {
@@ -95,6 +110,21 @@ export interface ExecuteResponse {
   moduleId: string;
 }
 
+/** A batch's per-call telemetry: the run's own figures (queue and preparation are the batch's). */
+export type CallTelemetry = Pick<Telemetry, 'fuelConsumed' | 'fuelLimit' | 'memoryPeakBytes' | 'memoryLimitBytes' | 'durationNs' | 'instantiateNs' | 'threadKilled'>;
+
+export type CallResponse = Omit<ExecuteResponse, 'telemetry' | 'moduleId'> & { telemetry: CallTelemetry };
+
+export interface BatchResponse {
+  calls: CallResponse[];
+  /** Sums over the calls (fuel, limits, durations), the largest memory peak and limit, and the
+   *  batch's own queue and preparation times. */
+  telemetry: Telemetry & { calls: number; outcomes: Partial<Record<Outcome, number>> };
+  moduleId: string;
+}
+
+export type ExecuteAnswer = ExecuteResponse | BatchResponse;
+
 export { moduleIdOf } from '../store/module-id.js';
 
 const MAX_LISTED = 20;
@@ -140,11 +170,21 @@ export class ExecuteService {
     return { run: this.queues.run.depth, 'prepare-small': this.queues.prepare.small.depth, 'prepare-large': this.queues.prepare.large.depth };
   }
 
-  async execute(req: ExecuteRequest, ctx: CallContext = LOCAL_CALLER): Promise<ExecuteResponse> {
+  /** Runs a request: one call, or a batch (`calls`), which answers a BatchResponse. */
+  async execute(req: ExecuteRequest & { calls: CallRequest[] }, ctx?: CallContext): Promise<BatchResponse>;
+  async execute(req: ExecuteRequest & { calls?: undefined }, ctx?: CallContext): Promise<ExecuteResponse>;
+  async execute(req: ExecuteRequest, ctx?: CallContext): Promise<ExecuteAnswer>;
+  async execute(req: ExecuteRequest, ctx: CallContext = LOCAL_CALLER): Promise<ExecuteAnswer> {
     const limits = resolveLimits(req.limits, this.config.limits);
+    if (req.calls && req.calls.length > this.config.batchMax) {
+      throw new ServiceError(
+        'invalid_request',
+        `calls: this server runs at most ${this.config.batchMax} calls in one batch (WASMBOX_BATCH_MAX); got ${req.calls.length}. Split the batch, or store the module (POST /modules) and send several batches by moduleId`,
+      );
+    }
     const giveBack = this.takeQuota(ctx);
     try {
-      return await this.executeWithin(req, limits, ctx);
+      return req.calls ? await this.executeBatch(req, req.calls, limits, ctx) : await this.executeWithin(req, limits, ctx);
     } finally {
       giveBack();
     }
@@ -154,20 +194,49 @@ export class ExecuteService {
     return this.quota && ctx.keyId !== null ? this.quota.take(ctx.keyId) : () => {};
   }
 
-  private async executeWithin(req: ExecuteRequest, limits: Limits, ctx: CallContext): Promise<ExecuteResponse> {
+  /** The request's module, prepared: by id from the store, from its bytes, or from its text. */
+  private async findPrepared(req: ExecuteRequest, ctx: CallContext): Promise<{ moduleId: string; prepared: Prepared; cached: boolean; prepareNs: number }> {
     const t = performance.now();
     let moduleId: string;
     let found: { prepared: Prepared; cached: boolean };
     if (req.moduleId !== undefined) {
       moduleId = req.moduleId;
       found = await this.prepareStored(moduleId, ctx);
+    } else if (req.wat !== undefined) {
+      const { bytes, deadlineMs } = await this.compileText(req.wat, ctx);
+      moduleId = moduleIdOf(bytes);
+      found = await this.prepare(moduleId, bytes, ctx, deadlineMs);
     } else {
       const bytes = req.module!;
       moduleId = moduleIdOf(bytes);
       found = await this.prepare(moduleId, bytes, ctx);
     }
-    const { prepared, cached } = found;
-    const prepareNs = Math.round((performance.now() - t) * 1e6);
+    return { moduleId, ...found, prepareNs: Math.round((performance.now() - t) * 1e6) };
+  }
+
+  /**
+   * WebAssembly text to a binary, on a preparation thread of the text's lane (through its fair
+   * queue), within the preparation limit; answers the binary and what is left of the limit for
+   * preparing it. A syntax error is invalid_module with its line and column.
+   */
+  async compileText(text: string, ctx: CallContext = LOCAL_CALLER): Promise<{ bytes: Uint8Array; deadlineMs: number }> {
+    const size = Buffer.byteLength(text);
+    const lane: PrepareLane = size <= this.config.prepareSmallBytes ? 'small' : 'large';
+    const slot: Slot = await this.queues.prepare[lane].acquire(ctx.caller, ctx.signal);
+    const t = performance.now();
+    let result;
+    try {
+      result = await this.pools.compileText(text, lane);
+    } finally {
+      slot.release();
+    }
+    if (!result.ok) throw new ServiceError(result.code, result.message);
+    const deadlineMs = Math.max(1, this.config.prepareTimeoutMs - Math.round(performance.now() - t));
+    return { bytes: result.bytes, deadlineMs };
+  }
+
+  private async executeWithin(req: ExecuteRequest, limits: Limits, ctx: CallContext): Promise<ExecuteResponse> {
+    const { moduleId, prepared, cached, prepareNs } = await this.findPrepared(req, ctx);
 
     if (prepared.wasi && !req.wasi) {
       throw new ServiceError(
@@ -219,6 +288,99 @@ export class ExecuteService {
     return respond(run, limits, moduleId, prepareNs, Math.round(slot.waitedMs * 1e6), cached, req.wasi !== undefined);
   }
 
+  /**
+   * A batch: every call checked first (function, arguments, limits: any refusal refuses the whole
+   * batch, naming the call), then all of them run in one runner task, on one runner slot (one
+   * admission in the fair queue), each on a fresh instance. The request's timeoutMs is the
+   * batch's deadline; a call's own timeoutMs bounds that call.
+   */
+  private async executeBatch(req: ExecuteRequest, calls: readonly CallRequest[], batchLimits: Limits, ctx: CallContext): Promise<BatchResponse> {
+    const { moduleId, prepared, cached, prepareNs } = await this.findPrepared(req, ctx);
+    const planned = calls.map((call, i) => {
+      const at = `calls[${i}]`;
+      const limits = resolveLimits({ ...req.limits, ...call.limits }, this.config.limits, `${at}.limits`);
+      const wasi = call.wasi ?? req.wasi;
+      if (prepared.wasi && !wasi) {
+        throw new ServiceError(
+          'unsupported_import',
+          `${at}: the module imports WASI preview1 functions ("wasi_snapshot_preview1"), which are provided only to WASI runs; add "wasi": {} to the request (or to each call)`,
+        );
+      }
+      const [name, sig] = withPrefix(at, () => pickFunction(prepared, call.function));
+      const decoded = decodeArgs(name, sig, call.args);
+      if (!decoded.ok) throw new ServiceError('invalid_arguments', `${at}: ${decoded.message}`);
+      return { limits, wasi, name, sig, args: decoded.values };
+    });
+    const anyWasi = planned.some((p) => p.wasi !== undefined);
+    const { wasiStdoutMaxBytes: stdoutLimitBytes, wasiStderrMaxBytes: stderrLimitBytes } = this.config;
+
+    const slot = await this.queues.run.acquire(ctx.caller, ctx.signal);
+    this.metrics?.queueWait.observe({ lane: 'run' }, slot.waitedMs / 1000);
+    let runs: RunResult[];
+    try {
+      runs = await this.pools.runBatch(
+        {
+          module: prepared.module,
+          layout: prepared.layout,
+          timeoutMs: batchLimits.timeoutMs,
+          ...(anyWasi && { output: sharedOutputBuffer(stdoutLimitBytes, stderrLimitBytes) }),
+          calls: planned.map((p) => ({
+            functionName: p.name,
+            sig: p.sig,
+            args: p.args,
+            fuelLimit: p.limits.fuel,
+            memoryLimitPages: memoryLimitPages(p.limits),
+            timeoutMs: p.limits.timeoutMs,
+            ...(p.wasi && {
+              wasi: {
+                args: p.wasi.args.length > 0 ? p.wasi.args : [DEFAULT_ARGV0],
+                env: p.wasi.env,
+                stdin: p.wasi.stdin ?? new Uint8Array(0),
+                stdoutLimitBytes,
+                stderrLimitBytes,
+              },
+            }),
+          })),
+        },
+        batchLimits.timeoutMs,
+      );
+    } finally {
+      slot.release();
+    }
+    const answers = runs.map((run, i) => {
+      if (this.metrics) {
+        this.metrics.executions.inc({ outcome: run.outcome, key: ctx.keyId ?? 'none' });
+        this.metrics.fuelConsumed.observe(run.fuelConsumed);
+        this.metrics.guestDuration.observe(run.durationNs / 1e9);
+      }
+      const { telemetry, moduleId: _id, ...rest } = respond(run, planned[i]!.limits, moduleId, 0, 0, cached, planned[i]!.wasi !== undefined);
+      const { queueNs: _q, prepareNs: _p, moduleCached: _c, ...own } = telemetry;
+      return { ...rest, telemetry: own } as CallResponse;
+    });
+    const outcomes: Partial<Record<Outcome, number>> = {};
+    for (const a of answers) outcomes[a.outcome] = (outcomes[a.outcome] ?? 0) + 1;
+    const sum = (k: 'fuelConsumed' | 'fuelLimit' | 'durationNs' | 'instantiateNs'): number => answers.reduce((n, a) => n + a.telemetry[k], 0);
+    const max = (k: 'memoryPeakBytes' | 'memoryLimitBytes'): number => answers.reduce((n, a) => Math.max(n, a.telemetry[k]), 0);
+    return {
+      calls: answers,
+      telemetry: {
+        calls: answers.length,
+        outcomes,
+        fuelConsumed: sum('fuelConsumed'),
+        fuelLimit: sum('fuelLimit'),
+        memoryPeakBytes: max('memoryPeakBytes'),
+        memoryLimitBytes: max('memoryLimitBytes'),
+        durationNs: sum('durationNs'),
+        queueNs: Math.round(slot.waitedMs * 1e6),
+        instantiateNs: sum('instantiateNs'),
+        prepareNs,
+        moduleCached: cached,
+        threadKilled: answers.some((a) => a.telemetry.threadKilled),
+      },
+      moduleId,
+    };
+  }
+
   /** A stored module, prepared: from the cache when it is there (a run by id then pays only
    *  instantiation), otherwise read from the store, verified and prepared. */
   private async prepareStored(moduleId: string, ctx: CallContext): Promise<{ prepared: Prepared; cached: boolean }> {
@@ -245,16 +407,19 @@ export class ExecuteService {
 
   /** POST /modules: validates and prepares the module (so what is stored is runnable, and the
    *  first run by id finds it compiled), then stores it. */
-  async store(bytes: Uint8Array, ctx: CallContext = LOCAL_CALLER): Promise<{ created: boolean; body: StoredModuleBody }> {
+  async store(source: Uint8Array | { wat: string }, ctx: CallContext = LOCAL_CALLER): Promise<{ created: boolean; body: StoredModuleBody }> {
     const giveBack = this.takeQuota(ctx);
     try {
-      return await this.storeWithin(bytes, ctx);
+      if (source instanceof Uint8Array) return await this.storeWithin(source, ctx);
+      // Text is stored as the binary it compiles to, under the binary's content address.
+      const { bytes, deadlineMs } = await this.compileText(source.wat, ctx);
+      return await this.storeWithin(bytes, ctx, deadlineMs);
     } finally {
       giveBack();
     }
   }
 
-  private async storeWithin(bytes: Uint8Array, ctx: CallContext): Promise<{ created: boolean; body: StoredModuleBody }> {
+  private async storeWithin(bytes: Uint8Array, ctx: CallContext, deadlineMs?: number): Promise<{ created: boolean; body: StoredModuleBody }> {
     if (bytes.length > this.config.moduleMaxBytes) {
       throw new ServiceError(
         'payload_too_large',
@@ -262,7 +427,7 @@ export class ExecuteService {
       );
     }
     const moduleId = moduleIdOf(bytes);
-    const { prepared } = await this.prepare(moduleId, bytes, ctx);
+    const { prepared } = await this.prepare(moduleId, bytes, ctx, deadlineMs);
     try {
       const { created, record } = await this.modules.put(moduleId, bytes, prepared.description);
       return { created, body: storedBody(moduleId, record.description, record.storedAt) };
@@ -291,7 +456,7 @@ export class ExecuteService {
 
   /** The prepared module for these bytes: from the cache, from a preparation already under way, or
    *  prepared now. Refusals are cached too, so a bad module is refused at the same cost as a hit. */
-  async prepare(moduleId: string, bytes: Uint8Array, ctx: CallContext = LOCAL_CALLER): Promise<{ prepared: Prepared; cached: boolean }> {
+  async prepare(moduleId: string, bytes: Uint8Array, ctx: CallContext = LOCAL_CALLER, deadlineMs?: number): Promise<{ prepared: Prepared; cached: boolean }> {
     const hit = this.cache.get(moduleId);
     if (hit) {
       this.metrics?.cacheHits.inc();
@@ -300,7 +465,7 @@ export class ExecuteService {
     this.metrics?.cacheMisses.inc();
     let pending = this.inflight.get(moduleId);
     if (!pending) {
-      pending = this.prepareOnce(moduleId, bytes, ctx);
+      pending = this.prepareOnce(moduleId, bytes, ctx, deadlineMs);
       this.inflight.set(moduleId, pending);
       void pending.finally(() => this.inflight.delete(moduleId)).catch(() => {});
     }
@@ -308,14 +473,14 @@ export class ExecuteService {
   }
 
   /** Waits for a thread of the module's lane (small modules have their own), then prepares. */
-  private async prepareOnce(moduleId: string, bytes: Uint8Array, ctx: CallContext): Promise<Prepared> {
+  private async prepareOnce(moduleId: string, bytes: Uint8Array, ctx: CallContext, deadlineMs?: number): Promise<Prepared> {
     const lane: PrepareLane = bytes.length <= this.config.prepareSmallBytes ? 'small' : 'large';
     const slot: Slot = await this.queues.prepare[lane].acquire(ctx.caller, ctx.signal);
     this.metrics?.queueWait.observe({ lane: `prepare-${lane}` }, slot.waitedMs / 1000);
     const t = performance.now();
     let result;
     try {
-      result = await this.pools.prepareModule(bytes, lane);
+      result = await this.pools.prepareModule(bytes, lane, deadlineMs);
     } finally {
       slot.release();
     }
@@ -370,6 +535,16 @@ function corrupt(err: CorruptModuleError): ServiceError {
 function unwrap(v: Prepared | { ok: false; code: 'invalid_module' | 'unsupported_import' | 'module_too_complex'; message: string }): Prepared {
   if (!v.ok) throw new ServiceError(v.code, v.message);
   return v as Prepared;
+}
+
+/** Runs `f`, prefixing the message of a refusal it throws with `prefix` (which call of a batch). */
+function withPrefix<T>(prefix: string, f: () => T): T {
+  try {
+    return f();
+  } catch (err) {
+    if (err instanceof ServiceError) throw new ServiceError(err.code, `${prefix}: ${err.message}`, err.headers);
+    throw err;
+  }
 }
 
 function pickFunction(p: Prepared, requested: string | undefined): [string, FuncSig] {

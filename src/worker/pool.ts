@@ -12,20 +12,21 @@ import { ServiceError } from '../errors.js';
 import { PROGRESS_FUEL, PROGRESS_MEMORY, progressBuffer } from '../wasi/fuel.js';
 import { readSharedOutput } from '../wasi/output.js';
 import { epochUs } from './clock.js';
-import type { PrepareResult, PrepareTask, RunResult, RunTask } from './protocol.js';
+import { MessageChannel, type MessagePort } from 'node:worker_threads';
+import type { BatchTask, CompileTextResult, CompileTextTask, PrepareResult, PrepareTask, RunResult, RunTask } from './protocol.js';
 
 type Settled<T> = { kind: 'done'; value: T } | { kind: 'deadline'; ranMs: number } | { kind: 'queue_timeout' };
 
 export class WorkerPools {
   /** Preparation of modules over WASMBOX_PREPARE_SMALL_BYTES. */
-  readonly prepare: Piscina<PrepareTask, PrepareResult>;
+  readonly prepare: Piscina<PrepareTask | CompileTextTask, PrepareResult | CompileTextResult>;
   /** A thread of its own for small modules, so they are never behind large ones. */
-  readonly prepareSmall: Piscina<PrepareTask, PrepareResult>;
-  readonly run: Piscina<RunTask, RunResult>;
+  readonly prepareSmall: Piscina<PrepareTask | CompileTextTask, PrepareResult | CompileTextResult>;
+  readonly run: Piscina<RunTask | BatchTask, RunResult | RunResult[]>;
   private closing = false;
 
   constructor(private readonly config: Config) {
-    const preparePool = (threads: number): Piscina<PrepareTask, PrepareResult> =>
+    const preparePool = (threads: number): Piscina<PrepareTask | CompileTextTask, PrepareResult | CompileTextResult> =>
       new Piscina({
         filename: new URL('./prepare.js', import.meta.url).href,
         minThreads: threads,
@@ -71,13 +72,34 @@ export class WorkerPools {
   /** Told about worker failures that no task is waiting for (the app logs them). */
   onLateError: ((err: unknown) => void) | null = null;
 
-  /** Validates, instruments and compiles off the main thread, within the preparation deadline. */
-  async prepareModule(bytes: Uint8Array, lane: 'small' | 'large' = 'large'): Promise<PrepareResult> {
+  /**
+   * Compiles WebAssembly text to a binary on a preparation thread, within `deadlineMs` (the
+   * preparation limit; what it leaves is the module's preparation deadline).
+   */
+  async compileText(text: string, lane: 'small' | 'large', deadlineMs = this.config.prepareTimeoutMs): Promise<CompileTextResult | { ok: false; code: 'module_too_complex'; message: string; transient?: true }> {
+    const startedAt = new SharedArrayBuffer(8);
+    const task: CompileTextTask = { text, startedAt };
+    const tooBig = `compiling the WebAssembly text (${text.length} characters)`;
+    let settled: Settled<CompileTextResult>;
+    try {
+      settled = (await this.withDeadline(lane === 'small' ? this.prepareSmall : this.prepare, task, startedAt, deadlineMs, { name: 'compileText' })) as Settled<CompileTextResult>;
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'ERR_WORKER_OUT_OF_MEMORY') throw err;
+      return { ok: false, code: 'module_too_complex', message: `${tooBig} needed more than this server's preparation heap of ${this.config.prepareHeapMb} MiB` };
+    }
+    if (settled.kind === 'done') return settled.value;
+    if (settled.kind === 'queue_timeout') throw overloaded('no preparation worker became free in time');
+    return { ok: false, transient: true, code: 'module_too_complex', message: `${tooBig} did not finish within this server's preparation limit of ${this.config.prepareTimeoutMs} ms` };
+  }
+
+  /** Validates, instruments and compiles off the main thread, within the preparation deadline
+   *  (`deadlineMs`: less when compiling the module's text already took part of it). */
+  async prepareModule(bytes: Uint8Array, lane: 'small' | 'large' = 'large', deadlineMs = this.config.prepareTimeoutMs): Promise<PrepareResult> {
     const startedAt = new SharedArrayBuffer(8);
     const task: PrepareTask = { bytes, maxTableElements: this.config.maxTableElements, startedAt };
     let settled: Settled<PrepareResult>;
     try {
-      settled = await this.withDeadline(lane === 'small' ? this.prepareSmall : this.prepare, task, startedAt, this.config.prepareTimeoutMs);
+      settled = (await this.withDeadline(lane === 'small' ? this.prepareSmall : this.prepare, task, startedAt, Math.max(1, deadlineMs))) as Settled<PrepareResult>;
     } catch (err) {
       if ((err as { code?: string }).code !== 'ERR_WORKER_OUT_OF_MEMORY') throw err;
       // piscina has replaced the worker. The verdict is the module's own, not load's: a
@@ -111,41 +133,101 @@ export class WorkerPools {
     const startedAt = new SharedArrayBuffer(8);
     const progress = task.progress ?? progressBuffer();
     let settled: Settled<RunResult>;
-    const killed = (outcome: 'timeout' | 'memory_limit_exceeded', message: string, ranMs: number): RunResult => {
-      const wasi = task.wasi;
-      const cell = new BigInt64Array(progress);
-      return {
-        outcome,
-        message,
-        // What the program printed before it was stopped.
-        ...(wasi && { wasi: { exitCode: null, ...readSharedOutput(wasi.output, wasi.stdoutLimitBytes, wasi.stderrLimitBytes) } }),
-        fuelConsumed: Number(Atomics.load(cell, PROGRESS_FUEL)),
-        memoryPeakBytes: Number(Atomics.load(cell, PROGRESS_MEMORY)),
-        durationNs: Math.round(ranMs * 1e6),
-        instantiateNs: 0,
-        threadKilled: true,
-      };
-    };
     const graceMs = this.config.deadlineGraceMs;
     try {
-      settled = await this.withDeadline(this.run, { ...task, startedAt, progress }, startedAt, timeoutMs + graceMs);
+      settled = (await this.withDeadline(this.run, { ...task, startedAt, progress }, startedAt, timeoutMs + graceMs)) as Settled<RunResult>;
     } catch (err) {
-      if ((err as { code?: string }).code === 'ERR_WORKER_OUT_OF_MEMORY') {
-        return killed(
-          'memory_limit_exceeded',
-          `the guest exhausted its worker's ${this.config.workerHeapMb} MiB engine heap (tables and other engine objects live there); its thread was terminated`,
-          0,
-        );
-      }
+      if ((err as { code?: string }).code === 'ERR_WORKER_OUT_OF_MEMORY') return this.killed('memory_limit_exceeded', this.heapMessage(), 0, progress, task.wasi);
       throw err;
     }
     if (settled.kind === 'done') return settled.value;
     if (settled.kind === 'queue_timeout') throw overloaded('no worker became free in time');
-    return killed(
-      'timeout',
-      `the run reached its wall-clock limit of ${timeoutMs} ms and could not be stopped there (it was blocked in an atomic wait, a host call or one long bulk memory operation), so its thread was terminated ${graceMs} ms later; fuelConsumed and memoryPeakBytes are as of its last fuel check`,
-      settled.ranMs,
-    );
+    return this.killed('timeout', this.deadlineMessage(timeoutMs), settled.ranMs, progress, task.wasi);
+  }
+
+  /**
+   * Runs a batch (protocol.ts BatchTask) in one runner task: one round trip and one compiled
+   * module for every call. The thread keeps the batch's deadline (`timeoutMs`); past it plus the
+   * grace the thread is terminated, as for a single run: the calls that had finished keep their
+   * answers (each is posted to the journal as it finishes), the one running is answered as a
+   * terminated run, and the rest as not started.
+   */
+  async runBatch(task: Omit<BatchTask, 'startedAt' | 'progress' | 'current' | 'journal'>, timeoutMs: number): Promise<RunResult[]> {
+    const startedAt = new SharedArrayBuffer(8);
+    const progress = progressBuffer();
+    const current = new SharedArrayBuffer(4);
+    new Int32Array(current)[0] = -1;
+    const { port1, port2 } = new MessageChannel();
+    const journal = new Journal(port1);
+    const graceMs = this.config.deadlineGraceMs;
+    let settled: Settled<RunResult[]>;
+    let heap = false;
+    try {
+      settled = (await this.withDeadline(this.run, { ...task, startedAt, progress, current, journal: port2 }, startedAt, timeoutMs + graceMs, {
+        name: 'runBatch',
+        transferList: [port2],
+      })) as Settled<RunResult[]>;
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'ERR_WORKER_OUT_OF_MEMORY') {
+        journal.close();
+        throw err;
+      }
+      heap = true;
+      settled = { kind: 'deadline', ranMs: 0 };
+    }
+    if (settled.kind === 'done') {
+      journal.close();
+      return settled.value;
+    }
+    if (settled.kind === 'queue_timeout') {
+      journal.close();
+      throw overloaded('no worker became free in time');
+    }
+    // The thread was terminated during call `at`: what finished before it is in the journal.
+    const at = Math.max(0, Atomics.load(new Int32Array(current), 0));
+    const done = await journal.collect(at);
+    return task.calls.map((call, i): RunResult => {
+      const wasi = call.wasi && task.output ? { ...call.wasi, output: task.output } : undefined;
+      if (i < at && done[i]) return done[i]!;
+      if (i === at) {
+        return heap
+          ? this.killed('memory_limit_exceeded', this.heapMessage(), 0, progress, wasi)
+          : this.killed('timeout', this.deadlineMessage(timeoutMs, 'the batch'), settled.ranMs, progress, wasi);
+      }
+      return {
+        outcome: 'timeout',
+        message: `not started: the batch's thread was terminated during call ${at}`,
+        ...(call.wasi && { wasi: { exitCode: null, stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false } }),
+        fuelConsumed: 0,
+        memoryPeakBytes: 0,
+        durationNs: 0,
+        instantiateNs: 0,
+      };
+    });
+  }
+
+  private heapMessage(): string {
+    return `the guest exhausted its worker's ${this.config.workerHeapMb} MiB engine heap (tables and other engine objects live there); its thread was terminated`;
+  }
+
+  private deadlineMessage(timeoutMs: number, what = 'the run'): string {
+    return `${what} reached its wall-clock limit of ${timeoutMs} ms and could not be stopped there (it was blocked in an atomic wait, a host call or one long bulk memory operation), so its thread was terminated ${this.config.deadlineGraceMs} ms later; fuelConsumed and memoryPeakBytes are as of its last fuel check`;
+  }
+
+  /** A run whose thread was terminated: its account as of its last slice boundary, and what it
+   *  printed before. */
+  private killed(outcome: 'timeout' | 'memory_limit_exceeded', message: string, ranMs: number, progress: SharedArrayBuffer, wasi: RunTask['wasi']): RunResult {
+    const cell = new BigInt64Array(progress);
+    return {
+      outcome,
+      message,
+      ...(wasi && { wasi: { exitCode: null, ...readSharedOutput(wasi.output, wasi.stdoutLimitBytes, wasi.stderrLimitBytes) } }),
+      fuelConsumed: Number(Atomics.load(cell, PROGRESS_FUEL)),
+      memoryPeakBytes: Number(Atomics.load(cell, PROGRESS_MEMORY)),
+      durationNs: Math.round(ranMs * 1e6),
+      instantiateNs: 0,
+      threadKilled: true,
+    };
   }
 
   /**
@@ -153,7 +235,13 @@ export class WorkerPools {
    * the worker), not from when it was queued; time in the queue is bounded by queueTimeoutMs.
    * Without `startedAt` the deadline counts from dispatch.
    */
-  private async withDeadline<T, R>(pool: Piscina<T, R>, task: T, startedAt: SharedArrayBuffer | null, deadlineMs: number): Promise<Settled<R>> {
+  private async withDeadline<T, R>(
+    pool: Piscina<T, R>,
+    task: T,
+    startedAt: SharedArrayBuffer | null,
+    deadlineMs: number,
+    options: { name?: string; transferList?: MessagePort[] } = {},
+  ): Promise<Settled<R>> {
     if (this.closing) throw overloaded('the server is shutting down');
     const ac = new AbortController();
     const dispatchedUs = epochUs();
@@ -184,7 +272,7 @@ export class WorkerPools {
     // First look: at the queue timeout while the task may still be waiting, else at the deadline.
     timer = setTimeout(check, started ? Math.min(deadlineMs, this.config.queueTimeoutMs) : deadlineMs);
     try {
-      const value = await pool.run(task, { signal: ac.signal });
+      const value = await pool.run(task, { signal: ac.signal, ...options });
       return { kind: 'done', value };
     } catch (err) {
       if (verdict) return verdict;
@@ -203,6 +291,43 @@ export class WorkerPools {
 
   get ready(): boolean {
     return !this.closing && this.run.threads.length > 0;
+  }
+}
+
+/** The main thread's end of a batch's journal: the results of finished calls, by index. */
+class Journal {
+  readonly results: RunResult[] = [];
+  private count = 0;
+  private closed = false;
+  private wake: (() => void) | null = null;
+
+  constructor(private readonly port: MessagePort) {
+    port.on('message', (m: { index: number; result: RunResult }) => {
+      this.results[m.index] = m.result;
+      this.count++;
+      this.wake?.();
+    });
+    port.once('close', () => {
+      this.closed = true;
+      this.wake?.();
+    });
+  }
+
+  /** Waits (briefly: the messages were posted before the thread ended) for `n` results. */
+  async collect(n: number): Promise<RunResult[]> {
+    const until = Date.now() + 1_000;
+    while (this.count < n && !this.closed && Date.now() < until) {
+      await new Promise<void>((resolve) => {
+        this.wake = resolve;
+        setTimeout(resolve, 20);
+      });
+    }
+    this.close();
+    return this.results;
+  }
+
+  close(): void {
+    this.port.close();
   }
 }
 
