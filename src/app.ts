@@ -14,6 +14,7 @@ import overload from './plugins/overload.js';
 import executeRoutes from './routes/execute.js';
 import healthRoutes from './routes/health.js';
 import moduleRoutes from './routes/modules.js';
+import playgroundRoutes from './routes/playground.js';
 import { ExecuteService } from './service/execute.js';
 import { FsModuleStore } from './store/fs-store.js';
 import type { ModuleStore } from './store/types.js';
@@ -201,5 +202,6 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
   await app.register(healthRoutes);
   await app.register(executeRoutes);
   await app.register(moduleRoutes);
+  await app.register(playgroundRoutes);
   return app;
 }

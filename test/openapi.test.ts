@@ -328,6 +328,7 @@ describe('openapi.yaml against the running service', () => {
     }
     expect(served.sort()).toEqual([
       'DELETE /modules/{moduleId}',
+      'GET /',
       'GET /healthz',
       'GET /metrics',
       'GET /modules/{moduleId}',
