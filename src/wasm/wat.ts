@@ -44,6 +44,10 @@ function load(): Promise<Wabt> {
 }
 
 const FILE = 'module.wat';
+/** After compiling a text this long, the compiler instance is dropped: its memory (a WebAssembly
+ *  memory outside the thread's JS heap limit, grown to fit the text) never shrinks, and a
+ *  preparation thread lives for the server's lifetime. Reloading costs about 40 ms. */
+const RELOAD_AFTER_CHARS = 1024 * 1024;
 const LOCATED = new RegExp(`^${FILE.replace('.', '\\.')}:(\\d+):(\\d+): (?:error: )?(.*)$`);
 
 /** Compiles WebAssembly text to a binary module; WatSyntaxError when it does not parse or
@@ -69,7 +73,13 @@ export async function compileWat(text: string): Promise<Uint8Array> {
     wabt = null;
     throw err;
   } finally {
-    module?.destroy();
+    try {
+      module?.destroy();
+    } catch {
+      // A compiler that aborted cannot free the module: load a fresh one for the next text.
+      wabt = null;
+    }
+    if (text.length > RELOAD_AFTER_CHARS) wabt = null;
   }
 }
 
