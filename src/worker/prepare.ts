@@ -134,9 +134,9 @@ export async function compileText(task: CompileTextTask): Promise<CompileTextRes
   try {
     return { ok: true, bytes: await compileWat(task.text) };
   } catch (err) {
-    if (err instanceof WatSyntaxError) return { ok: false, code: 'invalid_module', message: clip(err.message), line: err.line, column: err.column };
+    if (err instanceof WatSyntaxError) return { ok: false, code: 'invalid_module', message: clip(err.message) };
     // The compiler itself gave up (its memory, an abort): the text is too much for this server.
-    return { ok: false, code: 'module_too_complex', message: clip(`the WebAssembly text could not be compiled on this server: ${err instanceof Error ? err.message : String(err)}`), line: null, column: null };
+    return { ok: false, code: 'module_too_complex', message: clip(`the WebAssembly text could not be compiled on this server: ${err instanceof Error ? err.message : String(err)}`) };
   }
 }
 

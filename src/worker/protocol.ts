@@ -51,10 +51,8 @@ export type CompileTextResult =
   | {
       ok: false;
       code: 'invalid_module' | 'module_too_complex';
+      /** invalid_module: the first problem, with its line and column when the compiler located it. */
       message: string;
-      /** Where the first problem is (1-based), when the compiler located it. */
-      line: number | null;
-      column: number | null;
     };
 
 export interface PrepareTimings {
