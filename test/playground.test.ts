@@ -130,6 +130,25 @@ describe('the playground in a real browser (chromium, headless)', () => {
     }
   });
 
+  it('runs a WASI program with the stdin typed in the page and shows its output', async () => {
+    const { page, problems } = await openPage(`${open.url}/`);
+    try {
+      await page.setInputFiles('#file', fileURLToPath(new URL('./wasi/programs/cat.wasm', import.meta.url)));
+      await page.locator('#exports li.selected', { hasText: '_start()' }).waitFor();
+      expect(await page.isVisible('#stdin')).toBe(true);
+      await page.fill('#stdin', 'hello from the playground');
+      await page.click('#run');
+      await page.locator('#stdout').waitFor();
+      expect(await page.textContent('#outcome')).toBe('ok');
+      expect(await page.textContent('#stdout')).toBe('hello from the playground');
+      expect(await page.textContent('#result')).toContain('exit code 0');
+      expect(await page.textContent('#curl')).toContain('"wasi":{"stdin":"hello from the playground","args":[]}');
+      expect(problems).toEqual([]);
+    } finally {
+      await page.close();
+    }
+  });
+
   it('with API keys configured, asks for a key and sends it with its API calls', async () => {
     const { page, problems } = await openPage(`${keyed.url}/`);
     try {
