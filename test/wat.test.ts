@@ -37,6 +37,25 @@ describe('running WebAssembly text', () => {
     expect(res.body.moduleId).toBe(ADD_ID);
   });
 
+  it('the same text sent again is not compiled again: its prepared module comes from the cache (moduleCached)', async () => {
+    // Each compilation and each preparation takes a turn of the small-module preparation lane.
+    const laneTurns = async (): Promise<number> => {
+      const line = (await server.get('/metrics')).text.split('\n').find((l) => l.startsWith('wasmbox_queue_wait_seconds_count{lane="prepare-small"}'));
+      return Number(line?.split(' ').at(-1) ?? 0);
+    };
+    const text = '(module (func (export "twice") (param i32) (result i32) (i32.mul (local.get 0) (i32.const 2))))';
+    const before = await laneTurns();
+    const first = await server.execute({ wat: text, function: 'twice', args: [21] });
+    const afterFirst = await laneTurns();
+    const second = await server.execute({ wat: text, function: 'twice', args: [4] });
+    expect([first.body.results, second.body.results]).toEqual([[42], [8]]);
+    expect(afterFirst - before).toBe(2); // compiled, then prepared
+    expect((await laneTurns()) - afterFirst).toBe(0);
+    expect(first.body.telemetry.moduleCached).toBe(false);
+    expect(second.body.telemetry.moduleCached).toBe(true);
+    expect(second.body.moduleId).toBe(first.body.moduleId);
+  });
+
   it('application/wasm: a body that is text is compiled, not refused', async () => {
     const res = await send(`${server.url}/execute?function=add&args=5&args=10`, 'POST', ADD_WAT, { 'content-type': 'application/wasm' });
     expect(res.status, res.text).toBe(200);

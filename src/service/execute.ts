@@ -2,6 +2,7 @@
 // the body and call `execute`; this resolves limits, finds or prepares the module, checks the
 // function and arguments, runs the guest and shapes the answer.
 
+import { createHash } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { Config } from '../config.js';
 import { ServiceError, clip, quote } from '../errors.js';
@@ -128,6 +129,8 @@ export type ExecuteAnswer = ExecuteResponse | BatchResponse;
 export { moduleIdOf } from '../store/module-id.js';
 
 const MAX_LISTED = 20;
+/** Texts whose binary's id is remembered (about 120 bytes each). */
+const TEXT_IDS_MAX = 10_000;
 
 export interface ExecuteServiceOptions {
   /** Per-key concurrency quota (runs and preparations in flight per API key); null: keys off. */
@@ -142,6 +145,9 @@ export class ExecuteService {
   private readonly quota: ConcurrencyQuota | null;
   private metrics: Metrics | null;
   private readonly inflight = new Map<string, Promise<Prepared>>();
+  /** sha256 of WebAssembly text -> the id of the binary it compiled to, most recent last: text
+   *  sent again finds its prepared module in the cache without being compiled again. */
+  private readonly textIds = new Map<string, string>();
 
   constructor(
     private readonly config: Config,
@@ -203,9 +209,21 @@ export class ExecuteService {
       moduleId = req.moduleId;
       found = await this.prepareStored(moduleId, ctx);
     } else if (req.wat !== undefined) {
-      const { bytes, deadlineMs } = await this.compileText(req.wat, ctx);
-      moduleId = moduleIdOf(bytes);
-      found = await this.prepare(moduleId, bytes, ctx, deadlineMs);
+      const textKey = createHash('sha256').update(req.wat).digest('base64');
+      const known = this.textIds.get(textKey);
+      const hit = known !== undefined ? this.cache.get(known) : undefined;
+      if (known !== undefined && hit) {
+        this.metrics?.cacheHits.inc();
+        moduleId = known;
+        found = { prepared: unwrap(hit), cached: true };
+      } else {
+        const { bytes, deadlineMs } = await this.compileText(req.wat, ctx);
+        moduleId = moduleIdOf(bytes);
+        found = await this.prepare(moduleId, bytes, ctx, deadlineMs);
+        this.textIds.delete(textKey);
+        this.textIds.set(textKey, moduleId);
+        if (this.textIds.size > TEXT_IDS_MAX) this.textIds.delete(this.textIds.keys().next().value!);
+      }
     } else {
       const bytes = req.module!;
       moduleId = moduleIdOf(bytes);
@@ -223,6 +241,7 @@ export class ExecuteService {
     const size = Buffer.byteLength(text);
     const lane: PrepareLane = size <= this.config.prepareSmallBytes ? 'small' : 'large';
     const slot: Slot = await this.queues.prepare[lane].acquire(ctx.caller, ctx.signal);
+    this.metrics?.queueWait.observe({ lane: `prepare-${lane}` }, slot.waitedMs / 1000);
     const t = performance.now();
     let result;
     try {
