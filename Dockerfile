@@ -24,6 +24,8 @@ COPY --from=build --chown=node:node /app/package.json ./
 COPY --from=build --chown=node:node /app/node_modules ./node_modules
 COPY --from=build --chown=node:node /app/dist/src ./dist/src
 COPY --chown=node:node openapi.yaml ./
+# The playground page (GET /), read at start-up.
+COPY --chown=node:node src/playground ./src/playground
 RUN mkdir -p /var/lib/wasmbox && chown node:node /var/lib/wasmbox
 USER node
 EXPOSE 8080

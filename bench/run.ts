@@ -1,6 +1,6 @@
 // `npm run bench [-- [--quick] [--strict] [section...]]`: the benchmark suite.
 //
-//   sections: http, metering, prepare, overload, deadline, bodies, jobs (default: all, in that order)
+//   sections: http, metering, prepare, overload, deadline, bodies, jobs, batch (default: all, in that order)
 //   --quick   shorter runs, to check the suite itself works (numbers not to be quoted)
 //   --strict  also exit non-zero when a target is missed
 //
@@ -14,6 +14,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { bodiesSection } from './bodies.js';
+import { batchSection } from './batch.js';
 import { deadlineSection } from './deadline.js';
 import { httpSection } from './http.js';
 import { jobsSection } from './jobs.js';
@@ -30,6 +31,7 @@ const SECTIONS: Record<string, Section> = {
   deadline: deadlineSection,
   bodies: bodiesSection,
   jobs: jobsSection,
+  batch: batchSection,
 };
 
 function usage(message: string): never {

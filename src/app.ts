@@ -19,6 +19,7 @@ import { MemoryJobQueue } from './jobs/memory-queue.js';
 import type { JobQueue } from './jobs/types.js';
 import { toExecuteRequest } from './routes/body.js';
 import moduleRoutes from './routes/modules.js';
+import playgroundRoutes from './routes/playground.js';
 import { ExecuteService } from './service/execute.js';
 import { type CallerQuota, ConcurrencyQuota } from './limits/concurrency.js';
 import { SharedConcurrencyQuota } from './limits/shared-concurrency.js';
@@ -173,7 +174,7 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
     concurrency: jobConfig.concurrency,
     onSubmitted: () => app.metrics.jobsSubmitted.inc(),
     onFinished: (job) => {
-      const outcome = job.cancelled ? 'cancelled' : (job.result?.outcome ?? 'error');
+      const outcome = job.cancelled ? 'cancelled' : job.result ? ('outcome' in job.result ? job.result.outcome : 'batch') : 'error';
       app.metrics.jobsFinished.inc({ outcome });
       app.log.info(
         { jobId: job.jobId, outcome, ...(job.error && { code: job.error.code }), ...(job.result && { moduleId: job.result.moduleId, telemetry: job.result.telemetry }) },
@@ -286,5 +287,6 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
   await app.register(executeRoutes);
   await app.register(moduleRoutes);
   await app.register(jobRoutes);
+  await app.register(playgroundRoutes);
   return app;
 }

@@ -69,6 +69,8 @@ const ENV = {
   WASMBOX_TRUST_PROXY: z.string().optional(),
   WASMBOX_MAX_HEADER_BYTES: int(1024, 1024 * 1024).default(16 * 1024),
   // Output is decoded to one string on the worker's heap: keep it a modest single allocation.
+  // Calls in one batch (POST /execute "calls"): they run one after another on one runner thread.
+  WASMBOX_BATCH_MAX: int(1, 10_000).default(100),
   WASMBOX_WASI_STDOUT_MAX_BYTES: int(0, 8 * 1024 * 1024).default(1024 * 1024),
   WASMBOX_WASI_STDERR_MAX_BYTES: int(0, 8 * 1024 * 1024).default(1024 * 1024),
   // Asynchronous jobs (POST /jobs, src/jobs). Unset, the job maximum is max(300000, the
@@ -167,6 +169,8 @@ export interface Config {
   storeMaxBytes: number;
   /** How many modules the store may hold. */
   storeMaxModules: number;
+  /** Most calls in one batch. */
+  batchMax: number;
   /** Caps on a WASI run's captured stdout and stderr. */
   wasiStdoutMaxBytes: number;
   wasiStderrMaxBytes: number;
@@ -295,6 +299,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     moduleMaxBytes: e.WASMBOX_MODULE_MAX_BYTES,
     storeMaxBytes: e.WASMBOX_STORE_MAX_MB * 1024 * 1024,
     storeMaxModules: e.WASMBOX_STORE_MAX_MODULES,
+    batchMax: e.WASMBOX_BATCH_MAX,
     wasiStdoutMaxBytes: e.WASMBOX_WASI_STDOUT_MAX_BYTES,
     wasiStderrMaxBytes: e.WASMBOX_WASI_STDERR_MAX_BYTES,
     jobs: {

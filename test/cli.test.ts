@@ -681,18 +681,35 @@ describe('wasmbox help: the options it documents are the ones the parser accepts
   });
 });
 
-describe('a FILE that is not a binary module', () => {
-  it.concurrent.for<[string]>([['run'], ['inspect']])('%s of a .wat file exits 65 saying it is WebAssembly text and how to compile it', async ([command], { expect }) => {
-    const r = await cli([command, 'examples/add.wat']);
-    expect(r.code).toBe(65);
-    expect(r.stdout).toBe('');
-    expect(r.stderr).toContain('examples/add.wat: this is WebAssembly text (the .wat format), not a binary module');
-    expect(r.stderr).toContain('`wat2wasm examples/add.wat -o examples/add.wasm` (Debian package wabt)');
-    expect(r.stderr).toContain('(invalid_module)');
-    expect(r.stderr).not.toContain('magic word');
-    expect(r.stderr).not.toMatch(NO_STACK);
+describe('WebAssembly text files run directly', () => {
+  it.concurrent('run examples/add.wat 5 10 prints 15, as wasmtime runs .wat files', async ({ expect }) => {
+    const r = await cli(['run', 'examples/add.wat', '5', '10']);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('15\n');
+    expect(r.code).toBe(0);
   });
 
+  it.concurrent('inspect examples/add.wat describes the compiled module under the content address of examples/add.wasm', async ({ expect }) => {
+    const text = await cli(['inspect', '--json', 'examples/add.wat']);
+    const binary = await cli(['inspect', '--json', 'examples/add.wasm']);
+    expect(text.code).toBe(0);
+    expect(JSON.parse(text.stdout).moduleId).toBe(JSON.parse(binary.stdout).moduleId);
+    expect(JSON.parse(text.stdout).exports).toEqual([{ name: 'add', params: ['i32', 'i32'], results: ['i32'] }]);
+  });
+
+  it.concurrent('a .wat file with a syntax error exits 65 with the line and column', async ({ expect }) => {
+    const bad = path.join(dir, 'bad.wat');
+    writeFileSync(bad, '(module\n  (func (export "f") (result i32)\n    i32.const nope))\n');
+    const r = await cli(['run', bad, 'f']);
+    expect(r.code).toBe(65);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toContain(`${bad}: the WebAssembly text does not compile: line 3, column 15: unexpected token "nope"`);
+    expect(r.stderr).toContain('(invalid_module)');
+    expect(r.stderr).not.toMatch(NO_STACK);
+  });
+});
+
+describe('a FILE that is not a binary module', () => {
   it('run of base64 text of a module, and of an empty file, says what they are', async () => {
     const b64 = path.join(dir, 'add.b64');
     writeFileSync(b64, Buffer.from(readFileSync(path.join(ROOT, 'examples/add.wasm'))).toString('base64'));

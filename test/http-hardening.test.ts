@@ -219,11 +219,15 @@ describe('invalid UTF-8 in a JSON body', () => {
 });
 
 describe('a body that is not a binary module says what it is', () => {
-  it('WebAssembly text sent as application/wasm is invalid_module naming WebAssembly text and wat2wasm', async () => {
-    const text = '(module (func (export "add") (param i32 i32) (result i32) local.get 0 local.get 1 i32.add))';
-    const res = await send(`${server.url}/execute?function=add&args=1&args=2`, 'POST', text, { 'content-type': 'application/wasm' });
+  // (WebAssembly text of a core module is compiled and run: test/wat.test.ts.)
+  it('component-model text sent as application/wasm is invalid_module naming the component text format', async () => {
+    const res = await send(`${server.url}/execute?function=add`, 'POST', ';; a component\n(component)', { 'content-type': 'application/wasm' });
     const message = expectRefusal(res, 400, 'invalid_module');
-    expect(message).toMatch(/WebAssembly text/);
-    expect(message).toContain('wat2wasm');
+    expect(message).toMatch(/WebAssembly component text format/);
+  });
+
+  it('base64 text of a module sent as application/wasm is invalid_module saying to decode it', async () => {
+    const res = await send(`${server.url}/execute?function=add`, 'POST', b64(ADD), { 'content-type': 'application/wasm' });
+    expect(expectRefusal(res, 400, 'invalid_module')).toMatch(/base64 text of a WebAssembly module/);
   });
 });

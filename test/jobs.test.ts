@@ -72,6 +72,27 @@ describe('POST /jobs and GET /jobs/{jobId}', () => {
     expect(Date.parse(job.expiresAt) - Date.parse(job.finishedAt)).toBe(1000);
   });
 
+  it('runs a batch job (calls) and a job sent as WebAssembly text, answering what /execute answers', async () => {
+    const batchBody = { module: MODULE, calls: [{ function: 'add', args: [1, 2] }, { function: 'boom' }, { function: 'add', args: [3, 4] }] };
+    const batch = await s.post('/jobs', batchBody);
+    expect(batch.status).toBe(202);
+    const done = await waitFor(s.url, batch.body.jobId, isDone);
+    const sync = await s.execute(batchBody);
+    expect(done.result.calls.map((c: any) => c.outcome)).toEqual(['ok', 'trap', 'ok']);
+    expect(done.result.calls.map((c: any) => c.results ?? null)).toEqual(sync.body.calls.map((c: any) => c.results ?? null));
+    expect(done.result.telemetry.calls).toBe(3);
+    expect(done.result.telemetry.fuelConsumed).toBe(sync.body.telemetry.fuelConsumed);
+
+    const text = await s.post('/jobs', { wat: '(module (func (export "add") (param i32 i32) (result i32) local.get 0 local.get 1 i32.add))', function: 'add', args: [20, 22] });
+    expect(text.status).toBe(202);
+    const fromText = await waitFor(s.url, text.body.jobId, isDone);
+    expect(fromText.result.results).toEqual([42]);
+    const bad = await s.post('/jobs', { wat: '(module (func (export "f") (result i32) i32.const x))', function: 'f' });
+    expect(bad.status).toBe(400);
+    expect(bad.body.error.code).toBe('invalid_module');
+    expect(bad.body.error.message).toMatch(/line 1, column/);
+  });
+
   it('reports a guest failure as a done job with the outcome /execute reports (trap), not as an error', async () => {
     const { body } = await s.post('/jobs', { module: MODULE, function: 'boom' });
     const job = await waitFor(s.url, body.jobId, isDone);

@@ -262,10 +262,15 @@ describe('openapi.yaml: outcomes and trap kinds', () => {
     for (const kind of TRAP_KINDS) expect(description, kind).toMatch(new RegExp(`^- \`${kind}\`: \\S`, 'm'));
   });
 
-  it('answers /execute with the ExecuteResponse schema, whose outcome, trap and telemetry use those schemas', () => {
+  it('answers /execute with the ExecuteResponse schema (or BatchResponse for a batch), whose outcome, trap and telemetry use those schemas', () => {
     const ok = deref(obj(obj(obj(doc.paths, 'paths')['/execute'], '/execute').post, 'post').responses, 'responses');
     const media = obj(obj(deref(ok['200'], '200').content, 'content')['application/json'], 'application/json');
-    expect(media.schema).toEqual({ $ref: '#/components/schemas/ExecuteResponse' });
+    expect(media.schema).toEqual({ oneOf: [{ $ref: '#/components/schemas/ExecuteResponse' }, { $ref: '#/components/schemas/BatchResponse' }] });
+    const batch = obj(schema('BatchResponse').properties, 'BatchResponse.properties');
+    expect(obj(obj(batch.calls, 'calls').items, 'items').$ref).toBe('#/components/schemas/CallResponse');
+    const call = obj(schema('CallResponse').properties, 'CallResponse.properties');
+    expect(obj(call.outcome, 'outcome').$ref).toBe('#/components/schemas/Outcome');
+    expect(obj(call.telemetry, 'telemetry').$ref).toBe('#/components/schemas/CallTelemetry');
     const props = obj(schema('ExecuteResponse').properties, 'ExecuteResponse.properties');
     expect(obj(props.outcome, 'outcome').$ref).toBe('#/components/schemas/Outcome');
     expect(obj(props.trap, 'trap').$ref).toBe('#/components/schemas/Trap');
@@ -325,6 +330,7 @@ describe('openapi.yaml against the running service', () => {
     expect(served.sort()).toEqual([
       'DELETE /jobs/{jobId}',
       'DELETE /modules/{moduleId}',
+      'GET /',
       'GET /healthz',
       'GET /jobs/{jobId}',
       'GET /metrics',

@@ -5,7 +5,7 @@
 import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { describeNonWasm } from '../src/wasm/sniff.js';
+import { describeNonWasm, isWatText } from '../src/wasm/sniff.js';
 import { wat } from './helpers/wat.js';
 
 const ADD_WAT = readFileSync(new URL('../examples/add.wat', import.meta.url));
@@ -138,5 +138,27 @@ describe('other common mistakes', () => {
 
   it('binary data that is not valid UTF-8 is not taken for text', () => {
     expect(describeNonWasm(bytes(0x28, 0x6d, 0x6f, 0xff, 0xfe))).toBeNull();
+  });
+});
+
+describe('isWatText: which module bodies the server compiles as WebAssembly text', () => {
+  it.each([
+    ['the example add.wat', ADD_WAT],
+    ['text after a BOM, comments and blank lines', text('\uFEFF;; c\n(; b ;)\n\n(module)')],
+    ['a bare form such as (func ...) (wabt reports what is wrong with it)', text('(func)')],
+  ])('reads %s as text', (_name, bytes) => {
+    expect(isWatText(bytes)).toBe(true);
+  });
+
+  it.each([
+    ['a binary module', Uint8Array.of(0, 0x61, 0x73, 0x6d, 1, 0, 0, 0)],
+    ['an empty body', new Uint8Array(0)],
+    ['component text (components are not run)', text(';; c\n(component)')],
+    ['base64 of a module', text('AGFzbQEAAAA=')],
+    ['JSON', text('{"module":"AGFzbQEAAAA="}')],
+    ['text that becomes invalid UTF-8 after the first 4 KiB', new Uint8Array([...text(`(module ${';'.repeat(5000)}`), 0xff])],
+    ['text with control bytes', text('(module)\u0001')],
+  ])('does not read %s as text', (_name, bytes) => {
+    expect(isWatText(bytes)).toBe(false);
   });
 });

@@ -177,7 +177,7 @@ function parseRun(args: readonly string[], env: NodeJS.ProcessEnv): RunCommand |
   const { values, before, after, help } = parse(args, 'run');
   if (help) return { kind: 'help', topic: 'run' };
   const [file, ...words] = before;
-  if (file === undefined) throw new UsageError('run needs a FILE (a .wasm module)', 'run');
+  if (file === undefined) throw new UsageError('run needs a FILE (a .wasm module or .wat text)', 'run');
   if (values.telemetry && values.quiet) throw new UsageError('--telemetry and --quiet contradict each other; give one', 'run');
   if (values.progress && values.quiet) throw new UsageError('--progress and --quiet contradict each other; give one', 'run');
   const programEnv: Record<string, string> = {};
@@ -217,7 +217,7 @@ function parseInspect(args: readonly string[], env: NodeJS.ProcessEnv): InspectC
   if (help) return { kind: 'help', topic: 'inspect' };
   if (after !== null) throw new UsageError('inspect takes no program arguments (nothing after --)', 'inspect');
   const [file, ...extra] = before;
-  if (file === undefined) throw new UsageError('inspect needs a FILE (a .wasm module)', 'inspect');
+  if (file === undefined) throw new UsageError('inspect needs a FILE (a .wasm module or .wat text)', 'inspect');
   if (extra.length > 0) throw new UsageError(`inspect takes one FILE; unexpected ${JSON.stringify(extra[0])}`, 'inspect');
   const server = serverOption(values, env, 'inspect');
   return { kind: 'inspect', file, json: values.json === true, ...(server && { server }) };

@@ -10,7 +10,8 @@ import { EXIT, exitForError, exitForOutcome } from './exit-codes.js';
 import { describeText, formatBytes, formatResults, progressLine, telemetryTable } from './format.js';
 import { usageLines } from './help.js';
 import { type Output } from './output.js';
-import { describeNonWasm } from '../wasm/sniff.js';
+import { describeNonWasm, isWatText } from '../wasm/sniff.js';
+import { WatSyntaxError, compileWat } from '../wasm/wat.js';
 
 /** Most stdin a remote WASI run reads (a local run reads at most the configured body limit). */
 const REMOTE_STDIN_MAX = 256 * 1024 * 1024;
@@ -72,8 +73,24 @@ function refuseNonWasm(file: string, bytes: Uint8Array, json: boolean): void {
   if (what !== null) throw new CliFailure(`${file}: ${what} (invalid_module)`, EXIT.refused);
 }
 
+/**
+ * The module in FILE as a binary: WebAssembly text (a .wat file, or any file that reads as text
+ * starting with "(") is compiled here first, as wasmtime runs .wat files directly; the binary is
+ * then run or described as a .wasm would be (locally or on a server alike).
+ */
+async function readModule(file: string): Promise<Uint8Array> {
+  const bytes = await readModuleFile(file);
+  if (!isWatText(bytes)) return bytes;
+  try {
+    return await compileWat(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'));
+  } catch (err) {
+    if (err instanceof WatSyntaxError) throw new CliFailure(`${file}: ${err.message} (invalid_module)`, EXIT.refused);
+    throw err;
+  }
+}
+
 export async function runCommand(cmd: RunCommand, out: Output, env: NodeJS.ProcessEnv): Promise<number> {
-  const bytes = await readModuleFile(cmd.file);
+  const bytes = await readModule(cmd.file);
   refuseNonWasm(cmd.file, bytes, cmd.json);
   const facts = moduleFacts(bytes);
   const selection = selectFunction(cmd.words, facts, cmd.file);
@@ -190,7 +207,7 @@ function reportError(answer: Answer, out: Output, wasi: boolean, topic: 'run' | 
 }
 
 export async function inspectCommand(cmd: InspectCommand, out: Output, env: NodeJS.ProcessEnv): Promise<number> {
-  const bytes = await readModuleFile(cmd.file);
+  const bytes = await readModule(cmd.file);
   refuseNonWasm(cmd.file, bytes, cmd.json);
   const { backend } = openBackend(cmd.server, env);
   try {

@@ -47,8 +47,9 @@ export function optionList(topic: Topic): string {
     .join('\n');
 }
 
-const RUN_HELP = `Runs one exported function of FILE (a .wasm module) with fuel metering, a memory cap and a
-wall-clock deadline, through the same worker, metering and limits code as the server.
+const RUN_HELP = `Runs one exported function of FILE (a .wasm module, or WebAssembly text such as a .wat file,
+compiled first) with fuel metering, a memory cap and a wall-clock deadline, through the same
+worker, metering and limits code as the server.
 
   FUNCTION      the export to call; may be left out when the module exports _start or exactly
                 one function. When the first word after FILE names an export, it is FUNCTION;
@@ -71,7 +72,7 @@ Output: the results go to stdout, one per line. Failures (trap, fuel exhausted, 
 described on stderr, followed by the telemetry table (fuel, peak memory, duration) when stderr
 is a terminal.`;
 
-const INSPECT_HELP = `Describes FILE: module id, size, exported functions with their signatures, other exports,
+const INSPECT_HELP = `Describes FILE (a .wasm module or WebAssembly text): module id, size, exported functions with their signatures, other exports,
 imports, memory and table limits. The module is validated and prepared exactly as the server
 does it, so a module the service would refuse is refused here with the same message.
 

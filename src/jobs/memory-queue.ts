@@ -21,7 +21,7 @@ import { ServiceError } from '../errors.js';
 import { PROGRESS_FUEL, PROGRESS_MEMORY, progressBuffer } from '../wasi/fuel.js';
 import { RunCancelledError } from '../worker/pool.js';
 import type { CallbackSender, CallbackState } from './callbacks.js';
-import type { ExecuteResponse } from '../service/execute.js';
+import type { ExecuteAnswer } from '../service/execute.js';
 import type { JobOwner, JobProgress, JobQueue, JobRunner, JobSpec, JobStatus, JobView } from './types.js';
 
 export interface MemoryJobQueueOptions {
@@ -56,7 +56,7 @@ interface JobRecord {
   cancelRequested: boolean;
   cancelled: boolean;
   finalProgress?: JobProgress;
-  result?: ExecuteResponse;
+  result?: ExecuteAnswer;
   error?: { code: string; message: string };
   callback?: CallbackState;
   /** Bytes it holds, counted against memoryBytes. */
@@ -321,7 +321,7 @@ export class MemoryJobQueue implements JobQueue {
 
   private finish(
     record: JobRecord,
-    end: { result: ExecuteResponse } | { cancelled: true; progress?: JobProgress } | { error: { code: string; message: string } },
+    end: { result: ExecuteAnswer } | { cancelled: true; progress?: JobProgress } | { error: { code: string; message: string } },
   ): void {
     if (record.status === 'done') return;
     const wasRunning = record.status === 'running';

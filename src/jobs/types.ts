@@ -6,7 +6,7 @@
 // answers get/cancel from the shared store.
 
 import type { RunBody } from '../routes/body.js';
-import type { ExecuteResponse } from '../service/execute.js';
+import type { ExecuteAnswer } from '../service/execute.js';
 import type { CallbackState } from './callbacks.js';
 
 export type JobStatus = 'queued' | 'running' | 'done';
@@ -47,7 +47,7 @@ export interface JobView {
   /** Done: whether it was cancelled (DELETE /jobs/{jobId}) before it finished on its own. */
   cancelled?: boolean;
   /** Done and ran: the body POST /execute would have answered. */
-  result?: ExecuteResponse;
+  result?: ExecuteAnswer;
   /** Done and refused when it came to run (its stored module was deleted meanwhile, the
    *  server shut down): the error POST /execute would have answered. */
   error?: { code: string; message: string };
@@ -56,7 +56,7 @@ export interface JobView {
 
 /** Runs one job: what POST /execute does with the same body. `cancel` stops it, `progress`
  *  receives its account as it runs. */
-export type JobRunner = (spec: JobSpec, run: { cancel: AbortSignal; progress: SharedArrayBuffer }) => Promise<ExecuteResponse>;
+export type JobRunner = (spec: JobSpec, run: { cancel: AbortSignal; progress: SharedArrayBuffer }) => Promise<ExecuteAnswer>;
 
 export interface JobQueue {
   /** Queues a validated job; refuses (overloaded, rate_limited) when the queue is at its bounds

@@ -44,7 +44,7 @@ export function memoryLimitPages(limits: Limits): number {
 }
 
 /** Fills unset limits with the defaults; refuses values below 1 or above the server maximum. */
-export function resolveLimits(requested: Partial<Limits> | undefined, policy: LimitPolicy): Limits {
+export function resolveLimits(requested: Partial<Limits> | undefined, policy: LimitPolicy, field = 'limits'): Limits {
   const out = { ...policy.defaults };
   for (const name of LIMIT_NAMES) {
     const v = requested?.[name];
@@ -53,7 +53,7 @@ export function resolveLimits(requested: Partial<Limits> | undefined, policy: Li
     if (!Number.isInteger(v) || v < 1 || v > max) {
       throw new ServiceError(
         'limit_out_of_range',
-        `limits.${name} must be an integer from 1 to ${max} on this server; got ${v}`,
+        `${field}.${name} must be an integer from 1 to ${max} on this server; got ${v}`,
       );
     }
     out[name] = v;

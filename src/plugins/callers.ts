@@ -2,7 +2,7 @@
 // (@fastify/rate-limit). Registered before the routes so that every route sees `request.caller`;
 // the per-key concurrency quota is the execution service's (src/limits/concurrency.ts).
 //
-// - With keys configured, every route but the probes and /metrics needs a valid key (401
+// - With keys configured, every route but the probes, /metrics and the playground page needs a valid key (401
 //   unauthorized otherwise) and the caller is the key's non-secret id.
 // - Without keys the caller is the client address (Fastify's request.ip: the peer, or the
 //   forwarded client behind WASMBOX_TRUST_PROXY). It keys the rate limit and the round-robin
@@ -38,10 +38,14 @@ export interface CallersOptions {
   redis?: { client: Redis; prefix: string } | null;
 }
 
-/** Routes anyone may call: liveness, readiness and metrics (scraped by the platform). */
+/** Routes anyone may call: liveness, readiness and metrics (scraped by the platform), and the
+ *  playground page (GET /, which asks for a key and sends it with the API calls it makes). */
 const OPEN_ROUTES = new Set(['/healthz', '/readyz', '/metrics']);
 
-const isOpen = (request: FastifyRequest): boolean => OPEN_ROUTES.has(request.url.split('?', 1)[0]!);
+const isOpen = (request: FastifyRequest): boolean => {
+  const path = request.url.split('?', 1)[0]!;
+  return OPEN_ROUTES.has(path) || (path === '/' && (request.method === 'GET' || request.method === 'HEAD'));
+};
 
 async function callers(app: FastifyInstance, options: CallersOptions): Promise<void> {
   const { keys } = options;

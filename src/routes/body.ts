@@ -1,16 +1,21 @@
 // The three body forms of POST /execute and POST /modules, normalised to one shape:
 //
-//   application/json      { module (base64) | moduleId, function, args, limits, wasi }
+//   application/json      { module (base64) | moduleId | wat, function, args, limits, wasi, calls }
 //   multipart/form-data   file part `module` (or a `moduleId` field); text fields `function`,
-//                         `args` (a JSON array), `fuel`, `memoryMb`, `timeoutMs`, `wasi` (JSON)
+//                         `args` (a JSON array), `fuel`, `memoryMb`, `timeoutMs`, `wasi` and
+//                         `calls` (JSON)
 //   application/wasm      the body is the module; `function`, `args` (repeated), `fuel`,
-//                         `memoryMb`, `timeoutMs` in the query string
+//                         `memoryMb`, `timeoutMs`, `wasi` and `calls` (JSON) in the query string
+//
+// A module file part or application/wasm body that is WebAssembly text rather than a binary
+// (src/wasm/sniff.ts isWatText) is read as text: the service compiles it off the main thread.
 //
 // Every form is validated by the same zod schema (schemas/execute.ts), so a bad field is the same
 // `invalid_request` naming the field ("form.args: ...", "query.fuel: ...") whatever the form.
 
 import type { FastifyRequest } from 'fastify';
-import type { ExecuteRequest } from '../service/execute.js';
+import type { ExecuteRequest, WasiRequest } from '../service/execute.js';
+import { isWatText } from '../wasm/sniff.js';
 import { ServiceError, clip, quote } from '../errors.js';
 import { INLINE_BODY_MAX_BYTES, decodedFields } from '../http/json-body.js';
 import {
@@ -22,12 +27,17 @@ import {
   describeIssues,
 } from '../schemas/execute.js';
 
+/** Where the module comes from: its bytes, WebAssembly text to compile, or a stored id. */
+export type ModuleSource = { module: Uint8Array; moduleHash?: string } | { wat: string };
+
 export interface RunBody {
   module?: Uint8Array;
   /** The content address of `module`, when it was computed with its decoding (large JSON bodies,
    *  off the event loop: src/http/json-body.ts). */
   moduleHash?: string;
   moduleId?: string;
+  /** WebAssembly text, compiled by the service (src/worker/prepare.ts compileWat). */
+  wat?: string;
   fields: RunFields;
   /** WASI stdin already decoded off the event loop (it replaces fields.wasi's stand-in). */
   stdin?: Uint8Array;
@@ -51,7 +61,7 @@ function formOf(request: FastifyRequest): Form {
 }
 
 const LIMIT_FIELDS = ['fuel', 'memoryMb', 'timeoutMs'] as const;
-const RUN_FORM_FIELDS = new Set<string>(['function', 'args', 'wasi', 'moduleId', ...LIMIT_FIELDS]);
+const RUN_FORM_FIELDS = new Set<string>(['function', 'args', 'wasi', 'calls', 'moduleId', ...LIMIT_FIELDS]);
 
 /** Reads a run request (POST /execute, POST /jobs) in any of the three forms. */
 export async function readRunBody(request: FastifyRequest, options: ReadRunOptions = {}): Promise<RunBody> {
@@ -74,12 +84,13 @@ export async function readRunBody(request: FastifyRequest, options: ReadRunOptio
       }
       const parsed = ExecuteJsonSchema.safeParse(json);
       if (!parsed.success) throw new ServiceError('invalid_request', describeIssues(parsed.error));
-      const { module, moduleId, ...fields } = parsed.data;
+      const { module, moduleId, wat, ...fields } = parsed.data;
       const decoded = decodedFields(request.body);
       return withExtra({
         ...(module !== undefined &&
           (decoded?.module ? { module: decoded.module.bytes, moduleHash: decoded.module.moduleId } : { module: base64Bytes(module) })),
         ...(moduleId !== undefined && { moduleId }),
+        ...(wat !== undefined && { wat }),
         fields,
         ...(decoded?.stdin && { stdin: decoded.stdin }),
       });
@@ -96,19 +107,18 @@ export async function readRunBody(request: FastifyRequest, options: ReadRunOptio
           raw.limits = { ...(raw.limits as object), [key]: integerField(single(value, `query.${key}`), `query.${key}`) };
         } else if (key === 'function') {
           raw.function = single(value, 'query.function');
-        } else if (key === 'wasi') {
-          raw.wasi = jsonField(single(value, 'query.wasi'), 'query.wasi');
+        } else if (key === 'wasi' || key === 'calls') {
+          raw[key] = jsonField(single(value, `query.${key}`), `query.${key}`);
         } else {
           const also = extraNames.length > 0 ? `, ${extraNames.join(', ')}` : '';
           throw new ServiceError(
             'invalid_request',
-            `query.${clip(key, 60)}: unknown field; application/wasm takes function, args (repeated), fuel, memoryMb, timeoutMs and wasi (JSON)${also} in the query string`,
+            `query.${clip(key, 60)}: unknown field; application/wasm takes function, args (repeated), fuel, memoryMb, timeoutMs, wasi (JSON) and calls (JSON)${also} in the query string`,
           );
         }
       }
       const fields = parseFields(raw, 'query');
-      const hash = decodedFields(request.body)?.module?.moduleId;
-      return withExtra({ module: wasmBody(request), ...(hash !== undefined && { moduleHash: hash }), fields });
+      return withExtra({ ...moduleOrText(wasmBody(request), decodedFields(request.body)?.module?.moduleId), fields });
     }
     case 'multipart': {
       const { module, moduleHash, values } = await readMultipart(request, extraNames.length > 0 ? new Set([...RUN_FORM_FIELDS, ...extraNames]) : RUN_FORM_FIELDS);
@@ -116,7 +126,7 @@ export async function readRunBody(request: FastifyRequest, options: ReadRunOptio
       for (const [key, value] of Object.entries(values)) {
         if (extraNames.includes(key)) extra[key] = value;
         else if (key === 'args') raw.args = jsonField(value, 'form.args');
-        else if (key === 'wasi') raw.wasi = jsonField(value, 'form.wasi');
+        else if (key === 'wasi' || key === 'calls') raw[key] = jsonField(value, `form.${key}`);
         else if ((LIMIT_FIELDS as readonly string[]).includes(key)) raw.limits = { ...(raw.limits as object), [key]: integerField(value, `form.${key}`) };
         else if (key !== 'moduleId') raw[key] = value;
       }
@@ -130,37 +140,40 @@ export async function readRunBody(request: FastifyRequest, options: ReadRunOptio
         if (!id.success) throw new ServiceError('invalid_request', describeIssues(id.error, 'form.moduleId'));
         return withExtra({ moduleId: id.data, fields });
       }
-      return withExtra({ module: module!, ...(moduleHash !== undefined && { moduleHash }), fields });
+      return withExtra({ ...moduleOrText(module!, moduleHash), fields });
     }
   }
 }
 
-/** Reads an upload (POST /modules) in any of the three forms: only the module (and its content
- *  address when that was computed off the event loop with its decoding). */
-export async function readModuleBody(request: FastifyRequest): Promise<Uint8Array> {
-  return (await readModuleUpload(request)).module;
-}
-
-export async function readModuleUpload(request: FastifyRequest): Promise<{ module: Uint8Array; moduleHash?: string }> {
+/** Reads an upload (POST /modules) in any of the three forms: only the module, bytes (with their
+ *  content address when it was computed off the event loop with their decoding) or text. */
+export async function readModuleBody(request: FastifyRequest): Promise<ModuleSource> {
   switch (formOf(request)) {
     case 'json': {
       const parsed = ModuleJsonSchema.safeParse(request.body ?? {});
       if (!parsed.success) throw new ServiceError('invalid_request', describeIssues(parsed.error));
+      if (parsed.data.wat !== undefined) return { wat: parsed.data.wat };
       const decoded = decodedFields(request.body)?.module;
-      return decoded ? { module: decoded.bytes, moduleHash: decoded.moduleId } : { module: base64Bytes(parsed.data.module) };
+      return decoded ? { module: decoded.bytes, moduleHash: decoded.moduleId } : { module: base64Bytes(parsed.data.module!) };
     }
     case 'wasm': {
       const keys = Object.keys((request.query ?? {}) as object);
       if (keys.length > 0) throw new ServiceError('invalid_request', `query.${clip(keys[0]!, 60)}: unknown field; POST /modules takes only the module as the body`);
-      const hash = decodedFields(request.body)?.module?.moduleId;
-      return { module: wasmBody(request), ...(hash !== undefined && { moduleHash: hash }) };
+      return moduleOrText(wasmBody(request), decodedFields(request.body)?.module?.moduleId);
     }
     case 'multipart': {
       const { module, moduleHash } = await readMultipart(request, new Set());
       if (!module) throw new ServiceError('invalid_request', 'form.module: a file part named "module" is required');
-      return { module, ...(moduleHash !== undefined && { moduleHash }) };
+      return moduleOrText(module, moduleHash);
     }
   }
+}
+
+/** A module sent as bytes is WebAssembly text when it reads as such (not \0asm, UTF-8, and its
+ *  first token after whitespace and comments is "("): the service compiles it. */
+function moduleOrText(bytes: Uint8Array, moduleHash?: string): ModuleSource {
+  if (isWatText(bytes)) return { wat: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8') };
+  return moduleHash !== undefined ? { module: bytes, moduleHash } : { module: bytes };
 }
 
 const utf8 = new TextEncoder();
@@ -169,24 +182,35 @@ const utf8 = new TextEncoder();
  *  runs both come through here). */
 export function toExecuteRequest(body: RunBody, outputBuffer?: SharedArrayBuffer): ExecuteRequest {
   const { fields } = body;
-  const wasi = fields.wasi;
   return {
     ...(body.module !== undefined && { module: body.module }),
     ...(body.moduleHash !== undefined && { moduleHash: body.moduleHash }),
     ...(body.moduleId !== undefined && { moduleId: body.moduleId }),
+    ...(body.wat !== undefined && { wat: body.wat }),
     ...(fields.function !== undefined && { function: fields.function }),
-    args: fields.args,
+    args: fields.args ?? [],
     ...(fields.limits !== undefined && { limits: fields.limits }),
-    ...(wasi !== undefined && {
-      wasi: {
-        args: wasi.args,
-        env: wasi.env,
-        ...(wasi.stdin !== undefined && { stdin: utf8.encode(wasi.stdin) }),
-        ...(wasi.stdinBase64 !== undefined && { stdin: base64Bytes(wasi.stdinBase64) }),
-        ...(body.stdin !== undefined && { stdin: body.stdin }),
-        ...(outputBuffer && { outputBuffer }),
-      },
+    ...(fields.wasi !== undefined && { wasi: wasiRequest(fields.wasi, outputBuffer, body.stdin) }),
+    ...(fields.calls !== undefined && {
+      calls: fields.calls.map((call) => ({
+        ...(call.function !== undefined && { function: call.function }),
+        args: call.args,
+        ...(call.limits !== undefined && { limits: call.limits }),
+        ...(call.wasi !== undefined && { wasi: wasiRequest(call.wasi) }),
+      })),
     }),
+  };
+}
+
+/** `decodedStdin`: stdin already decoded off the event loop (it replaces the field's stand-in). */
+function wasiRequest(wasi: NonNullable<RunFields['wasi']>, outputBuffer?: SharedArrayBuffer, decodedStdin?: Uint8Array): WasiRequest {
+  return {
+    args: wasi.args,
+    env: wasi.env,
+    ...(wasi.stdin !== undefined && { stdin: utf8.encode(wasi.stdin) }),
+    ...(wasi.stdinBase64 !== undefined && { stdin: base64Bytes(wasi.stdinBase64) }),
+    ...(decodedStdin !== undefined && { stdin: decodedStdin }),
+    ...(outputBuffer && { outputBuffer }),
   };
 }
 

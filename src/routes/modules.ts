@@ -3,13 +3,14 @@
 import type { FastifyInstance } from 'fastify';
 import { ServiceError } from '../errors.js';
 import { ModuleIdSchema } from '../schemas/execute.js';
-import { readModuleUpload } from './body.js';
+import { readModuleBody } from './body.js';
 import { callContext } from './context.js';
 
 export default async function moduleRoutes(app: FastifyInstance): Promise<void> {
   app.post('/modules', async (request, reply) => {
-    const upload = await readModuleUpload(request);
-    const { created, body } = await app.executor.store(upload.module, callContext(request, reply), upload.moduleHash);
+    const source = await readModuleBody(request);
+    const ctx = callContext(request, reply);
+    const { created, body } = await ('wat' in source ? app.executor.store(source, ctx) : app.executor.store(source.module, ctx, source.moduleHash));
     request.log.info({ moduleId: body.moduleId, size: body.size, created }, 'module stored');
     return reply
       .status(created ? 201 : 200)

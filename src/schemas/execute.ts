@@ -50,15 +50,55 @@ export const WasiSchema = z
     }
   });
 
-/** The run fields every body form shares (function, args, limits, wasi). */
-export const RunFieldsSchema = z
+const FunctionName = z.string({ error: 'must be a string' }).min(1, { error: 'must not be empty' }).max(1024, { error: 'must be at most 1024 characters' });
+const Args = z.array(z.unknown(), { error: 'must be an array' }).max(10_000, { error: 'must have at most 10000 items' });
+
+/** The most calls any server takes in one batch (WASMBOX_BATCH_MAX is at most this). */
+export const BATCH_HARD_MAX = 10_000;
+
+/** One call of a batch: its own function, arguments and, optionally, limits and WASI input. */
+export const CallSchema = z
   .object({
-    function: z.string({ error: 'must be a string' }).min(1, { error: 'must not be empty' }).max(1024, { error: 'must be at most 1024 characters' }).optional(),
-    args: z.array(z.unknown(), { error: 'must be an array' }).max(10_000, { error: 'must have at most 10000 items' }).default([]),
+    function: FunctionName.optional(),
+    args: Args.default([]),
     limits: LimitsSchema.optional(),
     wasi: WasiSchema.optional(),
   })
   .strict();
+
+export type CallFields = z.infer<typeof CallSchema>;
+
+/** The run fields every body form shares (function, args, limits, wasi; or calls, a batch). */
+export const RunFieldsSchema = z
+  .object({
+    function: FunctionName.optional(),
+    // No default here: a batch must not also carry "args" (the default is applied by toExecuteRequest).
+    args: Args.optional(),
+    limits: LimitsSchema.optional(),
+    wasi: WasiSchema.optional(),
+    calls: z
+      .array(CallSchema, { error: 'must be an array of calls ({ "function", "args", "limits" })' })
+      .min(1, { error: 'must have at least one call' })
+      .max(BATCH_HARD_MAX, { error: `must have at most ${BATCH_HARD_MAX} calls` })
+      .optional(),
+  })
+  .strict()
+  .check(batchCheck);
+
+/** A batch ("calls") carries no top-level "function" or "args". */
+function batchCheck(ctx: { value: { calls?: unknown; function?: unknown; args?: unknown }; issues: unknown[] }): void {
+  const v = ctx.value;
+  if (v.calls === undefined) return;
+  const single = v.function !== undefined ? 'function' : v.args !== undefined ? 'args' : null;
+  if (single) {
+    (ctx.issues as z.core.$ZodRawIssue[]).push({
+      code: 'custom',
+      input: v,
+      path: [single],
+      message: 'a batch ("calls") gives each call its own "function" and "args"; leave them out at the top level',
+    });
+  }
+}
 
 export type RunFields = z.infer<typeof RunFieldsSchema>;
 
@@ -68,25 +108,44 @@ const ModuleBase64 = z
   .refine(isBase64, { error: 'must be standard base64 (A-Z, a-z, 0-9, +, /, = padding)' });
 const ModuleId = z.string({ error: 'must be a string' }).regex(MODULE_ID_PATTERN, { error: 'must be "sha256:" followed by 64 lowercase hex digits' });
 
-export const ExecuteJsonSchema = RunFieldsSchema.extend({
-  module: ModuleBase64.optional(),
-  moduleId: ModuleId.optional(),
-})
+/** WebAssembly text (the .wat format), compiled by the server. */
+const WatText = z.string({ error: 'must be a string of WebAssembly text' }).min(1, { error: 'must not be empty' });
+
+const SOURCES = ['module', 'moduleId', 'wat'] as const;
+
+/** Exactly one of the module's sources: base64 bytes, a stored module's id, or its text. */
+function oneSource(ctx: { value: Partial<Record<(typeof SOURCES)[number], unknown>>; issues: unknown[] }, sources: readonly (typeof SOURCES)[number][]): void {
+  const given = sources.filter((k) => ctx.value[k] !== undefined);
+  if (given.length !== 1) {
+    const names = sources.map((k) => `"${k}"`);
+    const list = `${names.slice(0, -1).join(', ')} and ${names.at(-1)}`;
+    (ctx.issues as z.core.$ZodRawIssue[]).push({
+      code: 'custom',
+      input: ctx.value,
+      path: given.length === 0 ? ['module'] : [],
+      message: `exactly one of ${list} must be given (module: base64 of a .wasm; wat: WebAssembly text)`,
+    });
+  }
+}
+
+export const ExecuteJsonSchema = z
+  .object({
+    ...RunFieldsSchema.shape,
+    module: ModuleBase64.optional(),
+    moduleId: ModuleId.optional(),
+    wat: WatText.optional(),
+  })
   .strict()
   .check((ctx) => {
-    const v = ctx.value;
-    if ((v.module === undefined) === (v.moduleId === undefined)) {
-      ctx.issues.push({
-        code: 'custom',
-        input: v,
-        path: v.module === undefined ? ['module'] : [],
-        message: 'exactly one of "module" (base64 of a .wasm) and "moduleId" must be given',
-      });
-    }
+    oneSource(ctx, SOURCES);
+    batchCheck(ctx);
   });
 
-/** POST /modules, JSON form. */
-export const ModuleJsonSchema = z.object({ module: ModuleBase64 }).strict();
+/** POST /modules, JSON form: the module as base64 bytes or as WebAssembly text. */
+export const ModuleJsonSchema = z
+  .object({ module: ModuleBase64.optional(), wat: WatText.optional() })
+  .strict()
+  .check((ctx) => oneSource(ctx, ['module', 'wat']));
 
 export { ModuleId as ModuleIdSchema };
 

@@ -2,15 +2,16 @@
 // the body and call `execute`; this resolves limits, finds or prepares the module, checks the
 // function and arguments, runs the guest and shapes the answer.
 
+import { createHash } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { Config } from '../config.js';
 import { ServiceError, clip, quote } from '../errors.js';
 import { type LimitPolicy, type Limits, memoryLimitBytes, memoryLimitPages, resolveLimits } from '../limits/index.js';
-import { type FuncSig, type JsonValue, decodeArgs, formatSignature } from '../values/codec.js';
+import { type FuncSig, type JsonValue, type WasmArg, decodeArgs, formatSignature } from '../values/codec.js';
 import type { WorkerPools } from '../worker/pool.js';
 import type { Outcome, RunResult, TrapKind } from '../worker/protocol.js';
 import { sharedOutputBuffer } from '../wasi/output.js';
-import { moduleIdOfAsync } from '../store/module-id.js';
+import { moduleIdOf, moduleIdOfAsync } from '../store/module-id.js';
 import { CorruptModuleError, type ModuleStore, StoreFullError } from '../store/types.js';
 import type { ModuleDescription } from '../worker/protocol.js';
 import { type Prepared, PreparedCache } from './prepared-cache.js';
@@ -31,14 +32,29 @@ interface Admitted {
   args: ReturnType<typeof decodeArgs> & { ok: true };
 }
 
+/** A batch whose calls have all been checked (planBatch), ready to run. */
+interface PlannedBatch {
+  batchLimits: Limits;
+  moduleId: string;
+  prepared: Prepared;
+  cached: boolean;
+  prepareNs: number;
+  planned: { limits: Limits; wasi: WasiRequest | undefined; name: string; sig: FuncSig; args: WasmArg[] }[];
+}
+
 export interface ExecuteRequest {
   module?: Uint8Array;
   /** The content address of `module` when the caller has computed it (a large JSON body's, in the
    *  decoding thread); otherwise it is computed here. */
   moduleHash?: string;
   moduleId?: string;
+  /** The module as WebAssembly text: compiled on a preparation thread; its id is the binary's. */
+  wat?: string;
   function?: string;
   args: readonly unknown[];
+  /** A batch: each call on a fresh instance of the module (function and args are then unused).
+   *  The request's limits are each call's defaults, and its timeoutMs the whole batch's. */
+  calls?: CallRequest[];
   limits?: Partial<Limits>;
   /** Run as a WASI preview1 command (function defaults to _start). */
   wasi?: WasiRequest;
@@ -49,6 +65,16 @@ export interface ExecuteRequest {
    *  terminated); execute then rejects with the signal's reason, or RunCancelledError
    *  (src/worker/pool.ts) with the account once the guest had started. Jobs are cancelled so. */
   cancel?: AbortSignal;
+}
+
+export interface CallRequest {
+  function?: string;
+  args: readonly unknown[];
+  /** Overrides the request's limits for this call (timeoutMs: the call's own; the batch's
+   *  deadline still bounds it). */
+  limits?: Partial<Limits>;
+  /** Replaces the request's wasi for this call (its own argv, environment, stdin). */
+  wasi?: WasiRequest;
 }
 
 export interface WasiRequest {
@@ -115,9 +141,26 @@ export interface ExecuteResponse {
   moduleId: string;
 }
 
+/** A batch's per-call telemetry: the run's own figures (queue and preparation are the batch's). */
+export type CallTelemetry = Pick<Telemetry, 'fuelConsumed' | 'fuelLimit' | 'memoryPeakBytes' | 'memoryLimitBytes' | 'durationNs' | 'instantiateNs' | 'threadKilled'>;
+
+export type CallResponse = Omit<ExecuteResponse, 'telemetry' | 'moduleId'> & { telemetry: CallTelemetry };
+
+export interface BatchResponse {
+  calls: CallResponse[];
+  /** Sums over the calls (fuel, limits, durations), the largest memory peak and limit, and the
+   *  batch's own queue and preparation times. */
+  telemetry: Telemetry & { calls: number; outcomes: Partial<Record<Outcome, number>> };
+  moduleId: string;
+}
+
+export type ExecuteAnswer = ExecuteResponse | BatchResponse;
+
 export { moduleIdOf } from '../store/module-id.js';
 
 const MAX_LISTED = 20;
+/** Texts whose binary's id is remembered (about 120 bytes each). */
+const TEXT_IDS_MAX = 10_000;
 
 export interface ExecuteServiceOptions {
   /** Per-key concurrency quota (runs and preparations in flight per API key); null: keys off. */
@@ -135,6 +178,9 @@ export class ExecuteService {
   readonly quota: CallerQuota | null;
   private metrics: Metrics | null;
   private readonly inflight = new Map<string, Promise<Prepared>>();
+  /** sha256 of WebAssembly text -> the id of the binary it compiled to, most recent last: text
+   *  sent again finds its prepared module in the cache without being compiled again. */
+  private readonly textIds = new Map<string, string>();
 
   constructor(
     private readonly config: Config,
@@ -163,12 +209,17 @@ export class ExecuteService {
     return { run: this.queues.run.depth, 'prepare-small': this.queues.prepare.small.depth, 'prepare-large': this.queues.prepare.large.depth };
   }
 
-  /** Runs a request. `policy`: the limits' defaults and maximums (jobs have their own maximum
-   *  timeout, WASMBOX_JOB_TIMEOUT_MS_MAX). */
-  async execute(req: ExecuteRequest, ctx: CallContext = LOCAL_CALLER, policy: LimitPolicy = this.config.limits): Promise<ExecuteResponse> {
+  /** Runs a request: one call, or a batch (`calls`), which answers a BatchResponse. `policy`: the
+   *  limits' defaults and maximums (jobs have their own maximum timeout, WASMBOX_JOB_TIMEOUT_MS_MAX). */
+  async execute(req: ExecuteRequest & { calls: CallRequest[] }, ctx?: CallContext, policy?: LimitPolicy): Promise<BatchResponse>;
+  async execute(req: ExecuteRequest & { calls?: undefined }, ctx?: CallContext, policy?: LimitPolicy): Promise<ExecuteResponse>;
+  async execute(req: ExecuteRequest, ctx?: CallContext, policy?: LimitPolicy): Promise<ExecuteAnswer>;
+  async execute(req: ExecuteRequest, ctx: CallContext = LOCAL_CALLER, policy: LimitPolicy = this.config.limits): Promise<ExecuteAnswer> {
     const limits = resolveLimits(req.limits, policy);
+    this.checkBatchSize(req);
     const giveBack = await this.takeQuota(ctx);
     try {
+      if (req.calls) return await this.runBatch(req, await this.planBatch(req, req.calls, limits, ctx, policy), ctx);
       return await this.run(req, await this.admit(req, limits, ctx), ctx);
     } finally {
       giveBack();
@@ -180,9 +231,11 @@ export class ExecuteService {
    *  validates a job so before it is queued; the module stays prepared in the cache for the run. */
   async check(req: ExecuteRequest, ctx: CallContext = LOCAL_CALLER, policy: LimitPolicy = this.config.limits): Promise<void> {
     const limits = resolveLimits(req.limits, policy);
+    this.checkBatchSize(req);
     const giveBack = await this.takeQuota(ctx);
     try {
-      await this.admit(req, limits, ctx);
+      if (req.calls) await this.planBatch(req, req.calls, limits, ctx, policy);
+      else await this.admit(req, limits, ctx);
     } finally {
       giveBack();
     }
@@ -192,20 +245,71 @@ export class ExecuteService {
     return this.quota && ctx.keyId !== null ? this.quota.take(ctx.keyId) : () => {};
   }
 
-  private async admit(req: ExecuteRequest, limits: Limits, ctx: CallContext): Promise<Admitted> {
+  private checkBatchSize(req: ExecuteRequest): void {
+    if (req.calls && req.calls.length > this.config.batchMax) {
+      throw new ServiceError(
+        'invalid_request',
+        `calls: this server runs at most ${this.config.batchMax} calls in one batch (WASMBOX_BATCH_MAX); got ${req.calls.length}. Split the batch, or store the module (POST /modules) and send several batches by moduleId`,
+      );
+    }
+  }
+
+  /** The request's module, prepared: by id from the store, from its bytes, or from its text. */
+  private async findPrepared(req: ExecuteRequest, ctx: CallContext): Promise<{ moduleId: string; prepared: Prepared; cached: boolean; prepareNs: number }> {
     const t = performance.now();
     let moduleId: string;
     let found: { prepared: Prepared; cached: boolean };
     if (req.moduleId !== undefined) {
       moduleId = req.moduleId;
       found = await this.prepareStored(moduleId, ctx);
+    } else if (req.wat !== undefined) {
+      const textKey = createHash('sha256').update(req.wat).digest('base64');
+      const known = this.textIds.get(textKey);
+      const hit = known !== undefined ? this.cache.get(known) : undefined;
+      if (known !== undefined && hit) {
+        this.metrics?.cacheHits.inc();
+        moduleId = known;
+        found = { prepared: unwrap(hit), cached: true };
+      } else {
+        const { bytes, deadlineMs } = await this.compileText(req.wat, ctx);
+        moduleId = moduleIdOf(bytes);
+        found = await this.prepare(moduleId, bytes, ctx, deadlineMs);
+        this.textIds.delete(textKey);
+        this.textIds.set(textKey, moduleId);
+        if (this.textIds.size > TEXT_IDS_MAX) this.textIds.delete(this.textIds.keys().next().value!);
+      }
     } else {
       const bytes = req.module!;
       moduleId = req.moduleHash ?? (await moduleIdOfAsync(bytes));
       found = await this.prepare(moduleId, bytes, ctx);
     }
-    const { prepared, cached } = found;
-    const prepareNs = Math.round((performance.now() - t) * 1e6);
+    return { moduleId, ...found, prepareNs: Math.round((performance.now() - t) * 1e6) };
+  }
+
+  /**
+   * WebAssembly text to a binary, on a preparation thread of the text's lane (through its fair
+   * queue), within the preparation limit; answers the binary and what is left of the limit for
+   * preparing it. A syntax error is invalid_module with its line and column.
+   */
+  async compileText(text: string, ctx: CallContext = LOCAL_CALLER): Promise<{ bytes: Uint8Array; deadlineMs: number }> {
+    const size = Buffer.byteLength(text);
+    const lane: PrepareLane = size <= this.config.prepareSmallBytes ? 'small' : 'large';
+    const slot: Slot = await this.queues.prepare[lane].acquire(ctx.caller, ctx.signal);
+    this.metrics?.queueWait.observe({ lane: `prepare-${lane}` }, slot.waitedMs / 1000);
+    const t = performance.now();
+    let result;
+    try {
+      result = await this.pools.compileText(text, lane);
+    } finally {
+      slot.release();
+    }
+    if (!result.ok) throw new ServiceError(result.code, result.message);
+    const deadlineMs = Math.max(1, this.config.prepareTimeoutMs - Math.round(performance.now() - t));
+    return { bytes: result.bytes, deadlineMs };
+  }
+
+  private async admit(req: ExecuteRequest, limits: Limits, ctx: CallContext): Promise<Admitted> {
+    const { moduleId, prepared, cached, prepareNs } = await this.findPrepared(req, ctx);
 
     if (prepared.wasi && !req.wasi) {
       throw new ServiceError(
@@ -265,6 +369,108 @@ export class ExecuteService {
     return respond(run, limits, moduleId, prepareNs, Math.round(slot.waitedMs * 1e6), cached, req.wasi !== undefined);
   }
 
+  /**
+   * A batch: every call checked first (function, arguments, limits: any refusal refuses the whole
+   * batch, naming the call), then all of them run in one runner task, on one runner slot (one
+   * admission in the fair queue), each on a fresh instance. The request's timeoutMs is the
+   * batch's deadline; a call's own timeoutMs bounds that call.
+   */
+  private async planBatch(req: ExecuteRequest, calls: readonly CallRequest[], batchLimits: Limits, ctx: CallContext, policy: LimitPolicy): Promise<PlannedBatch> {
+    const { moduleId, prepared, cached, prepareNs } = await this.findPrepared(req, ctx);
+    const planned = calls.map((call, i) => {
+      const at = `calls[${i}]`;
+      const limits = resolveLimits({ ...req.limits, ...call.limits }, policy, `${at}.limits`);
+      const wasi = call.wasi ?? req.wasi;
+      if (prepared.wasi && !wasi) {
+        throw new ServiceError(
+          'unsupported_import',
+          `${at}: the module imports WASI preview1 functions ("wasi_snapshot_preview1"), which are provided only to WASI runs; add "wasi": {} to the request (or to each call)`,
+        );
+      }
+      const [name, sig] = withPrefix(at, () => pickFunction(prepared, call.function));
+      const decoded = decodeArgs(name, sig, call.args);
+      if (!decoded.ok) throw new ServiceError('invalid_arguments', `${at}: ${decoded.message}`);
+      return { limits, wasi, name, sig, args: decoded.values };
+    });
+    return { batchLimits, moduleId, prepared, cached, prepareNs, planned };
+  }
+
+  private async runBatch(req: ExecuteRequest, batch: PlannedBatch, ctx: CallContext): Promise<BatchResponse> {
+    const { batchLimits, moduleId, prepared, cached, prepareNs, planned } = batch;
+    const anyWasi = planned.some((p) => p.wasi !== undefined);
+    const { wasiStdoutMaxBytes: stdoutLimitBytes, wasiStderrMaxBytes: stderrLimitBytes } = this.config;
+
+    // A cancelled request leaves the queue too.
+    const signal = ctx.signal && req.cancel ? AbortSignal.any([ctx.signal, req.cancel]) : (ctx.signal ?? req.cancel);
+    const slot = await this.queues.run.acquire(ctx.caller, signal);
+    this.metrics?.queueWait.observe({ lane: 'run' }, slot.waitedMs / 1000);
+    let runs: RunResult[];
+    try {
+      runs = await this.pools.runBatch(
+        {
+          module: prepared.module,
+          layout: prepared.layout,
+          timeoutMs: batchLimits.timeoutMs,
+          ...(anyWasi && { output: sharedOutputBuffer(stdoutLimitBytes, stderrLimitBytes) }),
+          calls: planned.map((p) => ({
+            functionName: p.name,
+            sig: p.sig,
+            args: p.args,
+            fuelLimit: p.limits.fuel,
+            memoryLimitPages: memoryLimitPages(p.limits),
+            timeoutMs: p.limits.timeoutMs,
+            ...(p.wasi && {
+              wasi: {
+                args: p.wasi.args.length > 0 ? p.wasi.args : [DEFAULT_ARGV0],
+                env: p.wasi.env,
+                stdin: p.wasi.stdin ?? new Uint8Array(0),
+                stdoutLimitBytes,
+                stderrLimitBytes,
+              },
+            }),
+          })),
+        },
+        batchLimits.timeoutMs,
+        req.cancel,
+        req.progress,
+      );
+    } finally {
+      slot.release();
+    }
+    const answers = runs.map((run, i) => {
+      if (this.metrics) {
+        this.metrics.executions.inc({ outcome: run.outcome, key: ctx.keyId ?? 'none' });
+        this.metrics.fuelConsumed.observe(run.fuelConsumed);
+        this.metrics.guestDuration.observe(run.durationNs / 1e9);
+      }
+      const { telemetry, moduleId: _id, ...rest } = respond(run, planned[i]!.limits, moduleId, 0, 0, cached, planned[i]!.wasi !== undefined);
+      const { queueNs: _q, prepareNs: _p, moduleCached: _c, ...own } = telemetry;
+      return { ...rest, telemetry: own } as CallResponse;
+    });
+    const outcomes: Partial<Record<Outcome, number>> = {};
+    for (const a of answers) outcomes[a.outcome] = (outcomes[a.outcome] ?? 0) + 1;
+    const sum = (k: 'fuelConsumed' | 'fuelLimit' | 'durationNs' | 'instantiateNs'): number => answers.reduce((n, a) => n + a.telemetry[k], 0);
+    const max = (k: 'memoryPeakBytes' | 'memoryLimitBytes'): number => answers.reduce((n, a) => Math.max(n, a.telemetry[k]), 0);
+    return {
+      calls: answers,
+      telemetry: {
+        calls: answers.length,
+        outcomes,
+        fuelConsumed: sum('fuelConsumed'),
+        fuelLimit: sum('fuelLimit'),
+        memoryPeakBytes: max('memoryPeakBytes'),
+        memoryLimitBytes: max('memoryLimitBytes'),
+        durationNs: sum('durationNs'),
+        queueNs: Math.round(slot.waitedMs * 1e6),
+        instantiateNs: sum('instantiateNs'),
+        prepareNs,
+        moduleCached: cached,
+        threadKilled: answers.some((a) => a.telemetry.threadKilled),
+      },
+      moduleId,
+    };
+  }
+
   /** A stored module, prepared: from the cache when it is there (a run by id then pays only
    *  instantiation), otherwise read from the store, verified and prepared. */
   private async prepareStored(moduleId: string, ctx: CallContext): Promise<{ prepared: Prepared; cached: boolean }> {
@@ -291,16 +497,19 @@ export class ExecuteService {
 
   /** POST /modules: validates and prepares the module (so what is stored is runnable, and the
    *  first run by id finds it compiled), then stores it. */
-  async store(bytes: Uint8Array, ctx: CallContext = LOCAL_CALLER, moduleHash?: string): Promise<{ created: boolean; body: StoredModuleBody }> {
+  async store(source: Uint8Array | { wat: string }, ctx: CallContext = LOCAL_CALLER, moduleHash?: string): Promise<{ created: boolean; body: StoredModuleBody }> {
     const giveBack = await this.takeQuota(ctx);
     try {
-      return await this.storeWithin(bytes, ctx, moduleHash);
+      if (source instanceof Uint8Array) return await this.storeWithin(source, ctx, moduleHash);
+      // Text is stored as the binary it compiles to, under the binary's content address.
+      const { bytes, deadlineMs } = await this.compileText(source.wat, ctx);
+      return await this.storeWithin(bytes, ctx, undefined, deadlineMs);
     } finally {
       giveBack();
     }
   }
 
-  private async storeWithin(bytes: Uint8Array, ctx: CallContext, moduleHash?: string): Promise<{ created: boolean; body: StoredModuleBody }> {
+  private async storeWithin(bytes: Uint8Array, ctx: CallContext, moduleHash?: string, deadlineMs?: number): Promise<{ created: boolean; body: StoredModuleBody }> {
     if (bytes.length > this.config.moduleMaxBytes) {
       throw new ServiceError(
         'payload_too_large',
@@ -308,7 +517,7 @@ export class ExecuteService {
       );
     }
     const moduleId = moduleHash ?? (await moduleIdOfAsync(bytes));
-    const { prepared } = await this.prepare(moduleId, bytes, ctx);
+    const { prepared } = await this.prepare(moduleId, bytes, ctx, deadlineMs);
     try {
       const { created, record } = await this.modules.put(moduleId, bytes, prepared.description);
       return { created, body: storedBody(moduleId, record.description, record.storedAt) };
@@ -337,7 +546,7 @@ export class ExecuteService {
 
   /** The prepared module for these bytes: from the cache, from a preparation already under way, or
    *  prepared now. Refusals are cached too, so a bad module is refused at the same cost as a hit. */
-  async prepare(moduleId: string, bytes: Uint8Array, ctx: CallContext = LOCAL_CALLER): Promise<{ prepared: Prepared; cached: boolean }> {
+  async prepare(moduleId: string, bytes: Uint8Array, ctx: CallContext = LOCAL_CALLER, deadlineMs?: number): Promise<{ prepared: Prepared; cached: boolean }> {
     const hit = this.cache.get(moduleId);
     if (hit) {
       this.metrics?.cacheHits.inc();
@@ -346,7 +555,7 @@ export class ExecuteService {
     this.metrics?.cacheMisses.inc();
     let pending = this.inflight.get(moduleId);
     if (!pending) {
-      pending = this.prepareOnce(moduleId, bytes, ctx);
+      pending = this.prepareOnce(moduleId, bytes, ctx, deadlineMs);
       this.inflight.set(moduleId, pending);
       void pending.finally(() => this.inflight.delete(moduleId)).catch(() => {});
     }
@@ -354,14 +563,14 @@ export class ExecuteService {
   }
 
   /** Waits for a thread of the module's lane (small modules have their own), then prepares. */
-  private async prepareOnce(moduleId: string, bytes: Uint8Array, ctx: CallContext): Promise<Prepared> {
+  private async prepareOnce(moduleId: string, bytes: Uint8Array, ctx: CallContext, deadlineMs?: number): Promise<Prepared> {
     const lane: PrepareLane = bytes.length <= this.config.prepareSmallBytes ? 'small' : 'large';
     const slot: Slot = await this.queues.prepare[lane].acquire(ctx.caller, ctx.signal);
     this.metrics?.queueWait.observe({ lane: `prepare-${lane}` }, slot.waitedMs / 1000);
     const t = performance.now();
     let result;
     try {
-      result = await this.pools.prepareModule(bytes, lane);
+      result = await this.pools.prepareModule(bytes, lane, deadlineMs);
     } finally {
       slot.release();
     }
@@ -416,6 +625,16 @@ function corrupt(err: CorruptModuleError): ServiceError {
 function unwrap(v: Prepared | { ok: false; code: 'invalid_module' | 'unsupported_import' | 'module_too_complex'; message: string }): Prepared {
   if (!v.ok) throw new ServiceError(v.code, v.message);
   return v as Prepared;
+}
+
+/** Runs `f`, prefixing the message of a refusal it throws with `prefix` (which call of a batch). */
+function withPrefix<T>(prefix: string, f: () => T): T {
+  try {
+    return f();
+  } catch (err) {
+    if (err instanceof ServiceError) throw new ServiceError(err.code, `${prefix}: ${err.message}`, err.headers);
+    throw err;
+  }
 }
 
 function pickFunction(p: Prepared, requested: string | undefined): [string, FuncSig] {

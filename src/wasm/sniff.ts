@@ -71,6 +71,21 @@ export function describeNonWasm(bytes: Uint8Array, fileName = 'add.wat'): string
   return null;
 }
 
+/**
+ * Whether a module sent as bytes is WebAssembly text, to be compiled rather than refused: it does
+ * not start with the binary magic, it is UTF-8 text throughout (no control bytes but whitespace),
+ * and after whitespace and comments its first token opens a form, "(" (a component's text,
+ * "(component", is not: components are not run, and describeNonWasm says so).
+ */
+export function isWatText(bytes: Uint8Array): boolean {
+  if (bytes.length === 0 || startsWith(bytes, MAGIC)) return false;
+  const head = decodeText(bytes.subarray(0, TEXT_PREFIX_BYTES));
+  if (head === null) return false;
+  const code = skipWatTrivia(head.replace(/^\uFEFF/, ''));
+  if (!code.startsWith('(') || /^\(component\b/.test(code)) return false;
+  return bytes.length <= TEXT_PREFIX_BYTES || decodeText(bytes) !== null;
+}
+
 /** Archives, compressed files and native executables, by their magic numbers. */
 function binaryFormat(bytes: Uint8Array): string | null {
   if (startsWith(bytes, [0x1f, 0x8b])) return 'this is gzip-compressed data, not a WebAssembly module; decompress it first (`gunzip module.wasm.gz`)';

@@ -12,8 +12,9 @@ import { ServiceError } from '../errors.js';
 import { PROGRESS_FUEL, PROGRESS_MEMORY, progressBuffer } from '../wasi/fuel.js';
 import { readSharedOutput } from '../wasi/output.js';
 import { epochUs } from './clock.js';
+import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import type { AdoptResult, DecodeResult, DecodeTask } from './decode.js';
-import type { PrepareResult, PrepareTask, RunResult, RunTask } from './protocol.js';
+import type { BatchTask, CompileTextResult, CompileTextTask, PrepareResult, PrepareTask, RunResult, RunTask } from './protocol.js';
 
 /** Staging buffers kept for large bodies (each up to the body limit). */
 const STAGING_KEPT = 2;
@@ -37,10 +38,10 @@ export class RunCancelledError extends Error {
 
 export class WorkerPools {
   /** Preparation of modules over WASMBOX_PREPARE_SMALL_BYTES. */
-  readonly prepare: Piscina<PrepareTask, PrepareResult>;
+  readonly prepare: Piscina<PrepareTask | CompileTextTask, PrepareResult | CompileTextResult>;
   /** A thread of its own for small modules, so they are never behind large ones. */
-  readonly prepareSmall: Piscina<PrepareTask, PrepareResult>;
-  readonly run: Piscina<RunTask, RunResult>;
+  readonly prepareSmall: Piscina<PrepareTask | CompileTextTask, PrepareResult | CompileTextResult>;
+  readonly run: Piscina<RunTask | BatchTask, RunResult | RunResult[]>;
   /** Large JSON bodies: parsed, checked and decoded off the event loop (src/worker/decode.ts). */
   readonly decode: Piscina<DecodeTask, DecodeResult | AdoptResult | null>;
   private closing = false;
@@ -48,7 +49,7 @@ export class WorkerPools {
   private readonly cells = new TaskCells();
 
   constructor(private readonly config: Config) {
-    const preparePool = (threads: number): Piscina<PrepareTask, PrepareResult> =>
+    const preparePool = (threads: number): Piscina<PrepareTask | CompileTextTask, PrepareResult | CompileTextResult> =>
       new Piscina({
         filename: new URL('./prepare.js', import.meta.url).href,
         minThreads: threads,
@@ -158,14 +159,37 @@ export class WorkerPools {
     }
   }
 
-  /** Validates, instruments and compiles off the main thread, within the preparation deadline. */
-  async prepareModule(bytes: Uint8Array, lane: 'small' | 'large' = 'large'): Promise<PrepareResult> {
+  /**
+   * Compiles WebAssembly text to a binary on a preparation thread, within `deadlineMs` (the
+   * preparation limit; what it leaves is the module's preparation deadline).
+   */
+  async compileText(text: string, lane: 'small' | 'large', deadlineMs = this.config.prepareTimeoutMs): Promise<CompileTextResult | { ok: false; code: 'module_too_complex'; message: string; transient?: true }> {
+    const cell = this.cells.take();
+    const startedAt = cell.startedAt;
+    const task: CompileTextTask = { text, startedAt };
+    const tooBig = `compiling the WebAssembly text (${text.length} characters)`;
+    let settled: Settled<CompileTextResult>;
+    try {
+      settled = (await this.withDeadline(lane === 'small' ? this.prepareSmall : this.prepare, task, startedAt, deadlineMs, { name: 'compileText' })) as Settled<CompileTextResult>;
+      if (settled.kind === 'done') this.cells.give(cell);
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'ERR_WORKER_OUT_OF_MEMORY') throw err;
+      return { ok: false, code: 'module_too_complex', message: `${tooBig} needed more than this server's preparation heap of ${this.config.prepareHeapMb} MiB` };
+    }
+    if (settled.kind === 'done') return settled.value;
+    if (settled.kind === 'queue_timeout') throw overloaded('no preparation worker became free in time');
+    return { ok: false, transient: true, code: 'module_too_complex', message: `${tooBig} did not finish within this server's preparation limit of ${this.config.prepareTimeoutMs} ms` };
+  }
+
+  /** Validates, instruments and compiles off the main thread, within the preparation deadline
+   *  (`deadlineMs`: less when compiling the module's text already took part of it). */
+  async prepareModule(bytes: Uint8Array, lane: 'small' | 'large' = 'large', deadlineMs = this.config.prepareTimeoutMs): Promise<PrepareResult> {
     const cell = this.cells.take();
     const startedAt = cell.startedAt;
     const task: PrepareTask = { bytes, maxTableElements: this.config.maxTableElements, startedAt };
     let settled: Settled<PrepareResult>;
     try {
-      settled = await this.withDeadline(lane === 'small' ? this.prepareSmall : this.prepare, task, startedAt, this.config.prepareTimeoutMs);
+      settled = (await this.withDeadline(lane === 'small' ? this.prepareSmall : this.prepare, task, startedAt, Math.max(1, deadlineMs))) as Settled<PrepareResult>;
       if (settled.kind === 'done') this.cells.give(cell);
     } catch (err) {
       if ((err as { code?: string }).code !== 'ERR_WORKER_OUT_OF_MEMORY') throw err;
@@ -206,35 +230,14 @@ export class WorkerPools {
     const startedAt = cell.startedAt;
     const progress = task.progress ?? cell.progress;
     let settled: Settled<RunResult>;
-    const killed = (outcome: 'timeout' | 'memory_limit_exceeded', message: string, ranMs: number): RunResult => {
-      const wasi = task.wasi;
-      const cell = new BigInt64Array(progress);
-      return {
-        outcome,
-        message,
-        // What the program printed before it was stopped.
-        ...(wasi && { wasi: { exitCode: null, ...readSharedOutput(wasi.output, wasi.stdoutLimitBytes, wasi.stderrLimitBytes) } }),
-        fuelConsumed: Number(Atomics.load(cell, PROGRESS_FUEL)),
-        memoryPeakBytes: Number(Atomics.load(cell, PROGRESS_MEMORY)),
-        durationNs: Math.round(ranMs * 1e6),
-        instantiateNs: 0,
-        threadKilled: true,
-      };
-    };
     const graceMs = this.config.deadlineGraceMs;
     try {
-      settled = await this.withDeadline(this.run, { ...task, startedAt, progress }, startedAt, timeoutMs + graceMs, cancel);
+      settled = (await this.withDeadline(this.run, { ...task, startedAt, progress }, startedAt, timeoutMs + graceMs, {}, cancel)) as Settled<RunResult>;
       // Only a task that ran to its answer gives its cell back: a thread terminated at a deadline,
       // on a cancel or on an abort might still write it.
       if (settled.kind === 'done') this.cells.give(cell);
     } catch (err) {
-      if ((err as { code?: string }).code === 'ERR_WORKER_OUT_OF_MEMORY') {
-        return killed(
-          'memory_limit_exceeded',
-          `the guest exhausted its worker's ${this.config.workerHeapMb} MiB engine heap (tables and other engine objects live there); its thread was terminated`,
-          0,
-        );
-      }
+      if ((err as { code?: string }).code === 'ERR_WORKER_OUT_OF_MEMORY') return this.killed('memory_limit_exceeded', this.heapMessage(), 0, progress, task.wasi);
       throw err;
     }
     if (settled.kind === 'done') return settled.value;
@@ -243,11 +246,104 @@ export class WorkerPools {
       const cell = new BigInt64Array(progress);
       throw new RunCancelledError(Number(Atomics.load(cell, PROGRESS_FUEL)), Number(Atomics.load(cell, PROGRESS_MEMORY)), Math.round(settled.ranMs * 1e6));
     }
-    return killed(
-      'timeout',
-      `the run reached its wall-clock limit of ${timeoutMs} ms and could not be stopped there (it was blocked in an atomic wait, a host call or one long bulk memory operation), so its thread was terminated ${graceMs} ms later; fuelConsumed and memoryPeakBytes are as of its last fuel check`,
-      settled.ranMs,
-    );
+    return this.killed('timeout', this.deadlineMessage(timeoutMs), settled.ranMs, progress, task.wasi);
+  }
+
+  /**
+   * Runs a batch (protocol.ts BatchTask) in one runner task: one round trip and one compiled
+   * module for every call. The thread keeps the batch's deadline (`timeoutMs`); past it plus the
+   * grace the thread is terminated, as for a single run: the calls that had finished keep their
+   * answers (each is posted to the journal as it finishes), the one running is answered as a
+   * terminated run, and the rest as not started.
+   */
+  async runBatch(
+    task: Omit<BatchTask, 'startedAt' | 'progress' | 'current' | 'journal'>,
+    timeoutMs: number,
+    cancel?: AbortSignal,
+    /** Where the running call's account is published (a job's live progress). */
+    progressCell?: SharedArrayBuffer,
+  ): Promise<RunResult[]> {
+    const startedAt = new SharedArrayBuffer(8);
+    const progress = progressCell ?? progressBuffer();
+    const current = new SharedArrayBuffer(4);
+    new Int32Array(current)[0] = -1;
+    const { port1, port2 } = new MessageChannel();
+    const journal = new Journal(port1);
+    const graceMs = this.config.deadlineGraceMs;
+    let settled: Settled<RunResult[]>;
+    let heap = false;
+    try {
+      settled = (await this.withDeadline(this.run, { ...task, startedAt, progress, current, journal: port2 }, startedAt, timeoutMs + graceMs, {
+        name: 'runBatch',
+        transferList: [port2],
+      }, cancel)) as Settled<RunResult[]>;
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'ERR_WORKER_OUT_OF_MEMORY') {
+        journal.close();
+        throw err;
+      }
+      heap = true;
+      settled = { kind: 'deadline', ranMs: 0 };
+    }
+    if (settled.kind === 'done') {
+      journal.close();
+      return settled.value;
+    }
+    if (settled.kind === 'queue_timeout') {
+      journal.close();
+      throw overloaded('no worker became free in time');
+    }
+    if (settled.kind === 'cancelled') {
+      journal.close();
+      const cell = new BigInt64Array(progress);
+      throw new RunCancelledError(Number(Atomics.load(cell, PROGRESS_FUEL)), Number(Atomics.load(cell, PROGRESS_MEMORY)), Math.round(settled.ranMs * 1e6));
+    }
+    // The thread was terminated during call `at`: what finished before it is in the journal.
+    const at = Math.max(0, Atomics.load(new Int32Array(current), 0));
+    const done = await journal.collect(at);
+    return task.calls.map((call, i): RunResult => {
+      const wasi = call.wasi && task.output ? { ...call.wasi, output: task.output } : undefined;
+      // Whatever the journal holds finished (the last call may have, just before the end).
+      if (done[i]) return done[i]!;
+      if (i === at) {
+        return heap
+          ? this.killed('memory_limit_exceeded', this.heapMessage(), 0, progress, wasi)
+          : this.killed('timeout', this.deadlineMessage(timeoutMs, 'the batch'), settled.ranMs, progress, wasi);
+      }
+      return {
+        outcome: 'timeout',
+        message: `not started: the batch's thread was terminated during call ${at}`,
+        ...(call.wasi && { wasi: { exitCode: null, stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false } }),
+        fuelConsumed: 0,
+        memoryPeakBytes: 0,
+        durationNs: 0,
+        instantiateNs: 0,
+      };
+    });
+  }
+
+  private heapMessage(): string {
+    return `the guest exhausted its worker's ${this.config.workerHeapMb} MiB engine heap (tables and other engine objects live there); its thread was terminated`;
+  }
+
+  private deadlineMessage(timeoutMs: number, what = 'the run'): string {
+    return `${what} reached its wall-clock limit of ${timeoutMs} ms and could not be stopped there (it was blocked in an atomic wait, a host call or one long bulk memory operation), so its thread was terminated ${this.config.deadlineGraceMs} ms later; fuelConsumed and memoryPeakBytes are as of its last fuel check`;
+  }
+
+  /** A run whose thread was terminated: its account as of its last slice boundary, and what it
+   *  printed before. */
+  private killed(outcome: 'timeout' | 'memory_limit_exceeded', message: string, ranMs: number, progress: SharedArrayBuffer, wasi: RunTask['wasi']): RunResult {
+    const cell = new BigInt64Array(progress);
+    return {
+      outcome,
+      message,
+      ...(wasi && { wasi: { exitCode: null, ...readSharedOutput(wasi.output, wasi.stdoutLimitBytes, wasi.stderrLimitBytes) } }),
+      fuelConsumed: Number(Atomics.load(cell, PROGRESS_FUEL)),
+      memoryPeakBytes: Number(Atomics.load(cell, PROGRESS_MEMORY)),
+      durationNs: Math.round(ranMs * 1e6),
+      instantiateNs: 0,
+      threadKilled: true,
+    };
   }
 
   /**
@@ -260,6 +356,7 @@ export class WorkerPools {
     task: T,
     startedAt: SharedArrayBuffer | null,
     deadlineMs: number,
+    options: { name?: string; transferList?: MessagePort[] } = {},
     cancel?: AbortSignal,
   ): Promise<Settled<R>> {
     if (this.closing) throw overloaded('the server is shutting down');
@@ -301,7 +398,7 @@ export class WorkerPools {
     // First look: at the queue timeout while the task may still be waiting, else at the deadline.
     timer = setTimeout(check, started ? Math.min(deadlineMs, this.config.queueTimeoutMs) : deadlineMs);
     try {
-      const value = await pool.run(task, { signal: ac });
+      const value = await pool.run(task, { signal: ac, ...options });
       return { kind: 'done', value };
     } catch (err) {
       if (verdict) return verdict;
@@ -371,6 +468,43 @@ class TaskCells {
 
   give(cell: { startedAt: SharedArrayBuffer; progress: SharedArrayBuffer }): void {
     if (this.free.length < 256) this.free.push(cell);
+  }
+}
+
+/** The main thread's end of a batch's journal: the results of finished calls, by index. */
+class Journal {
+  readonly results: RunResult[] = [];
+  private count = 0;
+  private closed = false;
+  private wake: (() => void) | null = null;
+
+  constructor(private readonly port: MessagePort) {
+    port.on('message', (m: { index: number; result: RunResult }) => {
+      this.results[m.index] = m.result;
+      this.count++;
+      this.wake?.();
+    });
+    port.once('close', () => {
+      this.closed = true;
+      this.wake?.();
+    });
+  }
+
+  /** Waits (briefly: the messages were posted before the thread ended) for `n` results. */
+  async collect(n: number): Promise<RunResult[]> {
+    const until = Date.now() + 1_000;
+    while (this.count < n && !this.closed && Date.now() < until) {
+      await new Promise<void>((resolve) => {
+        this.wake = resolve;
+        setTimeout(resolve, 20);
+      });
+    }
+    this.close();
+    return this.results;
+  }
+
+  close(): void {
+    this.port.close();
   }
 }
 

@@ -16,7 +16,8 @@ import { describeNonWasm } from '../wasm/sniff.js';
 import { markStarted } from './clock.js';
 // First: compilation is eager (preparation, not guest time) and the fuel checks' hints count.
 import './engine-flags.js';
-import type { PrepareResult, PrepareTask } from './protocol.js';
+import type { CompileTextResult, CompileTextTask, PrepareResult, PrepareTask } from './protocol.js';
+import { WatSyntaxError, compileWat } from '../wasm/wat.js';
 
 // This thread runs at a lower scheduling priority than the main thread (Linux keeps a nice value
 // per thread), so preparation use every core the machine has while the event loop, which answers
@@ -124,6 +125,19 @@ export default function prepare(task: PrepareTask): PrepareResult {
     wasi,
     timings: { validateNs, instrumentNs, compileNs },
   };
+}
+
+/** WebAssembly text to a binary module (before preparation, which then validates it as any
+ *  other binary). The compiler is loaded on the first text this thread sees. */
+export async function compileText(task: CompileTextTask): Promise<CompileTextResult> {
+  markStarted(task.startedAt);
+  try {
+    return { ok: true, bytes: await compileWat(task.text) };
+  } catch (err) {
+    if (err instanceof WatSyntaxError) return { ok: false, code: 'invalid_module', message: clip(err.message) };
+    // The compiler itself gave up (its memory, an abort): the text is too much for this server.
+    return { ok: false, code: 'module_too_complex', message: clip(`the WebAssembly text could not be compiled on this server: ${err instanceof Error ? err.message : String(err)}`) };
+  }
 }
 
 /** What parsing or instrumenting a module V8 accepted can fail with, as the caller's refusal. */

@@ -2,6 +2,7 @@
 // compiled WebAssembly.Module objects, which V8 shares between threads) crosses; guest failures
 // are results, not thrown errors.
 
+import type { MessagePort } from 'node:worker_threads';
 import type { GuestLayout } from '../limits/guest-imports.js';
 import type { FuncSig, JsonValue, WasmArg } from '../values/codec.js';
 
@@ -37,6 +38,22 @@ export interface PrepareTask {
    *  deadline counts from then, not from queueing (time in the queue is not the module's fault). */
   startedAt: SharedArrayBuffer;
 }
+
+/** WebAssembly text to compile to a binary (prepare.ts compileText), before preparation. */
+export interface CompileTextTask {
+  text: string;
+  /** As PrepareTask.startedAt. */
+  startedAt: SharedArrayBuffer;
+}
+
+export type CompileTextResult =
+  | { ok: true; bytes: Uint8Array }
+  | {
+      ok: false;
+      code: 'invalid_module' | 'module_too_complex';
+      /** invalid_module: the first problem, with its line and column when the compiler located it. */
+      message: string;
+    };
 
 export interface PrepareTimings {
   validateNs: number;
@@ -86,6 +103,38 @@ export interface RunTask {
   /** The run's fuel account as of its last slice boundary (src/wasi/fuel.ts, PROGRESS_*): live
    *  progress, and the figures a terminated run reports. */
   progress: SharedArrayBuffer;
+}
+
+/** A batch: calls of one prepared module, each on a fresh instance, in one runner task
+ *  (runner.ts runBatch). The batch's deadline, `timeoutMs` from when the thread starts it, bounds
+ *  every call; a call not started by then is answered without running. */
+export interface BatchTask {
+  module: WebAssembly.Module;
+  layout: GuestLayout;
+  calls: BatchCallTask[];
+  timeoutMs: number;
+  /** Where WASI calls mirror their output, one call at a time (each call starts it afresh). */
+  output?: SharedArrayBuffer;
+  startedAt: SharedArrayBuffer;
+  /** The current call's fuel account (as RunTask.progress); reset at each call. */
+  progress: SharedArrayBuffer;
+  /** Int32Array[1]: the index of the call running now (-1 before the first), for the main thread
+   *  when it must terminate the thread. */
+  current: SharedArrayBuffer;
+  /** Each finished call's result is posted here as { index, result }, so the calls that finished
+   *  keep their answers if the thread is terminated during a later one. */
+  journal: MessagePort;
+}
+
+export interface BatchCallTask {
+  functionName: string;
+  sig: FuncSig;
+  args: WasmArg[];
+  fuelLimit: number;
+  memoryLimitPages: number;
+  /** The call's own wall-clock limit; the batch's deadline may cut it shorter. */
+  timeoutMs: number;
+  wasi?: Omit<WasiTask, 'output'>;
 }
 
 export interface WasiTask {

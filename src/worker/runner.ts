@@ -1,4 +1,4 @@
-// Guest runner: one fresh instance per task. This file and what it imports (guest.ts, the WASI
+// Guest runner: one fresh instance per task (per call, for a batch). This file and what it imports (guest.ts, the WASI
 // host, the value codec) are all a runner thread loads (no binaryen, no parser), so a runner
 // killed at its deadline is replaced in milliseconds.
 //
@@ -10,12 +10,13 @@
 // The main thread terminates the thread only when the guest cannot be reached (src/worker/pool.ts).
 
 import os from 'node:os';
+import { performance } from 'node:perf_hooks';
 import { encodeResults } from '../values/codec.js';
 import { WasiHost } from '../wasi/preview1.js';
 import { markStarted } from './clock.js';
 import './engine-flags.js';
 import { runGuest } from './guest.js';
-import type { RunResult, RunTask, WasiResult } from './protocol.js';
+import type { BatchTask, RunResult, RunTask, WasiResult, WasiTask } from './protocol.js';
 
 // This thread runs at a lower scheduling priority than the main thread (Linux keeps a nice value
 // per thread), so guests use every core the machine has while the event loop, which answers
@@ -28,18 +29,78 @@ try {
 
 export default function run(task: RunTask): RunResult {
   markStarted(task.startedAt);
-  const w = task.wasi;
+  return runCall(task.module, task.layout, task, task.progress, task.wasi ? { ...task.wasi } : undefined, task.timeoutMs);
+}
+
+/**
+ * A batch (protocol.ts BatchTask): each call on a fresh instance of the one compiled module, in
+ * order, in this one task. A trap or fuel exhaustion ends only its own call. The batch's deadline
+ * counts from the start of the task: each call runs until its own limit or the batch's deadline,
+ * whichever is first, and a call reached after the deadline is answered without running.
+ */
+export function runBatch(task: BatchTask): RunResult[] {
+  markStarted(task.startedAt);
+  const deadline = performance.now() + task.timeoutMs;
+  const current = new Int32Array(task.current);
+  const results: RunResult[] = [];
+  try {
+    for (const [index, call] of task.calls.entries()) {
+      Atomics.store(current, 0, index);
+      const remainingMs = deadline - performance.now();
+      let result: RunResult;
+      if (remainingMs <= 0) {
+        result = notStarted(task.timeoutMs, call.wasi !== undefined);
+      } else {
+        const cut = remainingMs < call.timeoutMs;
+        // Each call mirrors its output from the start of the shared buffer.
+        if (task.output) new Int32Array(task.output, 0, 4).fill(0);
+        result = runCall(task.module, task.layout, call, task.progress, call.wasi && task.output ? { ...call.wasi, output: task.output } : undefined, cut ? remainingMs : call.timeoutMs);
+        if (cut && result.outcome === 'timeout') {
+          result.message = `the batch reached its wall-clock limit of ${task.timeoutMs} ms during this call, which was stopped there`;
+        }
+      }
+      results.push(result);
+      task.journal.postMessage({ index, result });
+    }
+  } finally {
+    task.journal.close();
+  }
+  return results;
+}
+
+/** A call the batch's deadline left no time for: it did not run, and cost nothing. */
+function notStarted(batchTimeoutMs: number, wasi: boolean): RunResult {
+  return {
+    outcome: 'timeout',
+    message: `not started: the batch reached its wall-clock limit of ${batchTimeoutMs} ms before this call`,
+    ...(wasi && { wasi: { exitCode: null, ...emptyOutput() } }),
+    fuelConsumed: 0,
+    memoryPeakBytes: 0,
+    durationNs: 0,
+    instantiateNs: 0,
+  };
+}
+
+interface CallSpec {
+  functionName: string;
+  sig: RunTask['sig'];
+  args: RunTask['args'];
+  fuelLimit: number;
+  memoryLimitPages: number;
+}
+
+function runCall(module: WebAssembly.Module, layout: RunTask['layout'], call: CallSpec, progress: SharedArrayBuffer, w: WasiTask | undefined, timeoutMs: number): RunResult {
   const r = runGuest({
     // Counted from the start of guest code; the main thread's backstop counts from `startedAt`,
     // a little earlier, plus its grace.
-    timeoutMs: task.timeoutMs,
-    progress: task.progress,
-    module: task.module,
-    layout: task.layout,
-    fuelLimit: BigInt(task.fuelLimit),
-    memoryLimitPages: task.memoryLimitPages,
-    functionName: task.functionName,
-    args: task.args,
+    timeoutMs,
+    progress,
+    module,
+    layout,
+    fuelLimit: BigInt(call.fuelLimit),
+    memoryLimitPages: call.memoryLimitPages,
+    functionName: call.functionName,
+    args: call.args,
     ...(w && {
       wasi: (fuel) =>
         new WasiHost({
@@ -51,7 +112,7 @@ export default function run(task: RunTask): RunResult {
           outputBuffer: w.output,
           charge: fuel.charge,
           halt: fuel.halt,
-          sleepBudgetMs: task.timeoutMs,
+          sleepBudgetMs: timeoutMs,
           deadline: { remainingMs: () => fuel.remainingMs(), interrupt: fuel.interrupt },
         }),
     }),
@@ -63,7 +124,7 @@ export default function run(task: RunTask): RunResult {
   return {
     outcome,
     // A program that exited through proc_exit returned nothing; its result is its exit code.
-    ...(outcome === 'ok' && { results: r.thrown === null ? encodeResults(task.sig, r.returned) : [] }),
+    ...(outcome === 'ok' && { results: r.thrown === null ? encodeResults(call.sig, r.returned) : [] }),
     ...(trap && { trap }),
     ...(message !== undefined && { message }),
     ...(wasi && { wasi }),
