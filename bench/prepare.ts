@@ -28,6 +28,8 @@ import { RESULTS_DIR, type SectionOptions, type SectionResult, fmt, fmtBytes, fm
 import type { PrepareReply, PrepareRequest } from './prepare-worker.js';
 
 const TARGET_COLD_MS = 500; // for the 1 MiB module
+/** Issue 14: preparing a 1 MiB module (validate, instrument, compile) in a warm worker. */
+const TARGET_WARM_MS = 50;
 const TARGET_CACHED_MS = 1;
 const SIZES = [
   { label: '100 KiB', bytes: 100 * 1024, coldTarget: false },
@@ -225,6 +227,8 @@ export async function prepareSection(options: SectionOptions): Promise<SectionRe
     const cachedOk = r.cached.medianMs < TARGET_CACHED_MS;
     const isColdTarget = SIZES.find((s) => s.label === r.label)?.coldTarget ?? false;
     if (isColdTarget && !coldOk) missed.push(`prepare ${r.label}: cold ${fmt(r.cold.wallMs, 0)} ms ≥ ${TARGET_COLD_MS} ms`);
+    const warmOk = r.uncachedMedian.wallMs <= TARGET_WARM_MS;
+    if (isColdTarget && !warmOk) missed.push(`prepare ${r.label}: warm ${fmt(r.uncachedMedian.wallMs, 1)} ms > ${TARGET_WARM_MS} ms`);
     if (!cachedOk) missed.push(`prepare ${r.label}: cached ${fmt(r.cached.medianMs, 3)} ms ≥ ${TARGET_CACHED_MS} ms (SHA-256 of the bytes: ${fmt(r.cached.hashMedianMs, 3)} ms)`);
     const name = `${r.label} (${fmtBytes(r.size)}, ${fmtInt(r.functions)} fns → ${fmtBytes(r.instrumentedSize)})`;
     const phaseRow = (label: string, p: Phase, target: string, verdict: string): string[] => [
@@ -238,7 +242,7 @@ export async function prepareSection(options: SectionOptions): Promise<SectionRe
       verdict,
     ];
     rows.push(phaseRow('cold (1st in a fresh worker)', r.cold, isColdTarget ? `< ${TARGET_COLD_MS} ms` : '', isColdTarget ? met(coldOk) : ''));
-    rows.push(phaseRow(`uncached, warm worker (median of ${r.uncached.length})`, r.uncachedMedian, '', ''));
+    rows.push(phaseRow(`uncached, warm worker (median of ${r.uncached.length})`, r.uncachedMedian, isColdTarget ? `≤ ${TARGET_WARM_MS} ms` : '', isColdTarget ? met(warmOk) : ''));
     rows.push([
       name,
       `cached: sha256 + cache hit (median of ${fmtInt(r.cached.samples)}; p99 ${fmt(r.cached.p99Ms, 3)})`,

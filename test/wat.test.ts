@@ -156,6 +156,22 @@ describe('limits and refusals', () => {
     expectRefusal(await server.execute({ wat: big, function: 'f' }), 413, 'payload_too_large');
   });
 
+  it('text nested deeper than the text compiler takes is module_too_complex, and text after it still compiles', async () => {
+    // wabt parses recursively on a small stack: folded expressions ~200 deep trap inside it and
+    // unfolded blocks ~200 deep make it loop; both are refused before they reach it.
+    const folded = `(module (func (export "f") (result i32) ${'(i32.add (i32.const 1) '.repeat(300)}(i32.const 0)${')'.repeat(300)}))`;
+    const flat = `(module (func (export "f") ${'block '.repeat(300)}${'end '.repeat(300)}))`;
+    for (const text of [folded, flat]) {
+      const message = expectRefusal(await server.execute({ wat: text, function: 'f' }), 422, 'module_too_complex');
+      expect(message).toMatch(/nests blocks and expressions 30\d deep/);
+    }
+    // 100 deep is fine, and the compiler is intact.
+    const ok = `(module (func (export "f") (result i32) ${'(i32.add (i32.const 1) '.repeat(100)}(i32.const 0)${')'.repeat(100)}))`;
+    const res = await server.execute({ wat: ok, function: 'f' });
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+    expect(res.body.results).toEqual([100]);
+  });
+
   it('a component (component-model text) is refused as invalid_module, not compiled', async () => {
     const res = await send(`${server.url}/modules`, 'POST', '(component)', { 'content-type': 'application/wasm' });
     expect(expectRefusal(res, 400, 'invalid_module')).toMatch(/component text format/);

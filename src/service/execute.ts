@@ -336,6 +336,8 @@ export class ExecuteService {
       run = await this.pools.runGuest(
         {
           module: prepared.module,
+          moduleKey: moduleId,
+          moduleWeight: prepared.weightBytes,
           layout: prepared.layout,
           functionName: name,
           sig,
@@ -409,6 +411,8 @@ export class ExecuteService {
       runs = await this.pools.runBatch(
         {
           module: prepared.module,
+          moduleKey: moduleId,
+          moduleWeight: prepared.weightBytes,
           layout: prepared.layout,
           timeoutMs: batchLimits.timeoutMs,
           ...(anyWasi && { output: sharedOutputBuffer(stdoutLimitBytes, stderrLimitBytes) }),

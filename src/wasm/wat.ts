@@ -53,6 +53,12 @@ const LOCATED = new RegExp(`^${FILE.replace('.', '\\.')}:(\\d+):(\\d+): (?:error
 /** Compiles WebAssembly text to a binary module; WatSyntaxError when it does not parse or
  *  validate. */
 export async function compileWat(text: string): Promise<Uint8Array> {
+  const depth = watNestingDepth(text);
+  if (depth > MAX_WAT_NESTING) {
+    throw new Error(
+      `the text nests blocks and expressions ${depth} deep; this server's text compiler takes at most ${MAX_WAT_NESTING} (past about 200 it fails or does not finish); nest less, or send the binary module`,
+    );
+  }
   const w = await load();
   let module: ReturnType<Wabt['parseWat']> | null = null;
   try {
@@ -100,4 +106,88 @@ function firstProblem(report: string): WatSyntaxError | null {
     return new WatSyntaxError(`the WebAssembly text does not compile: ${clip(report.replace(/^\w+ failed:\s*/, '').split('\n')[0] ?? '', 300)}`, null, null);
   }
   return null;
+}
+
+/** Deepest nesting (parentheses plus unfolded block, loop, if, try ... end) compileWat takes. wabt
+ *  parses recursively on its own small stack: folded expressions about 200 deep trap inside it,
+ *  and unfolded blocks about 200 deep make it loop without end, so deeper text is refused before
+ *  it reaches wabt (module_too_complex). Generated code that nests deeper goes as a binary. */
+export const MAX_WAT_NESTING = 128;
+
+const BLOCK_OPENERS = new Set(['block', 'loop', 'if', 'try', 'try_table']);
+
+/**
+ * How deep the text nests: parentheses, plus the unfolded (flat) structured instructions open at
+ * that point (`block` ... `end`). Comments and strings are skipped. A linear scan, no allocation
+ * per character.
+ */
+export function watNestingDepth(text: string): number {
+  let parens = 0;
+  let flat = 0;
+  let max = 0;
+  let afterParen = false;
+  const n = text.length;
+  let i = 0;
+  while (i < n) {
+    const c = text.charCodeAt(i);
+    if (c === 0x3b /* ; */ && text.charCodeAt(i + 1) === 0x3b) {
+      const end = text.indexOf('\n', i);
+      i = end === -1 ? n : end + 1;
+      continue;
+    }
+    if (c === 0x28 /* ( */ && text.charCodeAt(i + 1) === 0x3b /* ; */) {
+      let commentDepth = 0;
+      while (i < n) {
+        if (text.startsWith('(;', i)) {
+          commentDepth++;
+          i += 2;
+        } else if (text.startsWith(';)', i)) {
+          commentDepth--;
+          i += 2;
+          if (commentDepth === 0) break;
+        } else i++;
+      }
+      continue;
+    }
+    if (c === 0x22 /* " */) {
+      i++;
+      while (i < n && text.charCodeAt(i) !== 0x22) i += text.charCodeAt(i) === 0x5c /* \ */ ? 2 : 1;
+      i++;
+      afterParen = false;
+      continue;
+    }
+    if (c === 0x28) {
+      parens++;
+      afterParen = true;
+      max = Math.max(max, parens + flat);
+      i++;
+      continue;
+    }
+    if (c === 0x29 /* ) */) {
+      parens = Math.max(0, parens - 1);
+      afterParen = false;
+      i++;
+      continue;
+    }
+    if (c <= 0x20) {
+      i++;
+      continue;
+    }
+    // A token: up to white space, a parenthesis, a quote or a comment.
+    let j = i + 1;
+    while (j < n) {
+      const d = text.charCodeAt(j);
+      if (d <= 0x20 || d === 0x28 || d === 0x29 || d === 0x22 || (d === 0x3b && text.charCodeAt(j + 1) === 0x3b)) break;
+      j++;
+    }
+    const token = text.slice(i, j);
+    // `(block ...)` is counted by its parenthesis; `block ... end` by the token.
+    if (!afterParen && BLOCK_OPENERS.has(token)) {
+      flat++;
+      max = Math.max(max, parens + flat);
+    } else if (token === 'end' && flat > 0) flat--;
+    afterParen = false;
+    i = j;
+  }
+  return max;
 }

@@ -14,7 +14,15 @@ import { readSharedOutput } from '../wasi/output.js';
 import { epochUs } from './clock.js';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import type { AdoptResult, DecodeResult, DecodeTask } from './decode.js';
-import type { BatchTask, CompileTextResult, CompileTextTask, PrepareResult, PrepareTask, RunResult, RunTask } from './protocol.js';
+import type { BatchTask, CompileTextResult, CompileTextTask, MissingModule, ModuleRef, PrepareResult, PrepareTask, RunResult, RunTask } from './protocol.js';
+
+/** The module of a run as callers give it: the compiled module, and (from the service) its key
+ *  and weight, so runner threads can keep it and later tasks carry only the key. */
+export interface ModuleSpec {
+  module: WebAssembly.Module;
+  moduleKey?: string;
+  moduleWeight?: number;
+}
 
 /** Staging buffers kept for large bodies (each up to the body limit). */
 const STAGING_KEPT = 2;
@@ -41,7 +49,7 @@ export class WorkerPools {
   readonly prepare: Piscina<PrepareTask | CompileTextTask, PrepareResult | CompileTextResult>;
   /** A thread of its own for small modules, so they are never behind large ones. */
   readonly prepareSmall: Piscina<PrepareTask | CompileTextTask, PrepareResult | CompileTextResult>;
-  readonly run: Piscina<RunTask | BatchTask, RunResult | RunResult[]>;
+  readonly run: Piscina<RunTask | BatchTask, RunResult | RunResult[] | MissingModule>;
   /** Large JSON bodies: parsed, checked and decoded off the event loop (src/worker/decode.ts). */
   readonly decode: Piscina<DecodeTask, DecodeResult | AdoptResult | null>;
   private closing = false;
@@ -222,17 +230,28 @@ export class WorkerPools {
    * terminated and replaced) and rejects with RunCancelledError.
    */
   async runGuest(
-    task: Omit<RunTask, 'startedAt' | 'progress'> & { progress?: SharedArrayBuffer },
+    task: Omit<RunTask, 'startedAt' | 'progress' | keyof ModuleRef> & ModuleSpec & { progress?: SharedArrayBuffer },
     timeoutMs: number,
     cancel?: AbortSignal,
   ): Promise<RunResult> {
     const cell = this.cells.take();
     const startedAt = cell.startedAt;
     const progress = task.progress ?? cell.progress;
-    let settled: Settled<RunResult>;
+    let settled: Settled<RunResult | MissingModule>;
     const graceMs = this.config.deadlineGraceMs;
+    const { module, moduleKey, moduleWeight, ...rest } = task;
     try {
-      settled = (await this.withDeadline(this.run, { ...task, startedAt, progress }, startedAt, timeoutMs + graceMs, {}, cancel)) as Settled<RunResult>;
+      let ref = this.moduleRef(module, moduleKey, moduleWeight);
+      for (;;) {
+        settled = (await this.withDeadline(this.run, { ...rest, ...ref, startedAt, progress }, startedAt, timeoutMs + graceMs, {}, cancel)) as Settled<RunResult | MissingModule>;
+        // The thread did not hold the module (a new thread, or one that evicted it): again, with it.
+        if (settled.kind === 'done' && 'missingModule' in settled.value && !ref.module) {
+          this.moduleResends++;
+          ref = { ...ref, module };
+          continue;
+        }
+        break;
+      }
       // Only a task that ran to its answer gives its cell back: a thread terminated at a deadline,
       // on a cancel or on an abort might still write it.
       if (settled.kind === 'done') this.cells.give(cell);
@@ -240,13 +259,35 @@ export class WorkerPools {
       if ((err as { code?: string }).code === 'ERR_WORKER_OUT_OF_MEMORY') return this.killed('memory_limit_exceeded', this.heapMessage(), 0, progress, task.wasi);
       throw err;
     }
-    if (settled.kind === 'done') return settled.value;
+    if (settled.kind === 'done') return settled.value as RunResult;
     if (settled.kind === 'queue_timeout') throw overloaded('no worker became free in time');
     if (settled.kind === 'cancelled') {
       const cell = new BigInt64Array(progress);
       throw new RunCancelledError(Number(Atomics.load(cell, PROGRESS_FUEL)), Number(Atomics.load(cell, PROGRESS_MEMORY)), Math.round(settled.ranMs * 1e6));
     }
     return this.killed('timeout', this.deadlineMessage(timeoutMs), settled.ranMs, progress, task.wasi);
+  }
+
+  /** Tasks sent again with their module because their thread did not hold it. */
+  moduleResends = 0;
+
+  /** Modules dispatched with their compiled form, by how many times. */
+  private readonly sentModules = new WeakMap<WebAssembly.Module, number>();
+  private anonymousModules = 0;
+
+  /**
+   * How a task names its module: with the compiled module itself for its first dispatches (enough
+   * for every runner thread to have been sent it, whichever the pool picks), then by key only;
+   * a thread that turns out not to hold it answers MissingModule and the task is sent again with
+   * it. Without a key (callers outside the service), always with the module.
+   */
+  private moduleRef(module: WebAssembly.Module, moduleKey: string | undefined, moduleWeight: number | undefined): ModuleRef {
+    if (moduleKey === undefined) return { module, moduleKey: `anonymous:${++this.anonymousModules}`, moduleWeight: Number.MAX_SAFE_INTEGER };
+    const weight = moduleWeight ?? Number.MAX_SAFE_INTEGER;
+    const sent = this.sentModules.get(module) ?? 0;
+    if (sent >= 2 * this.config.workers) return { moduleKey, moduleWeight: weight };
+    this.sentModules.set(module, sent + 1);
+    return { module, moduleKey, moduleWeight: weight };
   }
 
   /**
@@ -257,7 +298,7 @@ export class WorkerPools {
    * terminated run, and the rest as not started.
    */
   async runBatch(
-    task: Omit<BatchTask, 'startedAt' | 'progress' | 'current' | 'journal'>,
+    task: Omit<BatchTask, 'startedAt' | 'progress' | 'current' | 'journal' | keyof ModuleRef> & ModuleSpec,
     timeoutMs: number,
     cancel?: AbortSignal,
     /** Where the running call's account is published (a job's live progress). */
@@ -267,27 +308,43 @@ export class WorkerPools {
     const progress = progressCell ?? progressBuffer();
     const current = new SharedArrayBuffer(4);
     new Int32Array(current)[0] = -1;
-    const { port1, port2 } = new MessageChannel();
-    const journal = new Journal(port1);
     const graceMs = this.config.deadlineGraceMs;
-    let settled: Settled<RunResult[]>;
+    const { module, moduleKey, moduleWeight, ...rest } = task;
+    let ref = this.moduleRef(module, moduleKey, moduleWeight);
+    let journal: Journal;
+    let settled: Settled<RunResult[] | MissingModule>;
     let heap = false;
-    try {
-      settled = (await this.withDeadline(this.run, { ...task, startedAt, progress, current, journal: port2 }, startedAt, timeoutMs + graceMs, {
-        name: 'runBatch',
-        transferList: [port2],
-      }, cancel)) as Settled<RunResult[]>;
-    } catch (err) {
-      if ((err as { code?: string }).code !== 'ERR_WORKER_OUT_OF_MEMORY') {
-        journal.close();
-        throw err;
+    for (;;) {
+      const { port1, port2 } = new MessageChannel();
+      journal = new Journal(port1);
+      try {
+        settled = (await this.withDeadline(
+          this.run,
+          { ...rest, ...ref, startedAt, progress, current, journal: port2 },
+          startedAt,
+          timeoutMs + graceMs,
+          { name: 'runBatch', transferList: [port2] },
+          cancel,
+        )) as Settled<RunResult[] | MissingModule>;
+      } catch (err) {
+        if ((err as { code?: string }).code !== 'ERR_WORKER_OUT_OF_MEMORY') {
+          journal.close();
+          throw err;
+        }
+        heap = true;
+        settled = { kind: 'deadline', ranMs: 0 };
       }
-      heap = true;
-      settled = { kind: 'deadline', ranMs: 0 };
+      if (settled.kind === 'done' && 'missingModule' in settled.value && !ref.module) {
+        this.moduleResends++;
+        journal.close();
+        ref = { ...ref, module };
+        continue;
+      }
+      break;
     }
     if (settled.kind === 'done') {
       journal.close();
-      return settled.value;
+      return settled.value as RunResult[];
     }
     if (settled.kind === 'queue_timeout') {
       journal.close();

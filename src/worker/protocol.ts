@@ -85,8 +85,24 @@ export type PrepareResult =
       transient?: true;
     };
 
-export interface RunTask {
-  module: WebAssembly.Module;
+/** How a task names its compiled module. Runner threads keep the modules they have been sent
+ *  (runner.ts), so a task carries only the key once the threads have it; a thread that does not
+ *  have it answers MissingModule and is sent the module. */
+export interface ModuleRef {
+  /** Absent when the threads are expected to have it already under moduleKey. */
+  module?: WebAssembly.Module;
+  /** The module's content address (its compiled form is deterministic). */
+  moduleKey: string;
+  /** What keeping it costs (PrepareResult.weightBytes): bounds a thread's own cache. */
+  moduleWeight: number;
+}
+
+/** A runner thread's answer to a task that named a module it does not hold. */
+export interface MissingModule {
+  missingModule: true;
+}
+
+export interface RunTask extends ModuleRef {
   layout: GuestLayout;
   functionName: string;
   sig: FuncSig;
@@ -108,8 +124,7 @@ export interface RunTask {
 /** A batch: calls of one prepared module, each on a fresh instance, in one runner task
  *  (runner.ts runBatch). The batch's deadline, `timeoutMs` from when the thread starts it, bounds
  *  every call; a call not started by then is answered without running. */
-export interface BatchTask {
-  module: WebAssembly.Module;
+export interface BatchTask extends ModuleRef {
   layout: GuestLayout;
   calls: BatchCallTask[];
   timeoutMs: number;

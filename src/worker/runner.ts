@@ -16,7 +16,7 @@ import { WasiHost } from '../wasi/preview1.js';
 import { markStarted } from './clock.js';
 import './engine-flags.js';
 import { runGuest } from './guest.js';
-import type { BatchTask, RunResult, RunTask, WasiResult, WasiTask } from './protocol.js';
+import type { BatchTask, MissingModule, ModuleRef, RunResult, RunTask, WasiResult, WasiTask } from './protocol.js';
 
 // This thread runs at a lower scheduling priority than the main thread (Linux keeps a nice value
 // per thread), so guests use every core the machine has while the event loop, which answers
@@ -27,9 +27,43 @@ try {
   // Not permitted here (some sandboxes): run at the normal priority.
 }
 
-export default function run(task: RunTask): RunResult {
+/**
+ * The compiled modules this thread has been sent, by key, least recently used first, bounded in
+ * count and in weight (the native code a module keeps alive: the main thread's prepared cache may
+ * have let it go, this keeps it until evicted here). A task then carries the key, not the module.
+ */
+const modules = new Map<string, { module: WebAssembly.Module; weight: number }>();
+let modulesWeight = 0;
+const MODULES_MAX = 64;
+const MODULES_MAX_WEIGHT = 64 * 1024 * 1024;
+
+function moduleOf(ref: ModuleRef): WebAssembly.Module | null {
+  const held = modules.get(ref.moduleKey);
+  if (held) {
+    modules.delete(ref.moduleKey);
+    modules.set(ref.moduleKey, held);
+    return held.module;
+  }
+  if (!ref.module) return null;
+  if (ref.moduleWeight <= MODULES_MAX_WEIGHT) {
+    modules.set(ref.moduleKey, { module: ref.module, weight: ref.moduleWeight });
+    modulesWeight += ref.moduleWeight;
+    for (const [key, m] of modules) {
+      if (modules.size <= MODULES_MAX && modulesWeight <= MODULES_MAX_WEIGHT) break;
+      modules.delete(key);
+      modulesWeight -= m.weight;
+    }
+  }
+  return ref.module;
+}
+
+const MISSING: MissingModule = { missingModule: true };
+
+export default function run(task: RunTask): RunResult | MissingModule {
+  const module = moduleOf(task);
+  if (!module) return MISSING;
   markStarted(task.startedAt);
-  return runCall(task.module, task.layout, task, task.progress, task.wasi ? { ...task.wasi } : undefined, task.timeoutMs);
+  return runCall(module, task.layout, task, task.progress, task.wasi ? { ...task.wasi } : undefined, task.timeoutMs);
 }
 
 /**
@@ -38,7 +72,12 @@ export default function run(task: RunTask): RunResult {
  * counts from the start of the task: each call runs until its own limit or the batch's deadline,
  * whichever is first, and a call reached after the deadline is answered without running.
  */
-export function runBatch(task: BatchTask): RunResult[] {
+export function runBatch(task: BatchTask): RunResult[] | MissingModule {
+  const module = moduleOf(task);
+  if (!module) {
+    task.journal.close();
+    return MISSING;
+  }
   markStarted(task.startedAt);
   const deadline = performance.now() + task.timeoutMs;
   const current = new Int32Array(task.current);
@@ -54,7 +93,7 @@ export function runBatch(task: BatchTask): RunResult[] {
         const cut = remainingMs < call.timeoutMs;
         // Each call mirrors its output from the start of the shared buffer.
         if (task.output) new Int32Array(task.output, 0, 4).fill(0);
-        result = runCall(task.module, task.layout, call, task.progress, call.wasi && task.output ? { ...call.wasi, output: task.output } : undefined, cut ? remainingMs : call.timeoutMs);
+        result = runCall(module, task.layout, call, task.progress, call.wasi && task.output ? { ...call.wasi, output: task.output } : undefined, cut ? remainingMs : call.timeoutMs);
         if (cut && result.outcome === 'timeout') {
           result.message = `the batch reached its wall-clock limit of ${task.timeoutMs} ms during this call, which was stopped there`;
         }

@@ -14,6 +14,9 @@ export interface TestServer {
   /** The ids of the runner threads now alive (a thread terminated at a deadline is replaced by
    *  one with a new id). */
   runnerThreadIds(): number[];
+  /** Tasks the runner threads had to be sent again with their compiled module (a thread that did
+   *  not hold it: src/worker/pool.ts moduleRef). */
+  moduleResends(): number;
   post(path: string, body: unknown, headers?: Record<string, string>): Promise<{ status: number; body: any; headers: Record<string, unknown> }>;
   get(path: string): Promise<{ status: number; body: any; text: string; headers: Record<string, unknown> }>;
   execute(body: Record<string, unknown>): Promise<{ status: number; body: any }>;
@@ -72,6 +75,7 @@ export async function startServer(env: Record<string, string> = {}, options: { l
     url,
     config,
     runnerThreadIds: () => app.pools.run.threads.map((t) => t.threadId).sort((a, b) => a - b),
+    moduleResends: () => app.pools.moduleResends,
     post,
     get,
     execute: (body) => post('/execute', body),
