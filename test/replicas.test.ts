@@ -1,9 +1,9 @@
 // Several replicas sharing one Redis (REDIS_URL), as real server processes on real ports next to a
 // real redis-server: a module uploaded to one runs by id on another and a delete through one is
 // 404 on all (whatever each has prepared); the store's caps, the rate limit and the per-key
-// concurrency quota hold across the fleet; a SIGKILLed replica's quota slot comes back when its lease lapses; and while
-// Redis is away every replica stays up, reports not ready, and refuses what needs Redis with
-// 503 backend_unavailable, until Redis is back.
+// concurrency quota hold across the fleet; a SIGKILLed replica's quota slot comes back when its
+// lease lapses; and while Redis is away every replica stays up, reports not ready, and refuses
+// what needs Redis with 503 backend_unavailable, until Redis is back.
 
 import { createHash } from 'node:crypto';
 import { Redis } from 'ioredis';
