@@ -125,7 +125,11 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
   const pools = new WorkerPools(config);
   pools.onLateError = (err) => app.log.warn({ err }, 'a worker failed after its task ended; it was replaced');
   app.decorate('pools', pools);
-  const quota: CallerQuota = redis
+  // The per-key concurrency quota (keys on only): counted in Redis across replicas, or here.
+  const keysOn = config.apiKeys.length > 0;
+  const quota: CallerQuota | null = !keysOn
+    ? null
+    : redis
     ? new SharedConcurrencyQuota({
         redis,
         prefix: config.redisPrefix,
@@ -134,10 +138,7 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
         onRenewError: (err) => app.log.warn({ error: (err as Error).message }, 'could not renew or return a concurrency lease in Redis; it lapses on its own'),
       })
     : new ConcurrencyQuota(config.maxConcurrentPerKey);
-  const executor = new ExecuteService(config, pools, store, {
-    maxConcurrentPerKey: config.apiKeys.length > 0 ? config.maxConcurrentPerKey : null,
-    quota,
-  });
+  const executor = new ExecuteService(config, pools, store, { maxConcurrentPerKey: keysOn ? config.maxConcurrentPerKey : null, ...(quota && { quota }) });
   app.decorate('executor', executor);
   await app.register(metrics, {
     sources: {
@@ -154,7 +155,7 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
   app.addHook('onClose', async () => {
     await pools.close();
     await store.close();
-    await quota.close();
+    await quota?.close();
     // Last: runs that just ended return their quota leases over it first (QUIT waits for them).
     if (redis) await closeRedis(redis);
   });
