@@ -200,6 +200,46 @@ describe('the Redis module store', () => {
   });
 });
 
+describe('the Redis module store under concurrency', () => {
+  it('keeps its totals equal to what is stored, and every answer consistent, through random concurrent puts and deletes from three clients', async () => {
+    const { prefix, stores: list } = await stores(3, { maxModules: 4 });
+    const r = await raw();
+    const modules = Array.from({ length: 6 }, (_, i) => moduleN(600 + i));
+    let seed = 42;
+    const random = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    for (let round = 0; round < 25; round++) {
+      // A batch of operations in flight at once, on random clients and modules.
+      const ops = Array.from({ length: 12 }, () => {
+        const store = list[random(3)]!;
+        const m = modules[random(modules.length)]!;
+        const id = moduleIdOf(m);
+        return random(2) === 0
+          ? store.put(id, m, describeModule(m)).then(
+              () => null,
+              (err: unknown) => (err instanceof StoreFullError ? null : err),
+            )
+          : store.delete(id).then(() => null, (err: unknown) => err);
+      });
+      expect((await Promise.all(ops)).filter((e) => e !== null)).toEqual([]);
+      // What is stored, from Redis itself, against the totals the caps are checked with.
+      const keys = await r.keys(`${prefix}module:*`);
+      let bytes = 0;
+      for (const k of keys) bytes += Number(await r.hget(k, 'counted'));
+      expect(keys.length).toBeLessThanOrEqual(4);
+      expect(await r.hmget(`${prefix}store`, 'modules', 'bytes')).toEqual([String(keys.length), String(bytes)]);
+      for (const m of modules) {
+        const id = moduleIdOf(m);
+        const stored = keys.includes(`${prefix}module:${id.slice('sha256:'.length)}`);
+        expect(await list[random(3)]!.has(id)).toBe(stored);
+        if (stored) expect(Buffer.from((await list[random(3)]!.getBytes(id))!)).toEqual(Buffer.from(m));
+      }
+    }
+  });
+});
+
 describe('the Redis module store with a damaged description', () => {
   it('refuses to describe it (CorruptModuleError, quarantined), and an upload of the same bytes replaces a copy whose description is damaged', async () => {
     const { prefix, stores: [a] } = await stores(1);
