@@ -22,7 +22,7 @@ const KEY_QUOTA = 'quota-key-0123456789abcdef';
 const KEY_KILL = 'kill-key-0123456789abcdef';
 const KEY_CAPS = 'caps-key-0123456789abcdef';
 const RATE_LIMIT = 12;
-const LEASE_MS = 2_000;
+const LEASE_MS = 3_000;
 const STORE_MAX_MODULES = 2;
 
 const auth = (key: string) => ({ authorization: `Bearer ${key}` });
@@ -139,7 +139,7 @@ describe('the rate limit across replicas', () => {
 
 describe('the per-key concurrency quota across replicas', () => {
   it('refuses on B a second run for a key whose one allowed run is in flight on A, past the lease time (renewed), and takes it once A finishes', async () => {
-    const first = call(a, 'POST', '/execute', spinRun(5_000), auth(KEY_QUOTA));
+    const first = call(a, 'POST', '/execute', spinRun(LEASE_MS + 5_000), auth(KEY_QUOTA));
     await waitFor(async () => (await leasesHeld(KEY_QUOTA)) === 1);
     // Past the lease: A renews it while the run goes on.
     await new Promise((r) => setTimeout(r, LEASE_MS + 500));
@@ -160,10 +160,11 @@ describe('the per-key concurrency quota across replicas', () => {
     const running = call(doomed.url, 'POST', '/execute', spinRun(25_000), auth(KEY_KILL)).catch((err: Error) => err);
     await waitFor(async () => (await leasesHeld(KEY_KILL)) === 1);
     doomed.child.kill('SIGKILL');
+    const killedAt = Date.now();
     expect(await running).toBeInstanceOf(Error); // its connection died with it
+    // Its slot is still taken: the lease has not lapsed yet.
     const refused = await call(a, 'POST', '/execute', { module: b64(ADD), function: 'add', args: [2, 2] }, auth(KEY_KILL));
     expect(refused.status).toBe(429);
-    const killedAt = Date.now();
     // Watched in Redis rather than by polling the API (every try would count against the rate limit).
     await waitFor(async () => (await leasesHeld(KEY_KILL)) === 0);
     const lapsedAfterMs = Date.now() - killedAt;
