@@ -15,6 +15,7 @@ import { REDIS_ENTRY_OVERHEAD_BYTES, RedisModuleStore } from '../dist/src/store/
 import { CorruptModuleError, StoreFullError } from '../dist/src/store/types.js';
 import type { ModuleDescription } from '../dist/src/worker/protocol.js';
 import { startRedis, type TestRedis } from './helpers/redis.js';
+import { startServer } from './helpers/server.js';
 import { wat } from './helpers/wat.js';
 
 function describeModule(bytes: Uint8Array): ModuleDescription {
@@ -340,6 +341,31 @@ describe('while Redis is away', () => {
     expect((await a!.put(id, bytes, describeModule(bytes))).created).toBe(true);
     await waitFor(async () => q.take('key-1').then(() => true, () => false));
     await q.close();
+  });
+});
+
+describe('a Redis that refuses the password', () => {
+  it('leaves the server up but not ready, refusing what needs Redis with 503 backend_unavailable and logging the cause once', async () => {
+    const guarded = await startRedis(['--requirepass', 'the-right-password']);
+    const lines: string[] = [];
+    const logger = { level: 'warn', stream: { write: (line: string) => void lines.push(line) } };
+    const server = await startServer({ REDIS_URL: `redis://:the-wrong-password@127.0.0.1:${guarded.port}` }, { logger });
+    try {
+      // (Its worker pool may still be starting: then readiness says that first.)
+      await waitFor(async () => (await server.get('/readyz')).body?.error?.code === 'backend_unavailable');
+      expect((await server.get('/readyz')).status).toBe(503);
+      const upload = await server.post('/modules', moduleN(700), { 'content-type': 'application/wasm' });
+      expect(upload.status).toBe(503);
+      expect(upload.body.error.code).toBe('backend_unavailable');
+      expect((await server.get('/healthz')).status).toBe(200);
+      const reported = lines.filter((l) => l.includes('Redis (REDIS_URL) is not reachable'));
+      expect(reported).toHaveLength(1);
+      expect(reported[0]).toMatch(/WRONGPASS|invalid password|NOAUTH/i);
+      expect(lines.join('')).not.toContain('the-wrong-password');
+    } finally {
+      await server.close();
+      await guarded.stop();
+    }
   });
 });
 

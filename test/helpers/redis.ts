@@ -44,7 +44,8 @@ function ping(port: number, timeoutMs: number): Promise<string> {
   });
 }
 
-export async function startRedis(): Promise<TestRedis> {
+/** `extraArgs`: more redis-server options (e.g. ['--requirepass', 'secret']). */
+export async function startRedis(extraArgs: string[] = []): Promise<TestRedis> {
   if (!existsSync(REDIS_SERVER)) throw new Error(`${REDIS_SERVER} is missing: install Debian's redis-server (apt-get install redis-server)`);
   const port = await freePort();
   let child: ChildProcess | null = null;
@@ -52,7 +53,7 @@ export async function startRedis(): Promise<TestRedis> {
 
   const start = async (): Promise<void> => {
     output = '';
-    const proc = spawn(REDIS_SERVER, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no'], {
+    const proc = spawn(REDIS_SERVER, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no', ...extraArgs], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     child = proc;
@@ -65,7 +66,8 @@ export async function startRedis(): Promise<TestRedis> {
     for (;;) {
       if (proc.exitCode !== null) throw new Error(`redis-server exited while starting (code ${proc.exitCode}): ${output.slice(-2000)}`);
       try {
-        if ((await ping(port, 500)).startsWith('+PONG')) return;
+        // (With --requirepass it answers, but refuses PING until authenticated: up all the same.)
+        if (/^(\+PONG|-NOAUTH)/.test(await ping(port, 500))) return;
       } catch {
         /* not listening yet */
       }
