@@ -238,7 +238,9 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
   function refuse(request: FastifyRequest, reply: FastifyReply, code: ErrorCode, message: string): FastifyReply {
     const status = ERROR_CATALOGUE[code].status;
     reply.header('x-request-id', request.id);
-    if (status < 500 || code === 'overloaded') {
+    // Refusals the caller can act on (4xx) and those that say "retry" (503: overloaded, or the
+    // shared Redis unavailable) are counted and logged; a 500 is logged as an error where it arose.
+    if (status < 500 || status === 503) {
       countRefusal(code);
       request.log.info({ code, status, method: request.method, route: request.routeOptions.url ?? null, message: clipForLog(message) }, 'refused');
     }

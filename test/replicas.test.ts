@@ -209,6 +209,8 @@ describe('while Redis is away', () => {
           expect(res.body.error.message).toContain('rate limit');
         }
       }
+      // Counted as refusals, by code.
+      expect(await metric(a, 'wasmbox_refusals_total{code="backend_unavailable"}')).toBeGreaterThanOrEqual(4);
       // A replica started now starts without Redis: alive, not ready.
       late = await spawnServer({ ...fleet.env, REDIS_URL: fleet.redis.url });
       fleet.replicas.push(late);
