@@ -57,6 +57,10 @@ export async function startRedis(extraArgs: string[] = []): Promise<TestRedis> {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     child = proc;
+    // A test process that ends without stopping it (a crash, a timeout) takes it along.
+    const orphanGuard = (): void => void proc.kill('SIGKILL');
+    process.once('exit', orphanGuard);
+    proc.once('exit', () => process.off('exit', orphanGuard));
     const collect = (d: Buffer): void => {
       if (output.length < 20_000) output += d.toString('utf8');
     };
