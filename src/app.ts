@@ -135,7 +135,11 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
   const pools = new WorkerPools(config);
   pools.onLateError = (err) => app.log.warn({ err }, 'a worker failed after its task ended; it was replaced');
   app.decorate('pools', pools);
-  const quota: CallerQuota = redis
+  // The per-key concurrency quota (keys on only): counted in Redis across replicas, or here.
+  const keysOn = config.apiKeys.length > 0;
+  const quota: CallerQuota | null = !keysOn
+    ? null
+    : redis
     ? new SharedConcurrencyQuota({
         redis,
         prefix: config.redisPrefix,
@@ -144,10 +148,7 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
         onRenewError: (err) => app.log.warn({ error: (err as Error).message }, 'could not renew or return a concurrency lease in Redis; it lapses on its own'),
       })
     : new ConcurrencyQuota(config.maxConcurrentPerKey);
-  const executor = new ExecuteService(config, pools, store, {
-    maxConcurrentPerKey: config.apiKeys.length > 0 ? config.maxConcurrentPerKey : null,
-    quota,
-  });
+  const executor = new ExecuteService(config, pools, store, { maxConcurrentPerKey: keysOn ? config.maxConcurrentPerKey : null, ...(quota && { quota }) });
   app.decorate('executor', executor);
   const jobConfig = config.jobs;
   const callbacks = new CallbackSender({
@@ -202,7 +203,7 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
     await jobs.close();
     await pools.close();
     await store.close();
-    await quota.close();
+    await quota?.close();
     // Last: runs that just ended return their quota leases over it first (QUIT waits for them).
     if (redis) await closeRedis(redis);
   });
@@ -276,7 +277,9 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
   function refuse(request: FastifyRequest, reply: FastifyReply, code: ErrorCode, message: string): FastifyReply {
     const status = ERROR_CATALOGUE[code].status;
     reply.header('x-request-id', request.id);
-    if (status < 500 || code === 'overloaded') {
+    // Refusals the caller can act on (4xx) and those that say "retry" (503: overloaded, or the
+    // shared Redis unavailable) are counted and logged; a 500 is logged as an error where it arose.
+    if (status < 500 || status === 503) {
       countRefusal(code);
       request.log.info({ code, status, method: request.method, route: request.routeOptions.url ?? null, message: clipForLog(message) }, 'refused');
     }

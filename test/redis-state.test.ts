@@ -15,6 +15,7 @@ import { REDIS_ENTRY_OVERHEAD_BYTES, RedisModuleStore } from '../dist/src/store/
 import { CorruptModuleError, StoreFullError } from '../dist/src/store/types.js';
 import type { ModuleDescription } from '../dist/src/worker/protocol.js';
 import { startRedis, type TestRedis } from './helpers/redis.js';
+import { startServer } from './helpers/server.js';
 import { wat } from './helpers/wat.js';
 
 function describeModule(bytes: Uint8Array): ModuleDescription {
@@ -200,6 +201,46 @@ describe('the Redis module store', () => {
   });
 });
 
+describe('the Redis module store under concurrency', () => {
+  it('keeps its totals equal to what is stored, and every answer consistent, through random concurrent puts and deletes from three clients', async () => {
+    const { prefix, stores: list } = await stores(3, { maxModules: 4 });
+    const r = await raw();
+    const modules = Array.from({ length: 6 }, (_, i) => moduleN(600 + i));
+    let seed = 42;
+    const random = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    for (let round = 0; round < 25; round++) {
+      // A batch of operations in flight at once, on random clients and modules.
+      const ops = Array.from({ length: 12 }, () => {
+        const store = list[random(3)]!;
+        const m = modules[random(modules.length)]!;
+        const id = moduleIdOf(m);
+        return random(2) === 0
+          ? store.put(id, m, describeModule(m)).then(
+              () => null,
+              (err: unknown) => (err instanceof StoreFullError ? null : err),
+            )
+          : store.delete(id).then(() => null, (err: unknown) => err);
+      });
+      expect((await Promise.all(ops)).filter((e) => e !== null)).toEqual([]);
+      // What is stored, from Redis itself, against the totals the caps are checked with.
+      const keys = await r.keys(`${prefix}module:*`);
+      let bytes = 0;
+      for (const k of keys) bytes += Number(await r.hget(k, 'counted'));
+      expect(keys.length).toBeLessThanOrEqual(4);
+      expect(await r.hmget(`${prefix}store`, 'modules', 'bytes')).toEqual([String(keys.length), String(bytes)]);
+      for (const m of modules) {
+        const id = moduleIdOf(m);
+        const stored = keys.includes(`${prefix}module:${id.slice('sha256:'.length)}`);
+        expect(await list[random(3)]!.has(id)).toBe(stored);
+        if (stored) expect(Buffer.from((await list[random(3)]!.getBytes(id))!)).toEqual(Buffer.from(m));
+      }
+    }
+  });
+});
+
 describe('the Redis module store with a damaged description', () => {
   it('refuses to describe it (CorruptModuleError, quarantined), and an upload of the same bytes replaces a copy whose description is damaged', async () => {
     const { prefix, stores: [a] } = await stores(1);
@@ -300,6 +341,31 @@ describe('while Redis is away', () => {
     expect((await a!.put(id, bytes, describeModule(bytes))).created).toBe(true);
     await waitFor(async () => q.take('key-1').then(() => true, () => false));
     await q.close();
+  });
+});
+
+describe('a Redis that refuses the password', () => {
+  it('leaves the server up but not ready, refusing what needs Redis with 503 backend_unavailable and logging the cause once', async () => {
+    const guarded = await startRedis(['--requirepass', 'the-right-password']);
+    const lines: string[] = [];
+    const logger = { level: 'warn', stream: { write: (line: string) => void lines.push(line) } };
+    const server = await startServer({ REDIS_URL: `redis://:the-wrong-password@127.0.0.1:${guarded.port}` }, { logger });
+    try {
+      // (Its worker pool may still be starting: then readiness says that first.)
+      await waitFor(async () => (await server.get('/readyz')).body?.error?.code === 'backend_unavailable');
+      expect((await server.get('/readyz')).status).toBe(503);
+      const upload = await server.post('/modules', moduleN(700), { 'content-type': 'application/wasm' });
+      expect(upload.status).toBe(503);
+      expect(upload.body.error.code).toBe('backend_unavailable');
+      expect((await server.get('/healthz')).status).toBe(200);
+      const reported = lines.filter((l) => l.includes('Redis (REDIS_URL) is not reachable'));
+      expect(reported).toHaveLength(1);
+      expect(reported[0]).toMatch(/WRONGPASS|invalid password|NOAUTH/i);
+      expect(lines.join('')).not.toContain('the-wrong-password');
+    } finally {
+      await server.close();
+      await guarded.stop();
+    }
   });
 });
 

@@ -1,9 +1,9 @@
 // Several replicas sharing one Redis (REDIS_URL), as real server processes on real ports next to a
 // real redis-server: a module uploaded to one runs by id on another and a delete through one is
-// 404 on all (whatever each has prepared); the rate limit and the per-key concurrency quota hold
-// across the fleet; a SIGKILLed replica's quota slot comes back when its lease lapses; and while
-// Redis is away every replica stays up, reports not ready, and refuses what needs Redis with
-// 503 backend_unavailable, until Redis is back.
+// 404 on all (whatever each has prepared); the store's caps, the rate limit and the per-key
+// concurrency quota hold across the fleet; a SIGKILLed replica's quota slot comes back when its
+// lease lapses; and while Redis is away every replica stays up, reports not ready, and refuses
+// what needs Redis with 503 backend_unavailable, until Redis is back.
 
 import { createHash } from 'node:crypto';
 import { Redis } from 'ioredis';
@@ -20,8 +20,10 @@ const KEY_STORE = 'store-key-0123456789abcdef';
 const KEY_RATE = 'rate-key-0123456789abcdef';
 const KEY_QUOTA = 'quota-key-0123456789abcdef';
 const KEY_KILL = 'kill-key-0123456789abcdef';
+const KEY_CAPS = 'caps-key-0123456789abcdef';
 const RATE_LIMIT = 12;
-const LEASE_MS = 2_000;
+const LEASE_MS = 3_000;
+const STORE_MAX_MODULES = 2;
 
 const auth = (key: string) => ({ authorization: `Bearer ${key}` });
 /** The non-secret id the server gives a key (src/callers/api-keys.ts). */
@@ -50,10 +52,12 @@ async function waitFor(check: () => Promise<boolean>, timeoutMs = 15_000): Promi
 
 beforeAll(async () => {
   fleet = await startFleet(2, {
-    WASMBOX_API_KEYS: [KEY_STORE, KEY_RATE, KEY_QUOTA, KEY_KILL].join(','),
+    // One key per test: each has its own rate budget.
+    WASMBOX_API_KEYS: [KEY_STORE, KEY_RATE, KEY_QUOTA, KEY_KILL, KEY_CAPS].join(','),
     WASMBOX_RATE_LIMIT: String(RATE_LIMIT),
     WASMBOX_MAX_CONCURRENT_PER_KEY: '1',
     WASMBOX_CONCURRENCY_LEASE_MS: String(LEASE_MS),
+    WASMBOX_STORE_MAX_MODULES: String(STORE_MAX_MODULES),
   });
   [a, b] = fleet.replicas.map((r) => r.url) as [string, string];
   inspect = new Redis(fleet.redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
@@ -98,6 +102,22 @@ describe('the shared module store', () => {
   });
 });
 
+describe('the store caps across replicas', () => {
+  it(`holds WASMBOX_STORE_MAX_MODULES=${STORE_MAX_MODULES} for the fleet: the third module is 409 store_full on either replica until one is deleted`, async () => {
+    const modules = [1, 2, 3].map((n) => wat(`(module (func (export "f") (result i32) i32.const ${n}))`));
+    expect((await call(a, 'POST', '/modules', modules[0]!, auth(KEY_CAPS))).status).toBe(201);
+    expect((await call(b, 'POST', '/modules', modules[1]!, auth(KEY_CAPS))).status).toBe(201);
+    const full = await call(a, 'POST', '/modules', modules[2]!, auth(KEY_CAPS));
+    expect(full.status).toBe(409);
+    expect(full.body.error.code).toBe('store_full');
+    expect(full.body.error.message).toContain(`WASMBOX_STORE_MAX_MODULES`);
+    expect((await call(b, 'POST', '/modules', modules[2]!, auth(KEY_CAPS))).status).toBe(409);
+    expect((await call(b, 'DELETE', `/modules/${moduleIdOf(modules[0]!)}`, undefined, auth(KEY_CAPS))).status).toBe(204);
+    expect((await call(a, 'POST', '/modules', modules[2]!, auth(KEY_CAPS))).status).toBe(201);
+    for (const m of modules.slice(1)) expect((await call(a, 'DELETE', `/modules/${moduleIdOf(m)}`, undefined, auth(KEY_CAPS))).status).toBe(204);
+  });
+});
+
 describe('the rate limit across replicas', () => {
   it(`lets ${RATE_LIMIT} requests a minute through split over A and B, then refuses the next on either with 429 rate_limited`, async () => {
     const unknown = `/modules/sha256:${'0'.repeat(64)}`;
@@ -119,7 +139,7 @@ describe('the rate limit across replicas', () => {
 
 describe('the per-key concurrency quota across replicas', () => {
   it('refuses on B a second run for a key whose one allowed run is in flight on A, past the lease time (renewed), and takes it once A finishes', async () => {
-    const first = call(a, 'POST', '/execute', spinRun(5_000), auth(KEY_QUOTA));
+    const first = call(a, 'POST', '/execute', spinRun(LEASE_MS + 5_000), auth(KEY_QUOTA));
     await waitFor(async () => (await leasesHeld(KEY_QUOTA)) === 1);
     // Past the lease: A renews it while the run goes on.
     await new Promise((r) => setTimeout(r, LEASE_MS + 500));
@@ -140,10 +160,11 @@ describe('the per-key concurrency quota across replicas', () => {
     const running = call(doomed.url, 'POST', '/execute', spinRun(25_000), auth(KEY_KILL)).catch((err: Error) => err);
     await waitFor(async () => (await leasesHeld(KEY_KILL)) === 1);
     doomed.child.kill('SIGKILL');
+    const killedAt = Date.now();
     expect(await running).toBeInstanceOf(Error); // its connection died with it
+    // Its slot is still taken: the lease has not lapsed yet.
     const refused = await call(a, 'POST', '/execute', { module: b64(ADD), function: 'add', args: [2, 2] }, auth(KEY_KILL));
     expect(refused.status).toBe(429);
-    const killedAt = Date.now();
     // Watched in Redis rather than by polling the API (every try would count against the rate limit).
     await waitFor(async () => (await leasesHeld(KEY_KILL)) === 0);
     const lapsedAfterMs = Date.now() - killedAt;
@@ -188,6 +209,8 @@ describe('while Redis is away', () => {
           expect(res.body.error.message).toContain('rate limit');
         }
       }
+      // Counted as refusals, by code.
+      expect(await metric(a, 'wasmbox_refusals_total{code="backend_unavailable"}')).toBeGreaterThanOrEqual(4);
       // A replica started now starts without Redis: alive, not ready.
       late = await spawnServer({ ...fleet.env, REDIS_URL: fleet.redis.url });
       fleet.replicas.push(late);

@@ -1,6 +1,6 @@
 // Redis connections (ioredis), for the state replicas share when REDIS_URL is set: the module
 // store (src/store/redis-store.ts), the rate limit (src/plugins/callers.ts) and the per-key
-// concurrency quota (src/limits/concurrency.ts). Unset, nothing here is used and the server keeps
+// concurrency quota (src/limits/shared-concurrency.ts). Unset, nothing here is used and the server keeps
 // its embedded, single-process behaviour.
 //
 // Two kinds of connection, one factory:
@@ -30,7 +30,7 @@ export interface CreateRedisOptions {
   purpose?: RedisPurpose;
   /** Connection name shown by CLIENT LIST (for operators). */
   connectionName?: string;
-  /** Called with connection errors (already rate-limited to one per state change); default: none. */
+  /** Called with the first connection error of each outage (not once per reconnection attempt). */
   onError?: (err: Error) => void;
   /** Anything else to override (tests). */
   overrides?: Partial<RedisOptions>;

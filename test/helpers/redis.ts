@@ -44,7 +44,8 @@ function ping(port: number, timeoutMs: number): Promise<string> {
   });
 }
 
-export async function startRedis(): Promise<TestRedis> {
+/** `extraArgs`: more redis-server options (e.g. ['--requirepass', 'secret']). */
+export async function startRedis(extraArgs: string[] = []): Promise<TestRedis> {
   if (!existsSync(REDIS_SERVER)) throw new Error(`${REDIS_SERVER} is missing: install Debian's redis-server (apt-get install redis-server)`);
   const port = await freePort();
   let child: ChildProcess | null = null;
@@ -52,10 +53,14 @@ export async function startRedis(): Promise<TestRedis> {
 
   const start = async (): Promise<void> => {
     output = '';
-    const proc = spawn(REDIS_SERVER, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no'], {
+    const proc = spawn(REDIS_SERVER, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no', ...extraArgs], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     child = proc;
+    // A test process that ends without stopping it (a crash, a timeout) takes it along.
+    const orphanGuard = (): void => void proc.kill('SIGKILL');
+    process.once('exit', orphanGuard);
+    proc.once('exit', () => process.off('exit', orphanGuard));
     const collect = (d: Buffer): void => {
       if (output.length < 20_000) output += d.toString('utf8');
     };
@@ -65,7 +70,8 @@ export async function startRedis(): Promise<TestRedis> {
     for (;;) {
       if (proc.exitCode !== null) throw new Error(`redis-server exited while starting (code ${proc.exitCode}): ${output.slice(-2000)}`);
       try {
-        if ((await ping(port, 500)).startsWith('+PONG')) return;
+        // (With --requirepass it answers, but refuses PING until authenticated: up all the same.)
+        if (/^(\+PONG|-NOAUTH)/.test(await ping(port, 500))) return;
       } catch {
         /* not listening yet */
       }
