@@ -82,7 +82,11 @@ const ENV = {
   WASMBOX_JOBS_MAX_PER_KEY: int(1).default(1_000),
   WASMBOX_JOBS_CONCURRENCY: int(1, 256).optional(),
   WASMBOX_CALLBACK_ALLOWLIST: z.string().default(''),
-  WASMBOX_CALLBACK_SECRET: z.string().min(16, { error: 'must be at least 16 characters' }).optional(),
+  WASMBOX_CALLBACK_SECRET: z
+    .string()
+    .min(16, { error: 'must be at least 16 characters' })
+    .regex(/^\S+$/, { error: 'must not contain white space' })
+    .optional(),
   WASMBOX_CALLBACK_ATTEMPTS: int(1, 20).default(5),
   WASMBOX_CALLBACK_TIMEOUT_MS: int(100, 120_000).default(10_000),
   WASMBOX_CALLBACK_BACKOFF_MS: int(1, 600_000).default(1_000),

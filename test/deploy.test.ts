@@ -95,8 +95,9 @@ describe('the Kubernetes Deployment', () => {
     expect(config.redisUrl).toBe(secret.stringData.REDIS_URL);
   });
 
-  it('ships a Secret whose shipped API keys the server refuses at start, so it cannot be deployed unchanged', () => {
-    expect(() => loadConfig({ ...configMap.data, ...secret.stringData })).toThrow(/WASMBOX_API_KEYS/);
+  it('ships a Secret whose shipped API keys and callback secret the server refuses at start, so it cannot be deployed unchanged', () => {
+    expect(() => loadConfig({ ...configMap.data, ...secret.stringData })).toThrow(/WASMBOX_CALLBACK_SECRET/);
+    expect(() => loadConfig({ ...configMap.data, ...secret.stringData, WASMBOX_CALLBACK_SECRET: 'a-real-secret-0123456789' })).toThrow(/WASMBOX_API_KEYS/);
   });
 
   it('takes every key of the Secret into the environment, and refers to no key the Secret lacks', () => {
