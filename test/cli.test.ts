@@ -194,7 +194,9 @@ describe('wasmbox run (in this process)', () => {
     // outcome -> exit code, with the explanation on stderr
     [['TRAPS', 'div', '1', '0'], 80, /trap \(integer_divide_by_zero\)/],
     [['TRAPS', 'boom'], 80, /trap \(unreachable\)/],
-    [['TRAPS', 'recurse', '0'], 81, /stack overflow/],
+    // Recursing until the stack is exhausted takes tens of ms of guest time (the collector scans
+    // the deep stack); a generous deadline keeps a loaded machine from turning it into a timeout.
+    [['TRAPS', 'recurse', '0', '--timeout', '20000'], 81, /stack overflow/],
     [['examples/spin.wasm', '--fuel', '100000'], 82, /fuel exhausted: the run used its whole budget of 100000/],
     [['BIG', '--memory', '1'], 83, /memory limit exceeded \(1 MiB; raise it with --memory\)/],
     [['examples/spin.wasm', '--fuel', '10000000000', '--timeout', '200'], 84, /timeout: the run reached its wall-clock limit of 200 ms/],
@@ -380,7 +382,7 @@ describe('--server: the same through a real server', () => {
     ['NaN', ['run', 'VALUES', 'idf32', 'NaN']],
     ['i64 min', ['run', 'VALUES', 'id64', '-9223372036854775808']],
     ['trap', ['run', 'TRAPS', 'div', '7', '0']],
-    ['stack overflow', ['run', 'TRAPS', 'recurse', '1']],
+    ['stack overflow', ['run', 'TRAPS', 'recurse', '1', '--timeout', '20000']],
     ['fuel exhausted', ['run', 'examples/spin.wasm', '--fuel', '100000']],
     ['memory limit', ['run', 'BIG', '--memory', '1']],
     ['timeout', ['run', 'examples/spin.wasm', '--fuel', '10000000000', '--timeout', '200']],
