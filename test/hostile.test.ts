@@ -16,7 +16,9 @@ let server: TestServer;
 const statuses: Array<{ what: string; status: number }> = [];
 
 beforeAll(async () => {
-  server = await startServer({ WASMBOX_FUEL_MAX: String(FUEL_MAX), WASMBOX_TIMEOUT_MS_MAX: '10000' });
+  // A generous preparation limit: modules at engine limits (100,000 functions) take seconds to
+  // prepare, and a loaded CI machine must not turn that into module_too_complex.
+  server = await startServer({ WASMBOX_FUEL_MAX: String(FUEL_MAX), WASMBOX_TIMEOUT_MS_MAX: '10000', WASMBOX_PREPARE_TIMEOUT_MS: '30000' });
 });
 afterAll(async () => {
   await server?.close();
