@@ -68,7 +68,7 @@ describe('a large JSON body is handled off the event loop and answered as a smal
   });
 
   it('refuses a large module that is not base64 with the same message as a small one', async () => {
-    const big = `${b64(padded(ADD, 200 * 1024)).slice(0, -8)}!!!!AAAA`;
+    const big = `${b64(padded(ADD, 400 * 1024)).slice(0, -8)}!!!!AAAA`;
     const small = `${b64(ADD)}!!!!`;
     const a = await server.execute({ module: big, function: 'add', args: [1, 2] });
     const b = await server.execute({ module: small, function: 'add', args: [1, 2] });
@@ -79,7 +79,7 @@ describe('a large JSON body is handled off the event loop and answered as a smal
   });
 
   it('refuses large bodies that are not UTF-8, not JSON, or poisoned with __proto__, as small ones', async () => {
-    const filler = 'x'.repeat(200 * 1024);
+    const filler = 'x'.repeat(400 * 1024);
     const notUtf8 = Buffer.concat([Buffer.from(`{"function":"add","args":[],"pad":"${filler}`), Buffer.from([0xff, 0xfe]), Buffer.from('"}')]);
     const r1 = await server.post('/execute', notUtf8);
     expect(r1.status).toBe(400);
@@ -95,7 +95,7 @@ describe('a large JSON body is handled off the event loop and answered as a smal
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
 
     // And an unknown field in a large body is named, as in a small one.
-    const r4 = await server.post('/execute', { module: b64(padded(ADD, 100 * 1024)), function: 'add', args: [1, 2], extra: 1 });
+    const r4 = await server.post('/execute', { module: b64(padded(ADD, 400 * 1024)), function: 'add', args: [1, 2], extra: 1 });
     expect(r4.status).toBe(400);
     expect(r4.body.error.message).toMatch(/extra/);
   });
@@ -107,7 +107,7 @@ describe('a large JSON body is handled off the event loop and answered as a smal
     expect(asB64.body.exitCode).toBe(0);
     // stdout is capped at 1 MiB by default: all 300 KiB come back, as text (latin-1 bytes are not
     // all valid UTF-8), so compare a UTF-8 text instead.
-    const text = 'wasmbox ✓ '.repeat(20_000);
+    const text = 'wasmbox ✓ '.repeat(40_000);
     const asText = await server.execute({ module: b64(CAT), wasi: { stdin: text }, limits: { fuel: 1_000_000_000 } });
     expect(asText.status).toBe(200);
     expect(asText.body.stdout).toBe(text);
@@ -154,7 +154,7 @@ describe('a large application/wasm body is copied and hashed off the event loop'
       const over = await limited.post('/execute?function=add&args=1&args=2', padded(ADD, 300 * 1024), { 'content-type': 'application/wasm' });
       expect(over.status).toBe(413);
       expect(over.body.error.code).toBe('payload_too_large');
-      const json = await limited.execute({ module: b64(padded(ADD, 200 * 1024)), function: 'add', args: [1, 2] });
+      const json = await limited.execute({ module: b64(padded(ADD, 400 * 1024)), function: 'add', args: [1, 2] });
       expect(json.status).toBe(413);
       const ok = await limited.post('/execute?function=add&args=1&args=2', padded(ADD, 100 * 1024), { 'content-type': 'application/wasm' });
       expect(ok.status).toBe(200);

@@ -19,8 +19,9 @@ import { ServiceError } from '../errors.js';
 import type { DecodedFields } from '../worker/decode.js';
 import type { WorkerPools } from '../worker/pool.js';
 
-/** Bodies up to this size are parsed on the event loop (well under a millisecond). */
-export const INLINE_BODY_MAX_BYTES = 64 * 1024;
+/** Bodies up to this size are parsed on the event loop (a few milliseconds at most: the round trip
+ *  to the decoding thread costs more than it saves below it, and that thread is one for all). */
+export const INLINE_BODY_MAX_BYTES = 256 * 1024;
 
 const decodedByBody = new WeakMap<object, DecodedFields>();
 
