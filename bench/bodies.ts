@@ -85,6 +85,24 @@ export async function bodiesSection(options: SectionOptions): Promise<SectionRes
     const bigCpu: number[] = [];
     for (let i = 0; i < requests; i++) bigCpu.push((await cpuOf(bodies[(i + 1) % requests]!)) ?? NaN);
 
+    // The floor: a bare Fastify server (bench/http-bare-server.ts) receiving the same bodies and
+    // discarding them as they stream in, measured the same way.
+    const bare = await startServer('bare');
+    const sinkCpu: number[] = [];
+    try {
+      const barePid = bare.child.pid!;
+      for (let i = 0; i < requests; i++) {
+        const c0 = mainThreadCpuMs(barePid);
+        const res = await request(`${bare.baseUrl}/sink`, { method: 'POST', body: bodies[i]!, headers: { 'content-type': 'application/json' }, dispatcher: bigAgent });
+        await res.body.dump();
+        await sleep(50);
+        const c1 = mainThreadCpuMs(barePid);
+        sinkCpu.push(c0 === null || c1 === null ? NaN : c1 - c0);
+      }
+    } finally {
+      await bare.stop();
+    }
+
     // Pass 2: the same big requests while /healthz is probed.
     const quietPairs = await probing(sleep(1500));
     const quiet = quietPairs.filter((_, i) => i % 2 === 1);
@@ -148,6 +166,8 @@ export async function bodiesSection(options: SectionOptions): Promise<SectionRes
         [
           ['event-loop time per 16 MiB request, worst', `${fmt(worstCpu, 1)} ms`, `≤ ${TARGET_STALL_MS} ms`, met(worstCpu <= TARGET_STALL_MS)],
           ['event-loop time per 16 MiB request, median', `${fmt(median(bigCpu), 1)} ms`, '', ''],
+          ['the same bodies received and discarded by a bare Fastify route, median / worst', `${fmt(median(sinkCpu), 1)} / ${fmt(Math.max(...sinkCpu), 1)} ms`, '', ''],
+          ['wasmbox beyond merely receiving the body (medians)', `${fmt(median(bigCpu) - median(sinkCpu), 1)} ms`, '', ''],
           ['event-loop time per trivial request (add by base64), median', `${fmt(median(trivialCpu), 2)} ms`, '', ''],
           ['probe stall per 16 MiB request, median / worst', `${fmt(median(stalls), 1)} / ${fmt(worst, 1)} ms`, '', ''],
           ['longest single probe delay, worst', `${fmt(Math.max(...longest), 1)} ms`, '', ''],
@@ -158,7 +178,7 @@ export async function bodiesSection(options: SectionOptions): Promise<SectionRes
     const cpu1 = server.cpuSeconds();
     return {
       markdown,
-      data: { requests, moduleBytes, probeMedianMs: base, bigCpuMs: bigCpu, trivialCpuMs: trivialCpu, stalls, longest, lagMaxMs: lagMax },
+      data: { requests, moduleBytes, probeMedianMs: base, bigCpuMs: bigCpu, sinkCpuMs: sinkCpu, trivialCpuMs: trivialCpu, stalls, longest, lagMaxMs: lagMax },
       ok: problems.length === 0,
       problems,
       missed,
