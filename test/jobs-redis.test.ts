@@ -314,3 +314,15 @@ describe('jobs shared by two replicas through Redis (BullMQ)', () => {
   }, 60_000);
 });
 
+
+describe('shutdown while Redis is away', () => {
+  it('a replica SIGTERMed while Redis is down stops its worker and exits 0 within seconds, not at the shutdown backstop', async () => {
+    const server = replicas.pop()!;
+    await redis.stop();
+    const started = Date.now();
+    server.child.kill('SIGTERM');
+    const exit = await waitExit(server, 30_000);
+    expect(exit.code).toBe(0);
+    expect(Date.now() - started).toBeLessThan(20_000);
+  }, 60_000);
+});

@@ -36,7 +36,7 @@
 import { randomUUID } from 'node:crypto';
 import { DelayedError, type Job, Queue, Worker } from 'bullmq';
 import { ServiceError } from '../errors.js';
-import { type Redis, REDIS_COMMAND_TIMEOUT_MS, closeRedis, unavailable, withRedis } from '../redis/index.js';
+import { type Redis, REDIS_COMMAND_TIMEOUT_MS, closeRedis, isRedisUnavailable, unavailable, withRedis } from '../redis/index.js';
 import type { RunBody } from '../routes/body.js';
 import type { RunFields } from '../schemas/execute.js';
 import type { ExecuteResponse } from '../service/execute.js';
@@ -110,6 +110,10 @@ const CANCEL_WAIT_MS = 5_000;
 const LOAD_RETRY_MS = 250;
 const LOAD_RETRY_MAX_MS = 5_000;
 const COUNTS_REFRESH_MS = 5_000;
+/** At shutdown, how long BullMQ may take to record the jobs whose runs have ended before the
+ *  worker is closed by force (Redis away: the jobs stay active, their locks lapse, and another
+ *  replica runs them again once Redis is back). */
+const CLOSE_RECORD_MS = 5_000;
 const JOB_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const QUEUE_NAME = 'jobs';
 const WHAT = 'the job queue';
@@ -172,6 +176,9 @@ export class BullMQJobQueue implements JobQueue {
   private readonly countsTimer: NodeJS.Timeout;
   /** Callback deliveries whose last state write is still on its way. */
   private readonly pendingWrites = new Set<Promise<unknown>>();
+  /** Runs of this replica in flight (the guest running, not yet recorded). */
+  private runsInFlight = 0;
+  private idleWaiters: (() => void)[] = [];
 
   constructor(private readonly options: BullMQJobQueueOptions) {
     this.redis = defineCommands(options.redis);
@@ -179,7 +186,10 @@ export class BullMQJobQueue implements JobQueue {
     this.p = options.prefix;
     this.ttlMs = options.ttlS * 1000;
     const bullPrefix = `${options.prefix}bull`;
-    const onError = (err: Error): void => options.onQueueError?.(err);
+    // Connection trouble is reported once per outage by the connections themselves.
+    const onError = (err: Error): void => {
+      if (!isRedisUnavailable(err)) options.onQueueError?.(err);
+    };
     this.queue = new Queue<JobData>(QUEUE_NAME, { connection: options.redis, prefix: bullPrefix });
     this.queue.on('error', onError);
     this.worker = new Worker<JobData>(QUEUE_NAME, (job, token) => this.process(job, token), {
@@ -300,10 +310,27 @@ export class BullMQJobQueue implements JobQueue {
     this.accepting = false;
     clearInterval(this.countsTimer);
     this.closing ??= this.worker.close();
-    await this.closing.catch((err: unknown) => this.options.onQueueError?.(err as Error));
+    const closed = this.closing.then(
+      () => true,
+      (err: unknown) => {
+        this.options.onQueueError?.(err as Error);
+        return true;
+      },
+    );
+    // The runs held finish (each bounded by its deadline); then BullMQ records them, which needs
+    // Redis: past CLOSE_RECORD_MS without it, the worker is closed by force.
+    const runsEnded = (async () => {
+      if (this.runsInFlight > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+      await sleep(CLOSE_RECORD_MS);
+      return false;
+    })();
+    if (!(await Promise.race([closed, runsEnded]))) {
+      this.workerRedis.disconnect();
+      await Promise.race([this.worker.close(true).catch(() => {}), sleep(CLOSE_RECORD_MS)]);
+    }
     await this.options.callbacks?.close();
-    await Promise.all([...this.pendingWrites]);
-    await this.queue.close().catch(() => {});
+    await Promise.race([Promise.all([...this.pendingWrites]), sleep(CLOSE_RECORD_MS)]);
+    await Promise.race([this.queue.close().catch(() => {}), sleep(CLOSE_RECORD_MS)]);
     await closeRedis(this.workerRedis);
   }
 
@@ -342,6 +369,7 @@ export class BullMQJobQueue implements JobQueue {
         .finally(() => (ticking = false));
     }, PROGRESS_MS);
     let outcome: Outcome;
+    this.runsInFlight++;
     try {
       const spec: JobSpec = { body, owner: data.owner, callbackUrl: data.callbackUrl };
       outcome = { result: await this.options.runner(spec, { cancel: abort.signal, progress: cell }) };
@@ -362,6 +390,11 @@ export class BullMQJobQueue implements JobQueue {
       }
     } finally {
       clearInterval(ticker);
+      if (--this.runsInFlight === 0) {
+        const waiters = this.idleWaiters;
+        this.idleWaiters = [];
+        for (const w of waiters) w();
+      }
     }
     await this.finish(r, id, data, job.processedOn ?? undefined, outcome);
     return { finished: true };
