@@ -6,7 +6,7 @@
 // does not run it; callbacks arrive signed, once; finished jobs expire; and while Redis is away,
 // POST /jobs is 503 backend_unavailable and the replica stays up.
 
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Redis } from 'ioredis';
@@ -35,6 +35,8 @@ const TTL_S = 4;
 let LONG_COUNT = 50_000_000;
 
 const auth = (key = KEY) => ({ authorization: `Bearer ${key}` });
+/** The non-secret id the server gives a key (src/callers/api-keys.ts). */
+const keyIdOf = (key: string) => `key-${createHash('sha256').update(key).digest('hex').slice(0, 8)}`;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const add = (a: number, b: number) => ({ module: MODULE, function: 'add', args: [a, b] });
 const count = (n: number) => ({ module: MODULE, function: 'count', args: [n], limits: { fuel: 1_000_000_000_000, timeoutMs: 120_000 } });
@@ -132,6 +134,7 @@ beforeAll(async () => {
     // Submission checks the key's concurrency quota too (a preparation holds a slot): room for the
     // jobs these tests keep running while they submit more.
     WASMBOX_MAX_CONCURRENT_PER_KEY: '8',
+    WASMBOX_JOBS_MAX_PER_KEY: '4',
     WASMBOX_JOBS_LOCK_MS: '1000',
     WASMBOX_JOB_TTL_S: String(TTL_S),
     WASMBOX_DRAIN_DELAY_MS: '0',
@@ -232,6 +235,30 @@ describe('jobs shared by two replicas through Redis (BullMQ)', () => {
     const later = await call(a, 'GET', `/jobs/${queued}`, undefined, auth());
     expect(later.body).toEqual(cancelled.body);
     expect(await inspect.exists(`wasmbox:bull:jobs:${queued}`)).toBe(0);
+  }, 60_000);
+
+  it('WASMBOX_JOBS_MAX_PER_KEY holds across the fleet: a key with that many jobs queued or running is refused on every replica, and a finished one frees a place', async () => {
+    const [a, b] = replicas.map((r) => r.url) as [string, string];
+    const held = [];
+    for (let i = 0; i < 4; i++) held.push(await submit(i % 2 === 0 ? a : b, SPIN, OTHER_KEY));
+    for (const base of [a, b]) {
+      const refused = await call(base, 'POST', '/jobs', add(1, 1), auth(OTHER_KEY));
+      expect(refused.status).toBe(429);
+      expect(refused.body.error.code).toBe('rate_limited');
+      expect(refused.body.error.message).toMatch(/already has 4 jobs queued or running.*WASMBOX_JOBS_MAX_PER_KEY=4/);
+    }
+    // Another key is not held back by it.
+    const mine = await submit(a, add(1, 1));
+    // One queued and one running job cancelled: two places again, not more.
+    const cancelled = await call(a, 'DELETE', `/jobs/${held[3]}`, undefined, auth(OTHER_KEY));
+    expect(cancelled.body.cancelled).toBe(true);
+    const again = await submit(b, add(2, 2), OTHER_KEY);
+    expect((await call(a, 'POST', '/jobs', add(2, 2), auth(OTHER_KEY))).status).toBe(429);
+    for (const id of held.slice(0, 3)) expect((await call(b, 'DELETE', `/jobs/${id}`, undefined, auth(OTHER_KEY))).body.status).toBe('done');
+    await waitJob(a, mine, isDone);
+    for (let done = false; !done; await sleep(25)) done = (await call(a, 'GET', `/jobs/${again}`, undefined, auth(OTHER_KEY))).body.status === 'done';
+    // Every place given back: the count of the key's queued and running jobs is gone.
+    expect(await inspect.hget('wasmbox:jobs:active', keyIdOf(OTHER_KEY))).toBeNull();
   }, 60_000);
 
   it('SIGTERM: the replica stops taking jobs, finishes the one it runs and exits 0; the jobs still queued finish on a replica started after', async () => {
