@@ -186,6 +186,7 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
           connectionName: 'wasmbox-jobs',
           onError: (err) => app.log.warn({ error: err.message }, 'the job worker cannot reach Redis (REDIS_URL); it resumes when Redis is back'),
         }),
+        redisUrl: config.redisUrl!,
         prefix: config.redisPrefix,
         runner,
         callbacks,

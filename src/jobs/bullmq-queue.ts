@@ -34,9 +34,9 @@
 //   subscription was reconnecting, and costs nothing extra on the tick that runs anyway.
 
 import { randomUUID } from 'node:crypto';
-import { DelayedError, type Job, Queue, Worker } from 'bullmq';
+import { type ConnectionOptions, DelayedError, type Job, Queue, Worker } from 'bullmq';
 import { ServiceError } from '../errors.js';
-import { type Redis, REDIS_COMMAND_TIMEOUT_MS, closeRedis, isRedisUnavailable, unavailable, withRedis } from '../redis/index.js';
+import { type Redis, REDIS_COMMAND_TIMEOUT_MS, closeRedis, isRedisUnavailable, redisOptions, unavailable, withRedis } from '../redis/index.js';
 import type { RunBody } from '../routes/body.js';
 import type { RunFields } from '../schemas/execute.js';
 import type { ExecuteResponse } from '../service/execute.js';
@@ -49,9 +49,11 @@ import type { JobOwner, JobProgress, JobQueue, JobRunner, JobSpec, JobStatus, Jo
 export interface BullMQJobQueueOptions {
   /** The app's shared connection (fails fast while Redis is away): submissions, reads, cancels. */
   redis: Redis;
-  /** A connection of purpose 'blocking' for this replica's worker and its runs' writes (they wait
-   *  through a Redis blip instead of failing the job). Closed by close(). */
+  /** A connection of purpose 'blocking' for the writes of this replica's runs (they wait through
+   *  a Redis blip instead of failing the job). Closed by close(). */
   workerRedis: Redis;
+  /** REDIS_URL: the worker's own connections are made by BullMQ from it (see the constructor). */
+  redisUrl: string;
   /** WASMBOX_REDIS_PREFIX. */
   prefix: string;
   runner: JobRunner;
@@ -110,6 +112,8 @@ const CANCEL_WAIT_MS = 5_000;
 const LOAD_RETRY_MS = 250;
 const LOAD_RETRY_MAX_MS = 5_000;
 const COUNTS_REFRESH_MS = 5_000;
+/** How soon a worker whose fetch failed (Redis away) tries again. */
+const WORKER_RETRY_MS = 1_000;
 /** At shutdown, how long BullMQ may take to record the jobs whose runs have ended before the
  *  worker is closed by force (Redis away: the jobs stay active, their locks lapse, and another
  *  replica runs them again once Redis is back). */
@@ -118,11 +122,13 @@ const JOB_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const QUEUE_NAME = 'jobs';
 const WHAT = 'the job queue';
 
-/** KEYS: result, active. ARGV: record JSON, ttl ms, key id or ''.
- *  Sets the result unless one is set; the first result also frees its key's slot.
+/** KEYS: result, active, callback. ARGV: record JSON, ttl ms, key id or '', the callback's
+ *  initial state or ''. Sets the result unless one is set; the first result also frees its key's
+ *  slot and sets the callback state (so a done job with a callbackUrl always shows it).
  *  Returns {1, record} written, {0, the record already there}. */
 const FINISH = `
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  if ARGV[4] ~= '' then redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[2]) end
   if ARGV[3] ~= '' then
     local left = redis.call('HINCRBY', KEYS[2], ARGV[3], -1)
     if left <= 0 then redis.call('HDEL', KEYS[2], ARGV[3]) end
@@ -148,14 +154,14 @@ return left
 `;
 
 interface JobCommands {
-  wasmboxJobFinish(result: string, active: string, record: string, ttlMs: number, keyId: string): Promise<[number, string | null]>;
+  wasmboxJobFinish(result: string, active: string, callback: string, record: string, ttlMs: number, keyId: string, callbackState: string): Promise<[number, string | null]>;
   wasmboxJobTakeSlot(active: string, keyId: string, max: number): Promise<number>;
   wasmboxJobGiveSlot(active: string, keyId: string): Promise<number>;
 }
 
 function defineCommands(redis: Redis): Redis & JobCommands {
   const r = redis as Redis & Partial<JobCommands>;
-  if (!r.wasmboxJobFinish) r.defineCommand('wasmboxJobFinish', { numberOfKeys: 2, lua: FINISH });
+  if (!r.wasmboxJobFinish) r.defineCommand('wasmboxJobFinish', { numberOfKeys: 3, lua: FINISH });
   if (!r.wasmboxJobTakeSlot) r.defineCommand('wasmboxJobTakeSlot', { numberOfKeys: 1, lua: TAKE_SLOT });
   if (!r.wasmboxJobGiveSlot) r.defineCommand('wasmboxJobGiveSlot', { numberOfKeys: 1, lua: GIVE_SLOT });
   return r as Redis & JobCommands;
@@ -193,12 +199,18 @@ export class BullMQJobQueue implements JobQueue {
     this.queue = new Queue<JobData>(QUEUE_NAME, { connection: options.redis, prefix: bullPrefix });
     this.queue.on('error', onError);
     this.worker = new Worker<JobData>(QUEUE_NAME, (job, token) => this.process(job, token), {
-      connection: options.workerRedis,
+      // Options, not a client: BullMQ makes its connections (the worker's and the blocking one it
+      // duplicates from it) connecting at once. Given a lazy client while Redis is away, its
+      // first connect() fails and the worker never fetches a job, even once Redis is back.
+      connection: { url: options.redisUrl, ...redisOptions('blocking'), lazyConnect: false, connectionName: 'wasmbox-jobs-worker' } as ConnectionOptions,
       prefix: bullPrefix,
       concurrency: options.concurrency,
       lockDuration: options.lockMs,
       stalledInterval: options.lockMs,
       maxStalledCount: MAX_STALLED,
+      // After a Redis error in its fetch loop (Redis away, or not there yet at start-up), BullMQ
+      // waits this long before trying again (15 s by default): resume soon after Redis is back.
+      runRetryDelay: WORKER_RETRY_MS,
       // Finished jobs' records are ours (the result key); BullMQ's are dropped with the same age.
       removeOnComplete: { age: options.ttlS },
       removeOnFail: { age: options.ttlS },
@@ -430,21 +442,29 @@ export class BullMQJobQueue implements JobQueue {
       ...('result' in outcome && { result: outcome.result }),
       ...('error' in outcome && { error: outcome.error }),
     };
-    const [won] = await r.wasmboxJobFinish(this.key(id, 'result'), this.activeKey(), JSON.stringify(record), this.ttlMs, data.owner.keyId ?? '');
+    const callbacks = this.options.callbacks;
+    const withCallback = record.callbackUrl !== null && callbacks !== null;
+    const state: CallbackState = { attempts: 0, lastStatus: null, delivered: false };
+    const stateKey = this.key(id, 'callback');
+    const [won] = await r.wasmboxJobFinish(
+      this.key(id, 'result'),
+      this.activeKey(),
+      stateKey,
+      JSON.stringify(record),
+      this.ttlMs,
+      data.owner.keyId ?? '',
+      withCallback ? JSON.stringify(state) : '',
+    );
     if (won !== 1) return;
     const view = viewOf(id, record);
-    const callbacks = this.options.callbacks;
-    if (record.callbackUrl && callbacks) {
-      const state: CallbackState = { attempts: 0, lastStatus: null, delivered: false };
-      const stateKey = this.key(id, 'callback');
+    if (withCallback) {
       const save = (s: Readonly<CallbackState>): void => {
         const left = Math.max(1, record.expiresAtMs - Date.now());
         const write = this.workerRedis.set(stateKey, JSON.stringify(s), 'PX', left).catch(() => {});
         this.pendingWrites.add(write);
         void write.finally(() => this.pendingWrites.delete(write));
       };
-      save(state);
-      callbacks.deliver(id, record.callbackUrl, Buffer.from(JSON.stringify(view)), state, save);
+      callbacks!.deliver(id, record.callbackUrl!, Buffer.from(JSON.stringify(view)), state, save);
     }
     this.options.onFinished?.(view);
   }
