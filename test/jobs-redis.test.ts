@@ -359,6 +359,28 @@ describe('a replica started while Redis is away', () => {
   }, 60_000);
 });
 
+describe('a job refused for load when it comes to run', () => {
+  it('goes back to the queue (delayed) and runs once there is room, instead of ending with the refusal', async () => {
+    for (const r of replicas.splice(0)) await r.close();
+    // One runner thread, two job slots and no run queue: a second job that starts while the first
+    // runs is refused overloaded by the execution service.
+    const only = await spawnServer({ ...env, WASMBOX_WORKERS: '1', WASMBOX_JOBS_CONCURRENCY: '2', WASMBOX_QUEUE_MAX: '0' });
+    replicas.push(only);
+    await waitReady(only);
+    const first = await submit(only.url, count(Math.round(LONG_COUNT / 2)));
+    await waitJob(only.url, first, isRunning);
+    const second = await submit(only.url, add(20, 1));
+    const firstDone = await waitJob(only.url, first, isDone, 60_000);
+    const secondDone = await waitJob(only.url, second, isDone, 60_000);
+    expect(firstDone.result.results).toEqual([Math.round(LONG_COUNT / 2)]);
+    expect(secondDone.error).toBeUndefined();
+    expect(secondDone.result.results).toEqual([21]);
+    expect(Date.parse(secondDone.finishedAt)).toBeGreaterThanOrEqual(Date.parse(firstDone.finishedAt));
+    // It was taken, refused and put back at least once (BullMQ counts the starts).
+    expect(Number(await inspect.hget(`wasmbox:bull:jobs:${second}`, 'ats'))).toBeGreaterThan(1);
+  }, 60_000);
+});
+
 describe('shutdown while Redis is away', () => {
   it('a replica SIGTERMed while Redis is down stops its worker and exits 0 within seconds, not at the shutdown backstop', async () => {
     const server = replicas.pop()!;
