@@ -9,6 +9,7 @@
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ChildServer, spawnServer } from './helpers/child-server.js';
@@ -378,6 +379,38 @@ describe('a job refused for load when it comes to run', () => {
     expect(Date.parse(secondDone.finishedAt)).toBeGreaterThanOrEqual(Date.parse(firstDone.finishedAt));
     // It was taken, refused and put back at least once (BullMQ counts the starts).
     expect(Number(await inspect.hget(`wasmbox:bull:jobs:${second}`, 'ats'))).toBeGreaterThan(1);
+  }, 60_000);
+});
+
+describe('a job BullMQ itself failed', () => {
+  it('one whose replicas died more than twice (failed by the stalled-job check) reads done with an error, and gives its place back', async () => {
+    for (const r of replicas.splice(0)) await r.close();
+    // No replica is running: the job is made, taken and failed here, through BullMQ itself, as its
+    // stalled-job check fails a job that stalled more than maxStalledCount times.
+    const connection = { url: redis.url, maxRetriesPerRequest: null };
+    const queue = new Queue('jobs', { connection, prefix: 'wasmbox:bull' });
+    const worker = new Worker('jobs', null, { connection, prefix: 'wasmbox:bull', autorun: false });
+    try {
+      const jobId = '6f1c7a52-3b1d-4c47-9d0e-2a8f5e4b7c10';
+      const now = Date.now();
+      await queue.add('run', { owner: { caller: keyIdOf(KEY), keyId: keyIdOf(KEY) }, callbackUrl: null, fields: { args: [1, 2], function: 'add' }, createdAtMs: now }, { jobId });
+      await inspect.hincrby('wasmbox:jobs:active', keyIdOf(KEY), 1);
+      const held = Number(await inspect.hget('wasmbox:jobs:active', keyIdOf(KEY)));
+      const job = await worker.getNextJob('test-token');
+      expect(job?.id).toBe(jobId);
+      await job!.moveToFailed(new Error('job stalled more than allowable limit'), 'test-token', false);
+      const late = await replica();
+      const res = await call(late.url, 'GET', `/jobs/${jobId}`, undefined, auth());
+      expect(res.status).toBe(200);
+      expect(res.body).toMatchObject({ status: 'done', cancelled: false, error: { code: 'internal_error' } });
+      expect(res.body.error.message).toMatch(/lost: the replicas running it stopped 3 times/);
+      expect(res.body.result).toBeUndefined();
+      expect((await call(late.url, 'GET', `/jobs/${jobId}`, undefined, auth())).body).toEqual(res.body);
+      expect(Number((await inspect.hget('wasmbox:jobs:active', keyIdOf(KEY))) ?? 0)).toBe(held - 1);
+    } finally {
+      await worker.close();
+      await queue.close();
+    }
   }, 60_000);
 });
 

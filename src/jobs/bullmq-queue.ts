@@ -216,17 +216,22 @@ export class BullMQJobQueue implements JobQueue {
       removeOnFail: { age: options.ttlS },
     });
     this.worker.on('error', onError);
-    // A job that failed in BullMQ's hands (it stalled more than MAX_STALLED times) still gets its
-    // one result, so that it reads done with an error and its key's slot is given back.
+    // A job that failed in BullMQ's hands (its processor threw, or it stalled more than
+    // MAX_STALLED times: BullMQ's stalled check fails it without a 'failed' event) still gets its
+    // one result, so that it reads done with an error and its key's slot is given back. get()
+    // does the same for one it finds failed without a result.
     this.worker.on('failed', (job, err) => {
       if (!job || err instanceof DelayedError) return;
-      const stalled = /stalled/i.test(err.message);
-      void this.finish(this.workerRedis, job.id!, job.data, job.processedOn ?? undefined, {
-        error: stalled
-          ? { code: 'internal_error', message: `the job was lost: the replicas running it stopped ${MAX_STALLED + 1} times before it finished` }
-          : { code: 'internal_error', message: 'internal error; the job id identifies it in the server log' },
-      }).catch(() => {});
-      if (!stalled) options.onInternalError?.(job.id!, err);
+      options.onInternalError?.(job.id!, err);
+      void this.recordFailed(this.workerRedis, job).catch(() => {});
+    });
+    this.worker.on('stalled', (jobId) => {
+      void this.queue
+        .getJob(jobId)
+        .then(async (job) => {
+          if (job && (await job.getState()) === 'failed') await this.recordFailed(this.workerRedis, job);
+        })
+        .catch(() => {});
     });
     this.countsTimer = setInterval(() => void this.refreshCounts(), COUNTS_REFRESH_MS);
     this.countsTimer.unref();
@@ -281,6 +286,9 @@ export class BullMQJobQueue implements JobQueue {
       if (job.processedOn) v.startedAt = iso(job.processedOn);
       v.progress = asProgress(job.progress);
       return v;
+    }
+    if (state === 'failed' && Date.now() < (job.finishedOn ?? 0) + this.ttlMs) {
+      await this.redisOp(() => this.recordFailed(this.redis, job));
     }
     // Completed or failed: its result was written before BullMQ recorded the end (or it expired).
     const [again, callbackAgain] = await this.redisOp(() => this.redis.mget(this.key(jobId, 'result'), this.key(jobId, 'callback')));
@@ -467,6 +475,16 @@ export class BullMQJobQueue implements JobQueue {
       callbacks!.deliver(id, record.callbackUrl!, Buffer.from(JSON.stringify(view)), state, save);
     }
     this.options.onFinished?.(view);
+  }
+
+  /** Gives a job BullMQ failed its one result (an error), unless it has one. */
+  private async recordFailed(r: Redis & JobCommands, job: Job<JobData>): Promise<void> {
+    const stalled = /stalled/i.test(job.failedReason ?? '');
+    await this.finish(r, job.id!, job.data, job.processedOn ?? undefined, {
+      error: stalled
+        ? { code: 'internal_error', message: `the job was lost: the replicas running it stopped ${MAX_STALLED + 1} times before it finished; submit it again` }
+        : { code: 'internal_error', message: 'internal error; the job id identifies it in the server log' },
+    });
   }
 
   // ---- helpers ----
