@@ -296,24 +296,26 @@ export class BullMQJobQueue implements JobQueue {
   }
 
   async cancel(jobId: string, owner: JobOwner): Promise<JobView | null> {
-    const view = await this.get(jobId, owner);
+    let view = await this.get(jobId, owner);
     if (!view || view.status === 'done') return view;
     await this.redisOp(() => this.redis.set(this.key(jobId, 'cancel'), '1', 'PX', this.ttlMs + CANCEL_WAIT_MS));
-    if (view.status === 'queued') {
-      const job = await this.redisOp(() => this.queue.getJob(jobId));
-      if (job) {
-        // The cancelled result first (a result already written stands), then out of the queue. A
-        // worker that took the job meanwhile finds the result, or the cancel key, and stops.
-        await this.redisOp(() => this.finish(this.redis, jobId, job.data, undefined, { cancelled: true }));
-        await job.remove().catch(() => {});
+    const deadline = Date.now() + CANCEL_WAIT_MS;
+    for (;;) {
+      if (view.status === 'queued') {
+        // Queued (or put back after a refusal for load): the cancelled result first (a result
+        // already written stands), then out of the queue. A worker that took the job meanwhile
+        // finds the result, or the cancel key, and stops.
+        const job = await this.redisOp(() => this.queue.getJob(jobId));
+        if (job) {
+          await this.redisOp(() => this.finish(this.redis, jobId, job.data, job.processedOn ?? undefined, { cancelled: true }));
+          await job.remove().catch(() => {});
+        }
       }
-    } else {
-      const deadline = Date.now() + CANCEL_WAIT_MS;
-      while (Date.now() < deadline && (await this.redisOp(() => this.redis.exists(this.key(jobId, 'result')))) === 0) {
-        await sleep(50);
-      }
+      // Running: its replica sees the cancel key within PROGRESS_MS and records the stopped run.
+      view = await this.get(jobId, owner);
+      if (!view || view.status === 'done' || Date.now() >= deadline) return view;
+      await sleep(50);
     }
-    return this.get(jobId, owner);
   }
 
   counts(): Record<JobStatus, number> {
