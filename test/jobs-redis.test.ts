@@ -31,7 +31,7 @@ const MODULE = b64(GUEST);
 const KEY = 'jobs-key-0123456789abcdef';
 const OTHER_KEY = 'other-key-0123456789abcdef';
 const SECRET = 'test-callback-secret-0123456789';
-const TTL_S = 4;
+const TTL_S = 8;
 /** Iterations of `count` that take about 5 s metered (measured in the first test). */
 let LONG_COUNT = 50_000_000;
 
@@ -339,7 +339,7 @@ describe('jobs shared by two replicas through Redis (BullMQ)', () => {
     expect(get.body.error.code).toBe('backend_unavailable');
     expect(replicas.every((r) => r.exited() === null)).toBe(true);
     await redis.start();
-    await waitReady(replicas[0]!, 20_000);
+    for (const r of replicas) await waitReady(r, 20_000);
     const jobId = await submit(base, add(20, 22));
     expect((await waitJob(replicas[1]!.url, jobId, isDone)).result.results).toEqual([42]);
   }, 60_000);
@@ -409,6 +409,43 @@ describe('a job BullMQ itself failed', () => {
       expect(Number((await inspect.hget('wasmbox:jobs:active', keyIdOf(KEY))) ?? 0)).toBe(held - 1);
     } finally {
       await worker.close();
+      await queue.close();
+    }
+  }, 60_000);
+});
+
+describe('a job run again after its lock lapsed', () => {
+  it('reports the result written first: the second run finds it, records no other and sends no callback', async () => {
+    for (const r of replicas.splice(0)) await r.close();
+    // A holder that took the job, wrote its result and lost its lock before BullMQ recorded the
+    // end (a replica stalled past WASMBOX_JOBS_LOCK_MS): played here through BullMQ's own client.
+    const connection = { url: redis.url, maxRetriesPerRequest: null };
+    const queue = new Queue('jobs', { connection, prefix: 'wasmbox:bull' });
+    const holder = new Worker('jobs', null, { connection, prefix: 'wasmbox:bull', autorun: false, lockDuration: 1_000 });
+    try {
+      const jobId = '0b6d2c1e-8f4a-4d3b-a1c9-5e7f2d8b4a61';
+      const now = Date.now();
+      const callbackUrl = `http://127.0.0.1:${receiver.port}/twice`;
+      await queue.add('run', { owner: { caller: keyIdOf(KEY), keyId: keyIdOf(KEY) }, callbackUrl, fields: { args: [1, 2], function: 'add' }, createdAtMs: now }, { jobId });
+      await inspect.hincrby('wasmbox:jobs:active', keyIdOf(KEY), 1);
+      const job = await holder.getNextJob('holder-token');
+      expect(job?.id).toBe(jobId);
+      const first = { keyId: keyIdOf(KEY), callbackUrl, createdAtMs: now, startedAtMs: now, finishedAtMs: now + 1, expiresAtMs: now + 60_000, cancelled: false, result: { outcome: 'ok', results: [99] } };
+      await inspect.set(`wasmbox:job:${jobId}:result`, JSON.stringify(first), 'PX', 60_000);
+      // A replica's stalled-job check finds the lapsed lock and its worker runs the job again.
+      const next = await replica();
+      const deadline = Date.now() + 20_000;
+      while ((await queue.getJobState(jobId)) !== 'completed') {
+        if (Date.now() > deadline) throw new Error(`the job is still ${await queue.getJobState(jobId)}`);
+        await sleep(50);
+      }
+      const read = await call(next.url, 'GET', `/jobs/${jobId}`, undefined, auth());
+      expect(read.body.status).toBe('done');
+      expect(read.body.result).toEqual({ outcome: 'ok', results: [99] });
+      await sleep(300);
+      expect(receiver.for(jobId)).toHaveLength(0);
+    } finally {
+      await holder.close();
       await queue.close();
     }
   }, 60_000);
