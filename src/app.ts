@@ -15,8 +15,9 @@ import executeRoutes from './routes/execute.js';
 import healthRoutes from './routes/health.js';
 import jobRoutes from './routes/jobs.js';
 import { CallbackSender } from './jobs/callbacks.js';
+import { BullMQJobQueue } from './jobs/bullmq-queue.js';
 import { MemoryJobQueue } from './jobs/memory-queue.js';
-import type { JobQueue } from './jobs/types.js';
+import type { JobQueue, JobRunner, JobView } from './jobs/types.js';
 import { toExecuteRequest } from './routes/body.js';
 import moduleRoutes from './routes/modules.js';
 import playgroundRoutes from './routes/playground.js';
@@ -163,18 +164,12 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
     },
   });
   app.decorate('jobCallbacks', callbacks);
-  const jobs: JobQueue = new MemoryJobQueue({
-    // A job runs exactly as POST /execute would run its body, with the job limits.
-    runner: (spec, run) =>
-      executor.execute({ ...toExecuteRequest(spec.body), progress: run.progress, cancel: run.cancel }, { caller: spec.owner.caller, keyId: spec.owner.keyId }, jobConfig.limits),
-    callbacks,
-    ttlS: jobConfig.ttlS,
-    maxJobs: jobConfig.maxJobs,
-    memoryBytes: jobConfig.memoryBytes,
-    maxPerKey: jobConfig.maxPerKey,
-    concurrency: jobConfig.concurrency,
+  // A job runs exactly as POST /execute would run its body, with the job limits.
+  const runner: JobRunner = (spec, run) =>
+    executor.execute({ ...toExecuteRequest(spec.body), progress: run.progress, cancel: run.cancel }, { caller: spec.owner.caller, keyId: spec.owner.keyId }, jobConfig.limits);
+  const jobHooks = {
     onSubmitted: () => app.metrics.jobsSubmitted.inc(),
-    onFinished: (job) => {
+    onFinished: (job: JobView) => {
       const outcome = job.cancelled ? 'cancelled' : job.result ? ('outcome' in job.result ? job.result.outcome : 'batch') : 'error';
       app.metrics.jobsFinished.inc({ outcome });
       app.log.info(
@@ -182,8 +177,39 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
         'job finished',
       );
     },
-    onInternalError: (jobId, err) => app.log.error({ err, jobId }, 'internal error in a job'),
-  });
+    onInternalError: (jobId: string, err: unknown) => app.log.error({ err, jobId }, 'internal error in a job'),
+  };
+  // With REDIS_URL, jobs are shared by the fleet (BullMQ); else they live in this process.
+  const jobs: JobQueue = redis
+    ? new BullMQJobQueue({
+        redis,
+        workerRedis: createRedis(config.redisUrl!, {
+          purpose: 'blocking',
+          connectionName: 'wasmbox-jobs',
+          onError: (err) => app.log.warn({ error: err.message }, 'the job worker cannot reach Redis (REDIS_URL); it resumes when Redis is back'),
+        }),
+        redisUrl: config.redisUrl!,
+        prefix: config.redisPrefix,
+        runner,
+        callbacks,
+        ttlS: jobConfig.ttlS,
+        maxJobs: jobConfig.maxJobs,
+        maxPerKey: jobConfig.maxPerKey,
+        concurrency: jobConfig.concurrency,
+        lockMs: jobConfig.lockMs,
+        ...jobHooks,
+        onQueueError: (err) => app.log.warn({ error: err.message }, 'job queue (BullMQ) error'),
+      })
+    : new MemoryJobQueue({
+        runner,
+        callbacks,
+        ttlS: jobConfig.ttlS,
+        maxJobs: jobConfig.maxJobs,
+        memoryBytes: jobConfig.memoryBytes,
+        maxPerKey: jobConfig.maxPerKey,
+        concurrency: jobConfig.concurrency,
+        ...jobHooks,
+      });
   app.decorate('jobs', jobs);
   await app.register(metrics, {
     sources: {

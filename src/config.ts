@@ -81,6 +81,10 @@ const ENV = {
   WASMBOX_JOBS_MEMORY_MB: int(1).default(256),
   WASMBOX_JOBS_MAX_PER_KEY: int(1).default(1_000),
   WASMBOX_JOBS_CONCURRENCY: int(1, 256).optional(),
+  // With REDIS_URL: how long a replica's hold on a running job lasts without renewal (BullMQ's
+  // lock; renewed every half of it while the job runs), and how often each replica looks for jobs
+  // whose holder died. A SIGKILLed replica's job runs again elsewhere within about twice this.
+  WASMBOX_JOBS_LOCK_MS: int(1_000, 600_000).default(30_000),
   WASMBOX_CALLBACK_ALLOWLIST: z.string().default(''),
   WASMBOX_CALLBACK_SECRET: z
     .string()
@@ -202,6 +206,8 @@ export interface JobsConfig {
   maxPerKey: number;
   /** Jobs run at once (each holds a run slot like a synchronous run). */
   concurrency: number;
+  /** With REDIS_URL: the lock on a running job and the stalled-job check interval (BullMQ). */
+  lockMs: number;
   /** Hosts a callbackUrl may name; empty: callbacks are refused. */
   callbackAllowlist: AllowedHost[];
   /** Key of the callbacks' HMAC-SHA256 signature; required when the allowlist is not empty. */
@@ -320,6 +326,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       memoryBytes: e.WASMBOX_JOBS_MEMORY_MB * 1024 * 1024,
       maxPerKey: e.WASMBOX_JOBS_MAX_PER_KEY,
       concurrency: e.WASMBOX_JOBS_CONCURRENCY ?? e.WASMBOX_WORKERS,
+      lockMs: e.WASMBOX_JOBS_LOCK_MS,
       callbackAllowlist: loadAllowlist(e.WASMBOX_CALLBACK_ALLOWLIST),
       callbackSecret: e.WASMBOX_CALLBACK_SECRET ?? null,
       callbackAttempts: e.WASMBOX_CALLBACK_ATTEMPTS,

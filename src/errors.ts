@@ -23,7 +23,7 @@ export const ERROR_CATALOGUE = {
   overloaded: { status: 503, summary: 'The queue is full or the server is shutting down; Retry-After is set.' },
   backend_unavailable: {
     status: 503,
-    summary: 'The shared state this server keeps in Redis (REDIS_URL: module store, rate limits, concurrency quotas) cannot be reached right now; Retry-After is set.',
+    summary: 'The shared state this server keeps in Redis (REDIS_URL: module store, rate limits, concurrency quotas, jobs) cannot be reached right now; Retry-After is set.',
   },
   internal_error: { status: 500, summary: 'A bug in the service, never something a guest did.' },
 } as const;

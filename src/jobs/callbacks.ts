@@ -111,8 +111,9 @@ export class CallbackSender {
     return url.href;
   }
 
-  /** Delivers `body` for job `jobId`, retrying as configured; `state` is updated in place. */
-  deliver(jobId: string, href: string, body: Uint8Array, state: CallbackState): void {
+  /** Delivers `body` for job `jobId`, retrying as configured; `state` is updated in place, and
+   *  `onUpdate` (when given) is told after every attempt (the shared queue keeps it in Redis). */
+  deliver(jobId: string, href: string, body: Uint8Array, state: CallbackState, onUpdate?: (state: Readonly<CallbackState>, final: boolean) => void): void {
     const attempt = async (): Promise<void> => {
       if (this.closed) return;
       delete state.nextAttemptAt;
@@ -142,6 +143,7 @@ export class CallbackSender {
         this.timers.add(timer);
       }
       this.options.onAttempt?.(jobId, state, final);
+      onUpdate?.(state, final);
     };
     void attempt();
   }

@@ -1,9 +1,9 @@
 // Asynchronous jobs (POST /jobs, GET and DELETE /jobs/{jobId}): the queue as the routes see it.
 // A backend keeps the jobs and runs them through a JobRunner; the in-process one
-// (memory-queue.ts) is the default. A shared backend (BullMQ on Redis, when REDIS_URL is set)
-// implements the same interface: it stores the JobSpec (the validated body, serialisable: module
-// bytes, fields, owner, callbackUrl), runs it with the same JobRunner in each replica's worker, and
-// answers get/cancel from the shared store.
+// (memory-queue.ts) is the default. The shared backend (bullmq-queue.ts: BullMQ on Redis, when
+// REDIS_URL is set) implements the same interface: it stores the JobSpec (the validated body:
+// fields, owner, callbackUrl, and the module by its content address), runs it with the same
+// JobRunner in each replica's worker, and answers get/cancel from Redis.
 
 import type { RunBody } from '../routes/body.js';
 import type { ExecuteAnswer } from '../service/execute.js';
