@@ -134,6 +134,7 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
       : new FsModuleStore({ dir: config.dataDir, maxBytes: config.storeMaxBytes, maxModules: config.storeMaxModules }));
   await store.open();
   const pools = new WorkerPools(config);
+  pools.startBodyDecoding();
   pools.onLateError = (err) => app.log.warn({ err }, 'a worker failed after its task ended; it was replaced');
   app.decorate('pools', pools);
   // The per-key concurrency quota (keys on only): counted in Redis across replicas, or here.

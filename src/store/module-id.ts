@@ -14,7 +14,9 @@ const ASYNC_HASH_MIN_BYTES = 256 * 1024;
 
 /** moduleIdOf, off the event loop for large modules. */
 export async function moduleIdOfAsync(bytes: Uint8Array): Promise<string> {
-  if (bytes.length < ASYNC_HASH_MIN_BYTES) return moduleIdOf(bytes);
+  // WebCrypto refuses views on shared memory (bytes decoded off the event loop are; their id comes
+  // with them, so this is only a fallback).
+  if (bytes.length < ASYNC_HASH_MIN_BYTES || bytes.buffer instanceof SharedArrayBuffer) return moduleIdOf(bytes);
   const digest = await globalThis.crypto.subtle.digest('SHA-256', bytes as Uint8Array<ArrayBuffer>);
   return `sha256:${Buffer.from(digest).toString('hex')}`;
 }

@@ -50,8 +50,6 @@ export class WorkerPools {
   /** A thread of its own for small modules, so they are never behind large ones. */
   readonly prepareSmall: Piscina<PrepareTask | CompileTextTask, PrepareResult | CompileTextResult>;
   readonly run: Piscina<RunTask | BatchTask, RunResult | RunResult[] | MissingModule>;
-  /** Large JSON bodies: parsed, checked and decoded off the event loop (src/worker/decode.ts). */
-  readonly decode: Piscina<DecodeTask, DecodeResult | AdoptResult | null>;
   private closing = false;
   /** Reused per-task shared cells (startedAt, progress). */
   private readonly cells = new TaskCells();
@@ -81,31 +79,50 @@ export class WorkerPools {
         stackSizeMb: config.workerStackMb,
       },
     });
-    this.decode = new Piscina({
-      filename: new URL('./decode.js', import.meta.url).href,
-      minThreads: 1,
-      maxThreads: 1,
-      idleTimeout: Number.MAX_SAFE_INTEGER,
-      // In-flight bodies are bounded by WASMBOX_INFLIGHT_BODY_MB before they are read.
-      maxQueue: Math.max(config.queueMax, 64),
-      // A body of B bytes becomes a string of B bytes, its parsed object and the decoded fields.
-      resourceLimits: { maxOldGenerationSizeMb: Math.max(256, Math.ceil((8 * config.bodyLimitBytes) / 2 ** 20)) },
-    });
-    this.warmStaging().catch((err: unknown) => this.onLateError?.(err));
     // A worker can fail after its task has already been settled: one killed at its deadline that
     // was exhausting its heap reports ERR_WORKER_OUT_OF_MEMORY on the way out. piscina emits
     // that as the pool's 'error' event, which would crash the process without a listener. The
     // pool has already replaced the worker; there is nothing else to do.
-    for (const pool of [this.prepare, this.prepareSmall, this.run, this.decode] as const) {
-      pool.on('error', (err: unknown) => {
-        this.onLateError?.(err);
+    this.watch(this.prepare, 'prepare');
+    this.watch(this.prepareSmall, 'prepare');
+    this.watch(this.run, 'run');
+  }
+
+  private watch(pool: Piscina, name: 'run' | 'prepare' | 'decode'): void {
+    pool.on('error', (err: unknown) => {
+      this.onLateError?.(err);
+    });
+    // A thread destroyed while the pool is open was killed (deadline, heap) or crashed, and
+    // piscina starts another in its place.
+    pool.on('workerDestroy', () => {
+      if (!this.closing) this.onWorkerRestart?.(name);
+    });
+  }
+
+  private decodePool: Piscina<DecodeTask, DecodeResult | AdoptResult | null> | null = null;
+
+  /** Large bodies: parsed, checked and decoded off the event loop (src/worker/decode.ts). Started
+   *  on first use, or by startBodyDecoding() (the server; the CLI never needs it). */
+  get decode(): Piscina<DecodeTask, DecodeResult | AdoptResult | null> {
+    if (!this.decodePool) {
+      this.decodePool = new Piscina({
+        filename: new URL('./decode.js', import.meta.url).href,
+        minThreads: 1,
+        maxThreads: 1,
+        idleTimeout: Number.MAX_SAFE_INTEGER,
+        // In-flight bodies are bounded by WASMBOX_INFLIGHT_BODY_MB before they are read.
+        maxQueue: Math.max(this.config.queueMax, 64),
+        // A body of B bytes becomes a string of B bytes, its parsed object and the decoded fields.
+        resourceLimits: { maxOldGenerationSizeMb: Math.max(256, Math.ceil((8 * this.config.bodyLimitBytes) / 2 ** 20)) },
       });
-      // A thread destroyed while the pool is open was killed (deadline, heap) or crashed, and
-      // piscina starts another in its place.
-      pool.on('workerDestroy', () => {
-        if (!this.closing) this.onWorkerRestart?.(pool === this.run ? 'run' : pool === this.decode ? 'decode' : 'prepare');
-      });
+      this.watch(this.decodePool, 'decode');
     }
+    return this.decodePool;
+  }
+
+  /** Starts the decoding thread and readies one staging buffer (the HTTP server calls it). */
+  startBodyDecoding(): void {
+    this.warmStaging().catch((err: unknown) => this.onLateError?.(err));
   }
 
   /** Told when a worker thread is replaced (for metrics). */
@@ -470,7 +487,7 @@ export class WorkerPools {
   /** Refuses new work, lets queued and running tasks finish, then stops the threads. */
   async close(): Promise<void> {
     this.closing = true;
-    await Promise.all([this.run.close(), this.prepare.close(), this.prepareSmall.close(), this.decode.close()]);
+    await Promise.all([this.run.close(), this.prepare.close(), this.prepareSmall.close(), this.decodePool?.close()]);
   }
 
   get ready(): boolean {
