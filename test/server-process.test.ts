@@ -134,7 +134,14 @@ describe('server.js on the embedded defaults', () => {
     const health = await request(`${url}/healthz`);
     expect(health.statusCode).toBe(200);
     expect(await health.body.json()).toEqual({ status: 'ok' });
-    const ready = await request(`${url}/readyz`);
+    // The server listens while its threads are still starting, and says so (503 until they are
+    // up): readiness is what it reaches, within a generous bound.
+    let ready = await request(`${url}/readyz`);
+    for (const until = Date.now() + 15_000; ready.statusCode !== 200 && Date.now() < until; ) {
+      await ready.body.dump();
+      await new Promise((r) => setTimeout(r, 100));
+      ready = await request(`${url}/readyz`);
+    }
     expect(ready.statusCode).toBe(200);
     expect(await ready.body.json()).toEqual({ status: 'ready' });
 
