@@ -31,7 +31,9 @@ const MODULE = b64(GUEST);
 const KEY = 'jobs-key-0123456789abcdef';
 const OTHER_KEY = 'other-key-0123456789abcdef';
 const SECRET = 'test-callback-secret-0123456789';
-const TTL_S = 8;
+/** Long enough that a job finished during a slow step (a replica restarting on a loaded machine) is
+ *  still there when the test reads it; the expiry test waits it out. */
+const TTL_S = 30;
 /** Iterations of `count` that take about 5 s metered (measured in the first test). */
 let LONG_COUNT = 50_000_000;
 
