@@ -327,10 +327,7 @@ export class ExecuteService {
   private async run(req: ExecuteRequest, admitted: Admitted, ctx: CallContext): Promise<ExecuteResponse> {
     const { limits, moduleId, prepared, cached, prepareNs, name, sig } = admitted;
     const decoded = admitted.args;
-    // A cancelled request leaves the queue too.
-    const signal = ctx.signal && req.cancel ? AbortSignal.any([ctx.signal, req.cancel]) : (ctx.signal ?? req.cancel);
-    const slot = await this.queues.run.acquire(ctx.caller, signal);
-    this.metrics?.queueWait.observe({ lane: 'run' }, slot.waitedMs / 1000);
+    const slot = await this.acquireRunSlot(req, ctx);
     let run: RunResult;
     try {
       run = await this.pools.runGuest(
@@ -397,15 +394,21 @@ export class ExecuteService {
     return { batchLimits, moduleId, prepared, cached, prepareNs, planned };
   }
 
+  /** A runner slot for a single run or a batch; a cancelled request (the client gone, or a job's
+   *  DELETE) leaves the queue too. */
+  private async acquireRunSlot(req: ExecuteRequest, ctx: CallContext): Promise<Slot> {
+    const signal = ctx.signal && req.cancel ? AbortSignal.any([ctx.signal, req.cancel]) : (ctx.signal ?? req.cancel);
+    const slot = await this.queues.run.acquire(ctx.caller, signal);
+    this.metrics?.queueWait.observe({ lane: 'run' }, slot.waitedMs / 1000);
+    return slot;
+  }
+
   private async runBatch(req: ExecuteRequest, batch: PlannedBatch, ctx: CallContext): Promise<BatchResponse> {
     const { batchLimits, moduleId, prepared, cached, prepareNs, planned } = batch;
     const anyWasi = planned.some((p) => p.wasi !== undefined);
     const { wasiStdoutMaxBytes: stdoutLimitBytes, wasiStderrMaxBytes: stderrLimitBytes } = this.config;
 
-    // A cancelled request leaves the queue too.
-    const signal = ctx.signal && req.cancel ? AbortSignal.any([ctx.signal, req.cancel]) : (ctx.signal ?? req.cancel);
-    const slot = await this.queues.run.acquire(ctx.caller, signal);
-    this.metrics?.queueWait.observe({ lane: 'run' }, slot.waitedMs / 1000);
+    const slot = await this.acquireRunSlot(req, ctx);
     let runs: RunResult[];
     try {
       runs = await this.pools.runBatch(
