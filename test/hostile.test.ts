@@ -107,7 +107,7 @@ describe('runaway loops', () => {
 
   it('a loop that throws and catches its own exception forever ends in fuel_exhausted', async () => {
     const m = b64(wat('(module (tag $e) (func (export "f") (loop $l (try (do (throw $e)) (catch_all)) (br $l))))'));
-    const res = await exec('throw/catch loop', m, 'f', [], { fuel: 100_000 });
+    const res = await exec('throw/catch loop', m, 'f', [], { fuel: 100_000, timeoutMs: 10_000 });
     expect(res.body.outcome).toBe('fuel_exhausted');
   });
 });

@@ -8,6 +8,7 @@
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_COSTS } from '../dist/src/metering/costs.js';
 import { instrument } from '../dist/src/metering/instrument.js';
+import { parseModule } from '../dist/src/wasm/module.js';
 import { instantiateMetered, runMetered } from './helpers/metered.js';
 import { wat } from './helpers/wat.js';
 
@@ -589,6 +590,208 @@ describe('metering: the cost table is data', () => {
     expect([...DEFAULT_COSTS.free].sort()).toEqual(
       ['block', 'catch', 'catch_all', 'delegate', 'drop', 'else', 'end', 'loop', 'nop', 'return', 'try', 'unreachable'].sort(),
     );
+  });
+});
+
+describe('metering: direct calls pass the count as a parameter (threaded copies)', () => {
+  /** The instrumented module's function types by index, from V8 (via a name-free round trip). */
+  const exportTypes = (bytes: Uint8Array): string[] =>
+    WebAssembly.Module.exports(new WebAssembly.Module(bytes as BufferSource)).map((e) => `${e.name}:${e.kind}`);
+
+  it('a directly called function gets a copy with an i64 count parameter and result; a function only exported does not', () => {
+    const threaded = (src: string): string[] => {
+      const { bytes } = instrument(wat(src), { maxTableElements: 100 });
+      const m = parseModule(bytes);
+      return m.types.filter((t) => t.params.at(-1) === 'i64' && t.results.at(-1) === 'i64').map((t) => `${t.params.join(',')}->${t.results.join(',')}`);
+    };
+    expect(threaded(`(module (func $g (param f64) (result f32) (f32.demote_f64 (local.get 0)))
+      (func (export "f") (result f32) (call $g (f64.const 1))))`)).toEqual(['f64,i64->f32,i64']);
+    expect(threaded(`(module (func $g (export "g") (param f64) (result f32) (f32.demote_f64 (local.get 0))))`)).toEqual([]);
+  });
+
+  it('a trap at the bottom of a deep direct recursion reports every level above it exactly', () => {
+    const m = wat(`(module
+      (func $down (param i32)
+        (if (i32.eqz (local.get 0)) (then (unreachable)))
+        (call $down (i32.sub (local.get 0) (i32.const 1))))
+      (func (export "f") (param i32) (call $down (local.get 0))))`);
+    for (const n of [0, 1, 10, 1000]) {
+      const r = runMetered(m, { fn: 'f', args: [n] });
+      expect(r.trap?.message).toMatch(/unreachable/);
+      expect(r.exhausted).toBe(false);
+      // f: entry, get, call = 3; each level above the bottom: entry, get, eqz, if, get, const, sub,
+      // call = 8; the bottom: entry, get, eqz, if = 4 (unreachable is free)
+      expect(r.consumed).toBe(3 + 8 * n + 4);
+    }
+  });
+
+  it('a trap after a direct call returns includes the whole callee', () => {
+    const m = wat(`(module ${SUM_LOOP}
+      (func $work (param i32) (result i32) (call $sum (local.get 0)))
+      (func (export "f") (param i32) (result i32)
+        (drop (call $work (local.get 0)))
+        (call $work (i32.const 5))
+        (unreachable)))`);
+    const n = 50;
+    const r = runMetered(m, { fn: 'f', args: [n] });
+    expect(r.trap?.message).toMatch(/unreachable/);
+    // f: entry, get, call, drop, const, call = 6 (drop is free: 5); $work: entry, get, call = 3 each
+    expect(r.consumed).toBe(5 + (3 + sumCost(n)) + (3 + sumCost(5)));
+  });
+
+  it('a function reached by a direct call, its export, call_indirect and ref.func gives one result and one count', () => {
+    const m = wat(`(module
+      (type $t (func (param i32) (result i32)))
+      (table $tab 1 funcref)
+      (elem (table $tab) (i32.const 0) func $tri)
+      (elem declare func $tri)
+      (func $tri (export "tri") (type $t)
+        (if (result i32) (i32.eqz (local.get 0)) (then (i32.const 0))
+          (else (i32.add (local.get 0) (call $tri (i32.sub (local.get 0) (i32.const 1)))))))
+      (func (export "direct") (param i32) (result i32) (call $tri (local.get 0)))
+      (table $late 1 funcref)
+      (func (export "indirect") (param i32) (result i32) (call_indirect $tab (type $t) (local.get 0) (i32.const 0)))
+      (func (export "byref") (param i32) (result i32)
+        (table.set $late (i32.const 0) (ref.func $tri))
+        (call_indirect $late (type $t) (local.get 0) (i32.const 0))))`);
+    const own = runMetered(m, { fn: 'tri', args: [100] });
+    expect(own.results).toBe(5050);
+    const tri = own.consumed;
+    // tri(n): n levels of entry, get, eqz, if, get, get, const, sub, call, add (10) and the last
+    // level's entry, get, eqz, if, const (5)
+    expect(tri).toBe(10 * 100 + 5);
+    // each caller: entry, get, call = 3; call_indirect adds its index const; byref its const,
+    // ref.func and table.set
+    expect(runMetered(m, { fn: 'direct', args: [100] })).toMatchObject({ results: 5050, consumed: tri + 3 });
+    expect(runMetered(m, { fn: 'indirect', args: [100] })).toMatchObject({ results: 5050, consumed: tri + 4 });
+    expect(runMetered(m, { fn: 'byref', args: [100] })).toMatchObject({ results: 5050, consumed: tri + 7 });
+  });
+
+  it('the instrumented module exports exactly what the original does, with the same types', () => {
+    const src = `(module
+      (func $h (param i32 i64) (result i64) (i64.add (local.get 1) (i64.extend_i32_u (local.get 0))))
+      (func (export "a") (param i32 i64) (result i64) (call $h (local.get 0) (local.get 1)))
+      (export "h" (func $h)))`;
+    const original = wat(src);
+    const { bytes } = instrument(original, { maxTableElements: 100 });
+    expect(exportTypes(bytes)).toEqual(exportTypes(original));
+    expect(runMetered(original, { fn: 'h', args: [2, 40n] }).results).toBe(42n);
+    expect(runMetered(original, { fn: 'a', args: [2, 40n] }).results).toBe(42n);
+  });
+
+  it('results, branches to the function label and multi-value results survive threading, charged as through call_indirect', () => {
+    // The same callees, once reached by `call` (threaded) and once by call_indirect (not): the
+    // counts must differ by exactly the index operand of each call_indirect.
+    const callees = `
+      (type $pair (func (param i32) (result i32 i64)))
+      (type $one (func (param i32) (result i32)))
+      (func $pair (type $pair) (param i32) (result i32 i64) (local $x i64) (local $y f64)
+        (local.set $x (i64.extend_i32_s (local.get 0)))
+        (local.set $y (f64.convert_i32_s (local.get 0)))
+        (br_if 0 (i32.const 7) (local.get $x) (i32.lt_s (local.get 0) (i32.const 0)))
+        (drop) (drop)
+        (i32.trunc_f64_s (f64.mul (local.get $y) (f64.const 2))) (i64.mul (local.get $x) (local.get $x)))
+      (func $sel (type $one) (param i32) (result i32)
+        (block $a (result i32)
+          (block $b (result i32) (br_table $a $b 2 (i32.const 10) (local.get 0)))
+          (return (i32.add (i32.const 1))))
+        (i32.add (i32.const 100)))
+      (func $early (type $one) (param i32) (result i32)
+        (if (i32.gt_s (local.get 0) (i32.const 5)) (then (br 1 (i32.const 99))))
+        (i32.add (local.get 0) (i32.const 1)))`;
+    const direct = wat(`(module ${callees}
+      (func (export "pair") (param i32) (result i32 i64) (call $pair (local.get 0)))
+      (func (export "sel") (param i32) (result i32) (call $sel (local.get 0)))
+      (func (export "early") (param i32) (result i32) (call $early (local.get 0))))`);
+    const indirect = wat(`(module ${callees}
+      (table funcref (elem $pair $sel $early))
+      (func (export "pair") (param i32) (result i32 i64) (call_indirect (type $pair) (local.get 0) (i32.const 0)))
+      (func (export "sel") (param i32) (result i32) (call_indirect (type $one) (local.get 0) (i32.const 1)))
+      (func (export "early") (param i32) (result i32) (call_indirect (type $one) (local.get 0) (i32.const 2))))`);
+    const cases: Array<[string, number, unknown]> = [
+      ['pair', -3, [7, -3n]],
+      ['pair', 4, [8, 16n]],
+      ['sel', 0, 110],
+      ['sel', 1, 11],
+      ['sel', 9, 10],
+      ['early', 3, 4],
+      ['early', 6, 99],
+    ];
+    for (const [fn, arg, expected] of cases) {
+      const d = runMetered(direct, { fn, args: [arg] });
+      const i = runMetered(indirect, { fn, args: [arg] });
+      expect(d.trap, `${fn}(${arg})`).toBeNull();
+      if (expected !== undefined) expect(d.results, `${fn}(${arg})`).toEqual(expected);
+      expect(d.results, `${fn}(${arg})`).toEqual(i.results);
+      expect(d.consumed, `${fn}(${arg})`).toBe(i.consumed - 1);
+    }
+  });
+
+  it('tail calls between threaded functions stay tail calls: a million-deep mutual return_call does not exhaust the stack', () => {
+    const m = wat(`(module
+      (func $even (param i32) (result i32)
+        (if (result i32) (i32.eqz (local.get 0)) (then (i32.const 1))
+          (else (return_call $odd (i32.sub (local.get 0) (i32.const 1))))))
+      (func $odd (param i32) (result i32)
+        (if (result i32) (i32.eqz (local.get 0)) (then (i32.const 0))
+          (else (return_call $even (i32.sub (local.get 0) (i32.const 1))))))
+      (func (export "f") (param i32) (result i32) (call $even (local.get 0))))`);
+    const r = runMetered(m, { fn: 'f', args: [1_000_000] });
+    expect(r.trap).toBeNull();
+    expect(r.results).toBe(1);
+    // f: 3; each step: entry, get, eqz, if, get, const, sub, return_call = 8; the last: entry, get, eqz, if, const = 5
+    expect(r.consumed).toBe(3 + 8 * 1_000_000 + 5);
+  });
+
+  it('a directly called function that tail-calls through a table keeps its original signature and still runs deep', () => {
+    const m = wat(`(module
+      (type $t (func (param i32) (result i32)))
+      (table funcref (elem $loop))
+      (func $loop (type $t)
+        (if (result i32) (i32.eqz (local.get 0)) (then (i32.const 42))
+          (else (return_call_indirect (type $t) (i32.sub (local.get 0) (i32.const 1)) (i32.const 0)))))
+      (func (export "f") (param i32) (result i32) (call $loop (local.get 0))))`);
+    const r = runMetered(m, { fn: 'f', args: [1_000_000] });
+    expect(r.trap).toBeNull();
+    expect(r.results).toBe(42);
+    // f: 3; each step: entry, get, eqz, if, get, const, sub, const, return_call_indirect = 9; the last: 5
+    expect(r.consumed).toBe(3 + 9 * 1_000_000 + 5);
+  });
+
+  it('an exception thrown in a threaded callee and caught by its caller keeps the callee\'s work in the count', () => {
+    const m = wat(`(module
+      (tag $e (param i32))
+      (func $thrower (param i32) (result i32)
+        (if (i32.gt_s (local.get 0) (i32.const 0)) (then (throw $e (local.get 0))))
+        (i32.const 0))
+      (func (export "f") (param i32) (result i32)
+        (try (result i32)
+          (do (call $thrower (local.get 0)))
+          (catch $e (i32.add (i32.const 1000))))))`);
+    // f: entry, get, call = 3; $thrower: entry, get, const, gt_s, if = 5, then get, throw = 2;
+    // the handler: const, add = 2
+    expect(runMetered(m, { fn: 'f', args: [7] })).toMatchObject({ results: 1007, consumed: 3 + 5 + 2 + 2 });
+    // not thrown: $thrower's entry, get, const, gt_s, if, const = 6
+    expect(runMetered(m, { fn: 'f', args: [0] })).toMatchObject({ results: 0, consumed: 3 + 6 });
+  });
+
+  it('a directly called function with many parameters (not threaded) and one with locals of every type are charged alike', () => {
+    const params = Array.from({ length: 20 }, () => 'i32').join(' ');
+    const sum = Array.from({ length: 19 }, () => 'i32.add').join(' ');
+    const gets = Array.from({ length: 20 }, (_, k) => `local.get ${k}`).join(' ');
+    const m = wat(`(module
+      (func $many (param ${params}) (result i32) ${gets} ${sum})
+      (func $locals (param i32) (result i32) (local i64 f32 f64 v128 funcref externref i32)
+        (local.set 7 (i32.mul (local.get 0) (i32.const 3)))
+        (local.set 1 (i64.const 5))
+        (i32.add (local.get 7) (i32.wrap_i64 (local.get 1))))
+      (func (export "f") (result i32)
+        (i32.add
+          (call $many ${Array.from({ length: 20 }, (_, k) => `(i32.const ${k + 1})`).join(' ')})
+          (call $locals (i32.const 4)))))`);
+    // $many: entry + 20 gets + 19 adds = 40; $locals: entry, get, const, mul, set, const, set, get, get, wrap, add = 11;
+    // f: entry, 20 consts, call, const, call, add = 25
+    expect(fuel(m)).toEqual({ consumed: 40 + 11 + 25, results: 210 + 17 });
   });
 });
 

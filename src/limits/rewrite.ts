@@ -56,6 +56,10 @@ export interface LimitPlan {
   firstAppendedGlobal: number;
   /** Function index of `$slice`, which the fuel pass's checks call when a slice is spent. */
   sliceFunction: number;
+  /** Index of the first type the fuel pass may append (Contributions.types), after the limiter's. */
+  firstAppendedType: number;
+  /** Index of the first function the fuel pass may append (Contributions.functions), after `$slice`. */
+  firstAppendedFunction: number;
 }
 
 /** What the fuel pass contributes to the module: its code section and defined globals. */
@@ -67,6 +71,11 @@ export interface Contributions {
   /** Content of a metadata.code.branch_hint custom section, placed right before the code section
    *  (the proposal requires it there). */
   branchHints?: Uint8Array | null;
+  /** Encoded function types (0x60 params results), appended from `firstAppendedType` on. */
+  types?: Uint8Array[];
+  /** Functions appended after `$slice` (from `firstAppendedFunction` on): the type index of each,
+   *  and their bodies, size-prefixed, in the same order. */
+  functions?: { types: number[]; code: Uint8Array } | null;
 }
 
 const VALTYPE_BYTE = { i32: 0x7f, i64: 0x7e, f32: 0x7d, f64: 0x7c } as const;
@@ -77,6 +86,8 @@ const ACCESSOR_TYPES: readonly HiddenType[] = ['i64', 'i32', 'f64'];
 const SLICE_TYPE_OFFSET = 2 * ACCESSOR_TYPES.length;
 const REFILL_TYPE_OFFSET = SLICE_TYPE_OFFSET + 1;
 const ACCESSOR_COUNT = 2 * HIDDEN_GLOBAL_NAMES.length;
+/** The types the limiter appends: the accessors', `$slice`'s and the refill function's. */
+const LIMITER_TYPES = 2 * ACCESSOR_TYPES.length + 2;
 
 export function planLimits(m: ParsedModule, options: LimitOptions): LimitPlan {
   if (m.imports.some((i) => i.module === HOST_MODULE)) {
@@ -106,6 +117,8 @@ export function planLimits(m: ParsedModule, options: LimitOptions): LimitPlan {
     firstAppendedGlobal: base + HIDDEN_GLOBAL_NAMES.length,
     // Appended after the module's own functions and the accessors.
     sliceFunction: m.importedFuncs + m.funcTypes.length + ACCESSOR_COUNT,
+    firstAppendedType: m.types.length + LIMITER_TYPES,
+    firstAppendedFunction: m.importedFuncs + m.funcTypes.length + ACCESSOR_COUNT + 1,
   };
 }
 
@@ -150,12 +163,12 @@ export function assemble(m: ParsedModule, plan: LimitPlan, extra: Contributions)
   // Appended functions: the accessors, after the module's own (imported and defined) functions.
   const firstAccessor = m.importedFuncs + m.funcTypes.length;
   const rewritten: Partial<Record<number, Uint8Array>> = {
-    [SectionId.type]: typeSection(section(SectionId.type)),
+    [SectionId.type]: typeSection(section(SectionId.type), extra.types ?? []),
     [SectionId.import]: importSection(section(SectionId.import), plan),
-    [SectionId.function]: functionSection(section(SectionId.function), m.types.length),
+    [SectionId.function]: functionSection(section(SectionId.function), m.types.length, extra.functions?.types ?? []),
     [SectionId.global]: globalSection(section(SectionId.global), extra.globals),
     [SectionId.element]: elementSection(section(SectionId.element), m, firstAccessor),
-    [SectionId.code]: codeSection(extra.code ?? section(SectionId.code), plan, m),
+    [SectionId.code]: codeSection(extra.code ?? section(SectionId.code), plan, m, extra.functions ?? null),
   };
   for (const s of m.sections) {
     if (s.id === SectionId.table || s.id === SectionId.memory || s.id === SectionId.start) continue; // now the host's
@@ -212,15 +225,17 @@ function appendTo(content: Uint8Array | null, count: number, more: (w: Writer) =
   return w.finish();
 }
 
-function typeSection(content: Uint8Array | null): Uint8Array {
-  return appendTo(content, 2 * ACCESSOR_TYPES.length + 2, (w) => {
+function typeSection(content: Uint8Array | null, appended: readonly Uint8Array[]): Uint8Array {
+  const appendedBytes = appended.reduce((n, t) => n + t.length, 0);
+  return appendTo(content, LIMITER_TYPES + appended.length, (w) => {
     for (const t of ACCESSOR_TYPES) {
       w.bytes(Uint8Array.of(0x60, 0x00, 0x01, VALTYPE_BYTE[t])); // () -> t
       w.bytes(Uint8Array.of(0x60, 0x01, VALTYPE_BYTE[t], 0x00)); // (t) -> ()
     }
     w.bytes(Uint8Array.of(0x60, 0x00, 0x00)); // $slice: () -> ()
     w.bytes(Uint8Array.of(0x60, 0x00, 0x01, 0x7f)); // the host's refill: () -> i32
-  });
+    for (const t of appended) w.bytes(t);
+  }, 64 + appendedBytes);
 }
 
 /** The type index of each accessor, in hidden-table slot order (getter, setter per global). */
@@ -231,15 +246,16 @@ function accessorTypes(firstType: number): number[] {
   });
 }
 
-function functionSection(content: Uint8Array | null, firstType: number): Uint8Array {
+function functionSection(content: Uint8Array | null, firstType: number, appended: readonly number[]): Uint8Array {
   const types = [...accessorTypes(firstType), firstType + SLICE_TYPE_OFFSET];
-  return appendTo(content, types.length, (w) => {
+  return appendTo(content, types.length + appended.length, (w) => {
     for (const t of types) w.u32(t);
-  });
+    for (const t of appended) w.u32(t);
+  }, 64 + 5 * appended.length);
 }
 
-function codeSection(content: Uint8Array | null, plan: LimitPlan, m: ParsedModule): Uint8Array {
-  return appendTo(content, ACCESSOR_COUNT + 1, (w) => {
+function codeSection(content: Uint8Array | null, plan: LimitPlan, m: ParsedModule, appended: Contributions['functions'] | null): Uint8Array {
+  return appendTo(content, ACCESSOR_COUNT + 1 + (appended?.types.length ?? 0), (w) => {
     for (const name of HIDDEN_GLOBAL_NAMES) {
       const g = new Writer(8);
       g.u32(plan.hidden[name]);
@@ -260,7 +276,8 @@ function codeSection(content: Uint8Array | null, plan: LimitPlan, m: ParsedModul
     const code = body.view();
     w.u32(code.length);
     w.bytes(code);
-  });
+    if (appended) w.bytes(appended.code);
+  }, 256 + (appended?.code.length ?? 0));
 }
 
 /** The hidden table's index: after the module's own tables, imported then defined. */

@@ -51,11 +51,11 @@
 // signature mismatch), and the operand of a trapping float-to-int truncation (NaN or out of
 // range).
 
-import { type LimitPlan, TableLimitError, assemble, planLimits } from '../limits/rewrite.js';
+import { type Contributions, type LimitPlan, TableLimitError, assemble, planLimits } from '../limits/rewrite.js';
 import type { GuestLayout } from '../limits/guest-imports.js';
 import { Reader, Writer, WasmFormatError, u32Size } from '../wasm/bytes.js';
 import { skipAtomicImmediates, skipBlockType, skipFcImmediates, skipMemArg, skipSimdImmediates, unsupportedOpcodeMessage } from '../wasm/opcodes.js';
-import { type ParsedModule, UnsupportedFeature, parseModule, readValType } from '../wasm/module.js';
+import { type ParsedModule, UnsupportedFeature, type ValType, parseModule, readValType } from '../wasm/module.js';
 import { type CostTable, DEFAULT_COSTS, FREE_OPCODES, type ScaledOperator } from './costs.js';
 
 export { TableLimitError };
@@ -100,8 +100,8 @@ export function instrument(bytes: Uint8Array, options: InstrumentOptions): Instr
 
 export function instrumentParsed(m: ParsedModule, options: InstrumentOptions): InstrumentedModule {
   const plan = planLimits(m, options);
-  const { code, globals, branchHints } = meterCode(m, plan, options.costs ?? DEFAULT_COSTS, options.slices ?? true);
-  return { bytes: assemble(m, plan, { code, globals, branchHints }), layout: plan.layout };
+  const contributions = meterCode(m, plan, options.costs ?? DEFAULT_COSTS, options.slices ?? true);
+  return { bytes: assemble(m, plan, contributions), layout: plan.layout };
 }
 
 /** The globals the fuel pass works with: the limiter's hidden ones and its own segment lengths. */
@@ -126,7 +126,7 @@ export function meterCode(
   plan: LimitPlan,
   costs: CostTable,
   slices = true,
-): { code: Uint8Array | null; globals: Uint8Array[]; branchHints: Uint8Array | null } {
+): Contributions {
   // Remaining length of each segment: passive ones start whole, active (and declarative) ones
   // count as dropped once instantiation has used them. data.drop / elem.drop set them to 0.
   const dataInit = m.hasDataCount ? m.dataSegments.map((d) => (d.passive ? d.length : 0)) : [];
@@ -150,8 +150,8 @@ export function meterCode(
     return w.finish();
   });
   if (m.bodies.length === 0) return { code: null, globals, branchHints: null };
-  const { code, branchHints } = codeSection(m, costs, g, slices);
-  return { code, globals, branchHints };
+  const { code, branchHints, types, functions } = codeSection(m, costs, g, slices, plan.firstAppendedFunction, plan.firstAppendedType);
+  return { code, globals, branchHints, types, functions };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -192,9 +192,19 @@ interface BodyContext {
   checkLocal: (fl: number) => Uint8Array;
   chargeHead: Uint8Array;
   chargeTail: Uint8Array;
+  importedFuncs: number;
+  /** Per defined function: the index of its threaded copy (see threadedFunctions), or -1. */
+  threaded: Int32Array;
 }
 
-function codeSection(m: ParsedModule, costs: CostTable, g: FuelGlobals, slices: boolean): { code: Uint8Array; branchHints: Uint8Array | null } {
+function codeSection(
+  m: ParsedModule,
+  costs: CostTable,
+  g: FuelGlobals,
+  slices: boolean,
+  firstAppendedFunction: number,
+  firstAppendedType: number,
+): { code: Uint8Array; branchHints: Uint8Array | null; types: Uint8Array[]; functions: { types: number[]; code: Uint8Array } | null } {
   const opCost = new Int32Array(256).fill(costs.operator);
   for (const name of costs.free) opCost[FREE_OPCODES[name]] = 0;
 
@@ -229,11 +239,23 @@ function codeSection(m: ParsedModule, costs: CostTable, g: FuelGlobals, slices: 
     checkIfAt: 1 + fuelIdx.length + 3,
     chargeHead: Uint8Array.of(0x23, ...fuelIdx, 0x42), // global.get $fuel; i64.const ...
     chargeTail: Uint8Array.of(0x7c, 0x24, ...fuelIdx), // i64.add; global.set $fuel
+    importedFuncs: m.importedFuncs,
+    threaded: new Int32Array(m.bodies.length).fill(-1),
   };
 
+  const scans = m.bodies.map((b) => scanBody(m.bytes, b.start, b.end));
+  const plan = threadedFunctions(m, scans, firstAppendedFunction, firstAppendedType);
+  ctx.threaded = plan.index;
+
   const total = m.bodies.reduce((n, b) => n + (b.end - b.start), 0);
-  const limit = MAX_CODE_GROWTH * total + CODE_GROWTH_SLACK;
+  // The wrappers are bounded per function (threadedFunctions threads at most MAX_THREADED_PARAMS
+  // parameters), so they get their own allowance.
+  const limit = MAX_CODE_GROWTH * total + CODE_GROWTH_SLACK + WRAPPER_ALLOWANCE * plan.count;
   const w = new Writer(Math.ceil(total * 1.7) + 16);
+  // The threaded copies, appended after the limiter's functions.
+  const tw = new Writer(plan.count > 0 ? Math.ceil(total * 1.7) + 16 : 16);
+  const tHints = new Writer(plan.count > 0 && slices ? 64 + Math.ceil(total / 4) : 16);
+  let tHinted = 0;
   const body = new Writer(4096);
   // metadata.code.branch_hint: per function (increasing index), the body offsets of its checks'
   // `if`s, each hinted "unlikely".
@@ -244,40 +266,202 @@ function codeSection(m: ParsedModule, costs: CostTable, g: FuelGlobals, slices: 
   m.bodies.forEach((b, i) => {
     const type = m.types[m.funcTypes[i]!];
     if (!type) throw new WasmFormatError(`function ${m.importedFuncs + i} has no type`);
+    const scan = scans[i] ?? null;
     body.length = 0;
     checks.length = 0;
-    let prefix = instrumentBody(ctx, b.start, b.end, type.params.length, body, w, false, checks);
-    if (prefix < 0) {
-      body.length = 0;
+    const t = ctx.threaded[i]!;
+    if (t >= 0) {
+      // The function's own index keeps its type and becomes the wrapper; the body is threaded.
+      writeWrapper(w, type.params.length, g.fuel, t);
+      const prefix = instrumentBody(ctx, b.start, b.end, type.params.length, body, tw, 'threaded', checks, scan, plan.blockType[i]!);
+      if (slices && checks.length > 0) {
+        tHinted++;
+        tHints.u32(t);
+        tHints.u32(checks.length);
+        for (const at of checks) {
+          tHints.u32(prefix + at);
+          tHints.u8(1);
+          tHints.u8(0);
+        }
+      }
       checks.length = 0;
-      prefix = instrumentBody(ctx, b.start, b.end, type.params.length, body, w, true, checks);
+    } else {
+      let prefix = instrumentBody(ctx, b.start, b.end, type.params.length, body, w, 'global', checks, scan, null);
+      if (prefix < 0) {
+        body.length = 0;
+        checks.length = 0;
+        prefix = instrumentBody(ctx, b.start, b.end, type.params.length, body, w, 'local', checks, scan, null);
+      }
+      if (slices && checks.length > 0) {
+        hintedFunctions++;
+        hints.u32(m.importedFuncs + i);
+        hints.u32(checks.length);
+        for (const at of checks) {
+          hints.u32(prefix + at);
+          hints.u8(1); // size of the hint
+          hints.u8(0); // unlikely
+        }
+      }
     }
-    if (w.length > limit) {
+    if (w.length + tw.length > limit) {
       throw new CodeGrowthError(
         `metering this module's code (${total} bytes) would make it more than ${MAX_CODE_GROWTH} times larger; ` +
           `it is mostly empty loops or blocks, which this service does not run`,
       );
     }
-    if (slices && checks.length > 0) {
-      hintedFunctions++;
-      hints.u32(m.importedFuncs + i);
-      hints.u32(checks.length);
-      for (const at of checks) {
-        hints.u32(prefix + at);
-        hints.u8(1); // size of the hint
-        hints.u8(0); // unlikely
-      }
-    }
   });
   let branchHints: Uint8Array | null = null;
-  if (hintedFunctions > 0) {
+  if (hintedFunctions + tHinted > 0) {
+    // Functions in increasing index order: the module's own, then the threaded copies.
     const content = hints.view();
-    const out = new Writer(content.length + 8);
-    out.u32(hintedFunctions);
+    const more = tHints.view();
+    const out = new Writer(content.length + more.length + 8);
+    out.u32(hintedFunctions + tHinted);
     out.bytes(content);
+    out.bytes(more);
     branchHints = out.finish();
   }
-  return { code: w.finish(), branchHints };
+  return {
+    code: w.finish(),
+    branchHints,
+    types: plan.types,
+    functions: plan.count > 0 ? { types: plan.functionTypes, code: tw.finish() } : null,
+  };
+}
+
+/** Most parameters (and results) a function may have to be threaded: its wrapper forwards each. */
+const MAX_THREADED_PARAMS = 16;
+/** Bytes a wrapper may take: local.get per parameter, global.get, call, global.set, end. */
+const WRAPPER_ALLOWANCE = 2 * MAX_THREADED_PARAMS + 24;
+
+const VALTYPE_CODE: Readonly<Record<ValType, number>> = {
+  i32: 0x7f, i64: 0x7e, f32: 0x7d, f64: 0x7c, v128: 0x7b, funcref: 0x70, externref: 0x6f,
+};
+
+interface ThreadPlan {
+  /** Per defined function: the function index of its threaded copy, or -1. */
+  index: Int32Array;
+  count: number;
+  /** Per defined function (threaded ones): the block type of its results, encoded. */
+  blockType: (Uint8Array | null)[];
+  /** Types to append (the threaded signatures, and block types with several results). */
+  types: Uint8Array[];
+  /** Type index of each threaded copy, in order. */
+  functionTypes: number[];
+}
+
+/**
+ * Which functions pass the fuel count in a register. A direct call otherwise hands the count
+ * over through the fuel global: the caller stores it, the callee loads it, and back after the
+ * return. On call-heavy code (recursion, small helpers called in loops) those memory round trips
+ * form one serial dependency chain through every call, which out-of-order execution cannot
+ * overlap: metered fib ran 3.4x its unmetered time, almost all of it that chain.
+ *
+ * A threaded function gets a copy, appended after the limiter's functions, whose signature adds
+ * an i64 parameter and an i64 result: the count on entry and on return. Direct calls between
+ * metered bodies call the copies and keep the count in a local, so the chain is register adds.
+ * The function's own index keeps its type and becomes a wrapper (global -> parameter, result ->
+ * global), so exports, tables, `ref.func`, the start function and the host see exactly the
+ * functions they saw; only direct `call`s in bodies are redirected. The copy still writes the
+ * count to the global (a store, off the chain) wherever the local mode does: before calls, at
+ * loop headers, returns, throws and traps, so the account a trap leaves is what it was.
+ *
+ * Threaded: defined functions that are the target of a direct call, with at most
+ * MAX_THREADED_PARAMS parameters and results, whose tail calls (`return_call`) all go to threaded
+ * functions and that have no `return_call_indirect` (a tail call must return what the caller
+ * returns, and a wrapper or import does not return the count). The rest keep their bodies at their
+ * index, metered as before; their direct calls to threaded functions in local mode also pass the
+ * count (global mode calls the wrapper).
+ */
+function threadedFunctions(m: ParsedModule, scans: readonly (BodyScan | null)[], firstFunction: number, firstType: number): ThreadPlan {
+  const n = m.bodies.length;
+  const imported = m.importedFuncs;
+  const cand = new Uint8Array(n);
+  for (const scan of scans) {
+    if (!scan) continue;
+    for (const t of scan.calls) if (t >= imported && t - imported < n) cand[t - imported] = 1;
+    for (const t of scan.tailCalls) if (t >= imported && t - imported < n) cand[t - imported] = 1;
+  }
+  for (let i = 0; i < n; i++) {
+    if (!cand[i]) continue;
+    const type = m.types[m.funcTypes[i]!];
+    const scan = scans[i];
+    if (!type || !scan || scan.tailIndirect || type.params.length > MAX_THREADED_PARAMS || type.results.length > MAX_THREADED_PARAMS) cand[i] = 0;
+  }
+  // A tail call to an unthreaded function disqualifies the caller, which may disqualify others.
+  for (let changed = true; changed; ) {
+    changed = false;
+    for (let i = 0; i < n; i++) {
+      if (!cand[i]) continue;
+      for (const t of scans[i]!.tailCalls) {
+        if (t < imported || !cand[t - imported]) {
+          cand[i] = 0;
+          changed = true;
+          break;
+        }
+      }
+    }
+  }
+  const index = new Int32Array(n).fill(-1);
+  const blockType: (Uint8Array | null)[] = new Array<Uint8Array | null>(n).fill(null);
+  const types: Uint8Array[] = [];
+  const functionTypes: number[] = [];
+  const threadedType = new Map<number, number>();
+  const resultsType = new Map<number, number>();
+  const encode = (params: readonly ValType[], results: readonly ValType[]): Uint8Array => {
+    const w = new Writer(8 + params.length + results.length);
+    w.u8(0x60);
+    w.u32(params.length);
+    for (const v of params) w.u8(VALTYPE_CODE[v]);
+    w.u32(results.length);
+    for (const v of results) w.u8(VALTYPE_CODE[v]);
+    return w.finish();
+  };
+  let count = 0;
+  for (let i = 0; i < n; i++) {
+    if (!cand[i]) continue;
+    const ti = m.funcTypes[i]!;
+    const type = m.types[ti]!;
+    let tt = threadedType.get(ti);
+    if (tt === undefined) {
+      tt = firstType + types.length;
+      types.push(encode([...type.params, 'i64'], [...type.results, 'i64']));
+      threadedType.set(ti, tt);
+    }
+    if (type.results.length === 0) blockType[i] = Uint8Array.of(0x40);
+    else if (type.results.length === 1) blockType[i] = Uint8Array.of(VALTYPE_CODE[type.results[0]!]);
+    else {
+      let bt = resultsType.get(ti);
+      if (bt === undefined) {
+        bt = firstType + types.length;
+        types.push(encode([], type.results));
+        resultsType.set(ti, bt);
+      }
+      const w = new Writer(6);
+      w.sNum(bt); // a block type index is an s33
+      blockType[i] = w.finish();
+    }
+    index[i] = firstFunction + count++;
+    functionTypes.push(tt);
+  }
+  return { index, count, blockType, types, functionTypes };
+}
+
+/** The body at a threaded function's own index: forwards its parameters and the global to the
+ *  threaded copy, and stores the count it returns. Charges nothing (the copy charges). */
+function writeWrapper(out: Writer, params: number, fuel: number, target: number): void {
+  const w = new Writer(16 + 2 * params);
+  w.u8(0x00); // no locals
+  for (let k = 0; k < params; k++) {
+    w.u8(0x20); w.u32(k); // local.get k
+  }
+  w.u8(0x23); w.u32(fuel); // global.get $fuel
+  w.u8(0x10); w.u32(target); // call $threaded
+  w.u8(0x24); w.u32(fuel); // global.set $fuel
+  w.u8(0x0b);
+  const code = w.view();
+  out.u32(code.length);
+  out.bytes(code);
 }
 
 
@@ -301,12 +485,17 @@ function instrumentBody(
   paramCount: number,
   instrs: Writer,
   out: Writer,
-  local: boolean,
+  mode: 'global' | 'local' | 'threaded',
   /** Filled with the offset in `instrs` of every check's `if`. */
   checks: number[],
+  scan: BodyScan | null,
+  /** Threaded mode: the block type of the function's results. */
+  resultBlockType: Uint8Array | null,
 ): number {
   const { bytes, opCost, g } = ctx;
   const r = new Reader(bytes, start, end);
+  const local = mode !== 'global';
+  const threaded = mode === 'threaded';
 
   // Locals: keep the declarations verbatim; scratch locals are appended after them.
   const declCount = r.u32();
@@ -317,18 +506,20 @@ function instrumentBody(
     readValType(r);
   }
   const declsEnd = r.pos;
-  // Local mode: the loops whose body calls keep their check inline (see loopsThatCall).
-  const callingLoops = local && ctx.slices ? loopsThatCall(bytes, declsEnd, end) : null;
+  // Local mode: the loops whose body calls keep their check inline (see scanBody).
+  const callingLoops = local && ctx.slices ? (scan?.callingLoops ?? null) : null;
+  // Threaded mode: the count is a parameter after the function's own, so its locals move up one.
+  const base = threaded ? localCount + 1 : localCount;
   // Scratch locals, appended after the function's own when any rewrite needs them.
-  const s0 = localCount; // i32: count operands, call_indirect index
-  const s1 = localCount + 1; // i32: second operand, grow results
-  const s2 = localCount + 2; // i32: first operand (destination)
-  const sFunc = localCount + 3; // funcref: table.fill value
-  const sExt = localCount + 4; // externref: table.fill value
-  const sF32 = localCount + 5; // f32: truncation operand
-  const sF64 = localCount + 6; // f64: truncation operand
-  const fl = localCount + 7; // i64: the fuel count in local mode
-  let usesScratch = local;
+  const s0 = base; // i32: count operands, call_indirect index
+  const s1 = base + 1; // i32: second operand, grow results
+  const s2 = base + 2; // i32: first operand (destination)
+  const sFunc = base + 3; // funcref: table.fill value
+  const sExt = base + 4; // externref: table.fill value
+  const sF32 = base + 5; // f32: truncation operand
+  const sF64 = base + 6; // f64: truncation operand
+  const fl = threaded ? paramCount : base + 7; // i64: the fuel count in local and threaded modes
+  let usesScratch = local && !threaded;
 
   let copyFrom = r.pos;
   const flush = (upTo: number): void => {
@@ -500,10 +691,19 @@ function instrumentBody(
   };
 
   // function entry
-  if (local) {
+  if (threaded) {
+    // The body's own label becomes a block with its results, so branches to it (returns) still
+    // carry exactly those; the count is added after it.
+    instrs.u8(0x02); instrs.bytes(resultBlockType!);
+  } else if (local) {
     instrs.u8(0x23); instrs.u32(g.fuel); // global.get $fuel
     instrs.u8(0x21); instrs.u32(fl); // local.set $fl
   }
+  /** A direct call's target: the threaded copy's index, or -1. */
+  const threadedTarget = (f: number): number => {
+    const i = f - ctx.importedFuncs;
+    return i >= 0 && i < ctx.threaded.length ? ctx.threaded[i]! : -1;
+  };
   // The entry check, removed again at the end when the function turns out to call nothing.
   const entryCheckAt = instrs.length;
   check();
@@ -573,6 +773,10 @@ function instrumentBody(
         charge(at, acc + opCost[op]!);
         acc = 0;
         sync(at);
+        if (threaded && op === 0x0f) {
+          flush(at);
+          lget(fl); // the count is the last result
+        }
         break;
       case 0x19: // catch_all: a handler starts; the thrower synced the global
         charge(at, acc + opCost[op]!);
@@ -586,27 +790,50 @@ function instrumentBody(
         reload(r.pos);
         break;
       case 0x08: // throw tag
-      case 0x12: // return_call
+      case 0x12: { // return_call
         charge(at, acc + opCost[op]!);
         acc = 0;
-        r.u32();
+        const f = r.u32();
         sync(at);
-        if (op === 0x12) calls = true;
+        if (op === 0x12) {
+          calls = true;
+          if (threaded) {
+            // threadedFunctions threads a function only when its tail calls go to threaded ones.
+            const t = threadedTarget(f);
+            if (t < 0) throw new Error(`internal: threaded function tail-calls unthreaded function ${f}`);
+            flush(at);
+            lget(fl);
+            instrs.u8(0x12); instrs.u32(t);
+            copyFrom = r.pos;
+          }
+        }
         break;
+      }
       case 0x09: // rethrow label
         charge(at, acc + opCost[op]!);
         acc = 0;
         sync(at);
         label();
         break;
-      case 0x10: // call
+      case 0x10: { // call
         calls = true;
         charge(at, acc + opCost[op]!);
         acc = 0;
-        r.u32();
+        const f = r.u32();
         sync(at);
-        reload(r.pos);
+        const t = local ? threadedTarget(f) : -1;
+        if (t >= 0) {
+          // The count goes in as the last argument and comes back as the last result.
+          flush(at);
+          lget(fl);
+          instrs.u8(0x10); instrs.u32(t);
+          lset(fl);
+          copyFrom = r.pos;
+        } else {
+          reload(r.pos);
+        }
         break;
+      }
       case 0x0c: // br
       case 0x0d: { // br_if
         charge(at, acc + opCost[op]!);
@@ -692,6 +919,11 @@ function instrumentBody(
         if (--depth === 0) {
           sync(at);
           flush(r.pos);
+          if (threaded) {
+            // That `end` closed the results block: add the count, then end the function.
+            lget(fl);
+            instrs.u8(0x0b);
+          }
           if (!calls) {
             // A leaf: drop the entry check (and its hint); later offsets move back.
             const removed = entryCheckEnd - entryCheckAt;
@@ -702,7 +934,7 @@ function instrumentBody(
             for (let i = 0; i < checks.length; i++) checks[i] = checks[i]! - removed;
           }
           if (r.pos !== end) throw new WasmFormatError('function body continues after its final end');
-          return writeBody(out, bytes, declCount, declsStart, declsEnd, usesScratch ? (local ? SCRATCH_DECLS_LOCAL : SCRATCH_DECLS) : null, instrs);
+          return writeBody(out, bytes, declCount, declsStart, declsEnd, usesScratch ? (local && !threaded ? SCRATCH_DECLS_LOCAL : SCRATCH_DECLS) : null, instrs);
         }
         break;
 
@@ -716,7 +948,19 @@ function instrumentBody(
         acc += opCost[op]!;
         break;
       }
-      case 0x20: case 0x21: case 0x22: case 0x23: case 0x24: // local.*, global.*
+      case 0x20: case 0x21: case 0x22: { // local.*
+        const immAt = r.pos;
+        const l = r.u32();
+        if (threaded && l >= paramCount) {
+          // A declared local: one place up, after the count parameter.
+          flush(immAt);
+          instrs.u32(l + 1);
+          copyFrom = r.pos;
+        }
+        acc += opCost[op]!;
+        break;
+      }
+      case 0x23: case 0x24: // global.*
       case 0x25: case 0x26: // table.get, table.set
       case 0xd2: // ref.func
         r.u32();
@@ -898,17 +1142,37 @@ function instrumentBody(
   }
 }
 
+/** What the fuel pass needs to know of a body before it rewrites any (scanBody). */
+interface BodyScan {
+  /** The loops (by the offset of their `loop` opcode) whose body calls: see scanBody. */
+  callingLoops: Set<number>;
+  /** Targets of direct calls. */
+  calls: number[];
+  /** Targets of `return_call`. */
+  tailCalls: number[];
+  /** Whether it has a `return_call_indirect`. */
+  tailIndirect: boolean;
+}
+
 /**
- * The loops of a function body (by the offset of their `loop` opcode) whose body calls: a call,
- * an indirect or tail call, or an operator whose charge is checked inside the loop (bulk memory
- * and table operations, memory.grow, table.grow). Such a loop cannot be unrolled anyway, so the
- * fuel pass keeps its check inline instead of wrapping it (the wrappers cost a loop that calls
- * about 13 %). One pass from `from` (after the locals) to `end`; null when it meets an opcode it
- * does not know (the fuel pass then refuses the module).
+ * One pass over a body (locals included) for what the rewrite needs first: the targets of its
+ * direct and tail calls (for threadedFunctions), and the loops whose body calls: a call, an
+ * indirect or tail call, or an operator whose charge is checked inside the loop (bulk memory and
+ * table operations, memory.grow, table.grow). Such a loop cannot be unrolled anyway, so the fuel
+ * pass keeps its check inline instead of wrapping it (the wrappers cost a loop that calls about
+ * 13 %). null when it meets an opcode it does not know (the fuel pass then refuses the module).
  */
-function loopsThatCall(bytes: Uint8Array, from: number, end: number): Set<number> | null {
-  const r = new Reader(bytes, from, end);
+function scanBody(bytes: Uint8Array, start: number, end: number): BodyScan | null {
+  const r = new Reader(bytes, start, end);
+  const declCount = r.u32();
+  for (let i = 0; i < declCount; i++) {
+    r.u32();
+    readValType(r);
+  }
   const result = new Set<number>();
+  const direct: number[] = [];
+  const tail: number[] = [];
+  let tailIndirect = false;
   // Per open frame: the offset of its loop opcode (-1 for other frames) and whether it calls.
   const loopAt: number[] = [-1];
   const calls: boolean[] = [false];
@@ -938,8 +1202,10 @@ function loopsThatCall(bytes: Uint8Array, from: number, end: number): Set<number
       case 0x00: case 0x01: case 0x05: case 0x0f: case 0x19: case 0x1a: case 0x1b: case 0xd1: break;
       case 0x07: case 0x08: case 0x09: case 0x0c: case 0x0d: r.u32(); break;
       case 0x0e: { const n = r.u32(); for (let i = 0; i <= n; i++) r.u32(); break; }
-      case 0x10: case 0x12: r.u32(); call(); break;
-      case 0x11: case 0x13: r.u32(); r.u32(); call(); break;
+      case 0x10: direct.push(r.u32()); call(); break;
+      case 0x12: tail.push(r.u32()); call(); break;
+      case 0x11: r.u32(); r.u32(); call(); break;
+      case 0x13: r.u32(); r.u32(); tailIndirect = true; call(); break;
       case 0x1c: { const n = r.u32(); for (let i = 0; i < n; i++) readValType(r); break; }
       case 0x20: case 0x21: case 0x22: case 0x23: case 0x24: case 0x25: case 0x26: case 0xd2: case 0x3f: r.u32(); break;
       case 0x40: r.u32(); call(); break;
@@ -955,7 +1221,7 @@ function loopsThatCall(bytes: Uint8Array, from: number, end: number): Set<number
         else if (!(op >= 0x45 && op <= 0xc4)) return null;
     }
   }
-  return result;
+  return { callingLoops: result, calls: direct, tailCalls: tail, tailIndirect };
 }
 
 /** The scratch locals' declarations: 3 i32, 1 funcref, 1 externref, 1 f32, 1 f64. */
