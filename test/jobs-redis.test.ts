@@ -174,12 +174,13 @@ describe('jobs shared by two replicas through Redis (BullMQ)', () => {
       expect(other.body.error.code).toBe('job_not_found');
       expect((await call(base, 'DELETE', `/jobs/${jobId}`, undefined, auth(OTHER_KEY))).status).toBe(404);
     }
-    // A long count, to size the runs the later tests need to still be running after a few seconds.
+    // A long count, to size the runs the later tests need to still be running after several seconds (about
+    // 10 s: two replicas starting on a loaded 2-core machine took more than 5 s).
     const probe = await call(a, 'POST', '/execute', { ...count(20_000_000), limits: { fuel: 10_000_000_000, timeoutMs: 30_000 } }, auth());
     expect(probe.status, JSON.stringify(probe.body)).toBe(200);
     expect(probe.body.results).toEqual([20_000_000]);
     const ms = probe.body.telemetry.durationNs / 1e6;
-    LONG_COUNT = Math.min(2_000_000_000, Math.max(20_000_000, Math.round((20_000_000 * 5_000) / Math.max(1, ms))));
+    LONG_COUNT = Math.min(2_000_000_000, Math.max(20_000_000, Math.round((20_000_000 * 10_000) / Math.max(1, ms))));
   }, 60_000);
 
   it('a callback arrives signed at a local receiver exactly once, and its state reads the same through both replicas', async () => {

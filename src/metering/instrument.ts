@@ -329,6 +329,10 @@ function codeSection(
   };
 }
 
+/** V8's limits on the functions and types of a module (wasm-limits.h: kV8MaxWasmFunctions, kV8MaxWasmTypes). */
+const V8_MAX_FUNCTIONS = 1_000_000;
+const V8_MAX_TYPES = 1_000_000;
+
 /** Most parameters (and results) a function may have to be threaded: its wrapper forwards each. */
 const MAX_THREADED_PARAMS = 16;
 /** Bytes a wrapper may take: local.get per parameter, global.get, call, global.set, end. */
@@ -387,6 +391,15 @@ function threadedFunctions(m: ParsedModule, scans: readonly (BodyScan | null)[],
     const type = m.types[m.funcTypes[i]!];
     const scan = scans[i];
     if (!type || !scan || scan.tailIndirect || type.params.length > MAX_THREADED_PARAMS || type.results.length > MAX_THREADED_PARAMS) cand[i] = 0;
+  }
+  // V8 compiles at most a million functions and a million types: a module near either limit keeps
+  // the rest of its functions unthreaded (correct, only slower), never refused for it. Each
+  // threaded function adds one function and at most two types.
+  let room = Math.max(0, Math.min(V8_MAX_FUNCTIONS - firstFunction, Math.floor((V8_MAX_TYPES - firstType) / 2)));
+  for (let i = 0; i < n; i++) {
+    if (!cand[i]) continue;
+    if (room > 0) room--;
+    else cand[i] = 0;
   }
   // A tail call to an unthreaded function disqualifies the caller, which may disqualify others.
   for (let changed = true; changed; ) {
