@@ -29,6 +29,7 @@ import { FsModuleStore } from './store/fs-store.js';
 import { RedisModuleStore } from './store/redis-store.js';
 import type { ModuleStore } from './store/types.js';
 import { WorkerPools } from './worker/pool.js';
+import { type LogDestination, createLogDestination } from './logging.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -46,6 +47,9 @@ declare module 'fastify' {
     draining: boolean;
     /** Set once the drain delay has passed: new work (any non-GET request) is refused with 503. */
     refusingWork: boolean;
+    /** The asynchronous, batched stdout the log lines go to (src/logging.ts), to be flushed
+     *  before the process exits; null when the caller gave its own `logger`. */
+    logDestination: LogDestination | null;
   }
 }
 
@@ -54,7 +58,8 @@ export interface BuildOptions {
   /** The module store; defaults to the Redis store when config.redisUrl is set, else the
    *  local-disk store under config.dataDir. */
   store?: ModuleStore;
-  /** Pino logger options or false; defaults to JSON lines at config.logLevel. */
+  /** Pino logger options or false; defaults to JSON lines at config.logLevel on stdout, written
+   *  asynchronously in batches (src/logging.ts). */
   logger?: boolean | object;
 }
 
@@ -78,8 +83,14 @@ const clipForLog = (message: string): string => (message.length > 1000 ? `${mess
 export async function buildApp(options: BuildOptions = {}): Promise<FastifyInstance> {
   const config = options.config ?? loadConfig();
   let countRefusal: (code: ErrorCode) => void = () => {};
+  // One write(2) per batch of lines, off the main thread, instead of one synchronous write per line.
+  const logDestination = options.logger === undefined ? createLogDestination() : null;
   const app = Fastify({
-    logger: options.logger ?? { level: config.logLevel, redact: ['req.headers.authorization', 'req.headers["x-api-key"]'] },
+    logger: options.logger ?? {
+      level: config.logLevel,
+      redact: ['req.headers.authorization', 'req.headers["x-api-key"]'],
+      stream: logDestination!.stream,
+    },
     bodyLimit: config.bodyLimitBytes,
     // One structured line per execution (routes/execute.ts) and per refusal instead of two per request.
     logController: new LogController({ disableRequestLogging: true }),
@@ -113,6 +124,10 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
   app.decorate('config', config);
   app.decorate('draining', false);
   app.decorate('refusingWork', false);
+  app.decorate('logDestination', logDestination);
+  if (logDestination) {
+    logDestination.onDropped = (lines) => app.log.warn({ droppedLines: lines }, 'log lines dropped: stdout was slower than the log rate and the buffer was full');
+  }
   // Shared state for replicas (README "Running several replicas"). Start-up waits a few seconds for
   // Redis, then goes on without it: /healthz answers, /readyz fails until Redis is reachable, and
   // requests that need it are 503 backend_unavailable meanwhile (ioredis keeps reconnecting).
@@ -220,6 +235,7 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
       cache: () => ({ bytes: executor.cache.usedBytes, entries: executor.cache.size }),
       jobs: () => jobs.counts(),
       ...(redis && { redisConnected: () => redis.status === 'ready' }),
+      ...(logDestination && { logLinesDropped: () => logDestination.dropped() }),
     },
   });
   executor.attachMetrics(app.metrics);

@@ -30,16 +30,20 @@ function stopOnSignals(app: FastifyInstance, config: Config): void {
     // callback attempt, should something hang (config.ts shutdownBoundMs).
     const backstop = setTimeout(() => {
       app.log.error('shutdown did not finish in time; exiting');
+      app.logDestination?.flushSync();
       process.exit(1);
     }, shutdownBoundMs(config).afterDrainMs);
     backstop.unref();
     app.close().then(
-      () => {
+      async () => {
         app.log.info('stopped');
+        // The log lines still buffered (src/logging.ts) go out before the process does.
+        await app.logDestination?.settle();
         process.exit(0);
       },
       (err: unknown) => {
         app.log.error({ err }, 'error while shutting down');
+        app.logDestination?.flushSync();
         process.exit(1);
       },
     );
@@ -90,11 +94,16 @@ async function main(): Promise<void> {
     throw err;
   }
   const app = await buildApp({ config });
+  started = app;
   stopOnSignals(app, config);
   await app.listen({ port: config.port, host: config.host });
 }
 
+/** The app once built, so a failure to start still writes out its buffered log lines. */
+let started: FastifyInstance | null = null;
+
 main().catch((err: unknown) => {
+  started?.logDestination?.flushSync();
   process.stderr.write(`wasmbox: failed to start: ${err instanceof Error ? err.stack : String(err)}\n`);
   process.exit(1);
 });

@@ -296,6 +296,36 @@ describe('graceful shutdown on SIGTERM', () => {
     },
   );
 
+  it('writes every execution log line to stdout before exiting (the log destination is asynchronous and batched)', { timeout: 60_000 }, async () => {
+    const N = 50;
+    const s = spawnServer({ PORT: '0', WASMBOX_WORKERS: '2', WASMBOX_DRAIN_DELAY_MS: '0' });
+    const url = await s.listening;
+    const stored = await request(`${url}/modules`, { method: 'POST', headers: { 'content-type': 'application/wasm' }, body: Buffer.from(ADD, 'base64') });
+    expect(stored.statusCode).toBeLessThan(300);
+    const { moduleId } = (await stored.body.json()) as { moduleId: string };
+    // Ten at a time, so lines pile up in the buffer between writes.
+    for (let i = 0; i < N; i += 10) {
+      const answers = await Promise.all(
+        Array.from({ length: 10 }, async (_, j) => {
+          const res = await post(url, { moduleId, function: 'add', args: [i, j] });
+          return { status: res.statusCode, body: (await res.body.json()) as any };
+        }),
+      );
+      for (const [j, a] of answers.entries()) expect(a).toMatchObject({ status: 200, body: { outcome: 'ok', results: [i + j] } });
+    }
+    // At once: the last lines are still in the buffer (they go out within 200 ms otherwise).
+    s.child.kill('SIGTERM');
+    expect(await s.exited).toEqual({ code: 0, signal: null });
+    const lines = logLines(s.stdout());
+    const executions = lines.filter((l) => l.msg === 'execution');
+    expect(executions).toHaveLength(N);
+    expect(executions.every((l) => l.moduleId === moduleId && l.outcome === 'ok')).toBe(true);
+    // whole lines, in order, the last one last
+    expect(s.stdout().endsWith('\n')).toBe(true);
+    expect(lines.at(-1)!.msg).toBe('stopped');
+    expect(s.stderr()).toBe('');
+  });
+
   it('exits 0 on SIGTERM when idle, after the drain delay', { timeout: 60_000 }, async () => {
     const s = spawnServer({ PORT: '0', WASMBOX_WORKERS: '1' });
     await s.listening;

@@ -14,6 +14,8 @@ export interface MetricsSources {
   jobs?(): Record<string, number>;
   /** Whether the shared Redis connection is up; absent when REDIS_URL is not set. */
   redisConnected?: () => boolean;
+  /** Log lines dropped because stdout was too slow (src/logging.ts); absent with a caller's own logger. */
+  logLinesDropped?: () => number;
 }
 
 export class Metrics {
@@ -149,6 +151,18 @@ export class Metrics {
         registers,
         collect() {
           this.set(redisConnected() ? 1 : 0);
+        },
+      });
+    }
+    const { logLinesDropped } = sources;
+    if (logLinesDropped) {
+      new Counter({
+        name: 'wasmbox_log_lines_dropped_total',
+        help: 'Log lines dropped because stdout was slower than the log rate and the log buffer was full.',
+        registers,
+        collect() {
+          this.reset();
+          this.inc(logLinesDropped());
         },
       });
     }
