@@ -3,13 +3,15 @@
 // (run by src/worker/guest.ts as the runner runs it: memory and hidden globals imported, fuel
 // handed out in slices of about 0.5 ms, each refill a call to the host), and against the same
 // instrumentation without slices (checks that trap when the budget is spent and never reach the
-// host: the mechanism before slices, so the table shows what slices cost). Each variant in its
+// host: the mechanism before slices, so the table shows what slices cost), and against the same
+// instrumentation with direct calls handing the count over through the fuel global instead of
+// as a parameter (the mechanism before threaded copies: what they buy). Each variant in its
 // own fresh worker thread, compiled once (as the service compiles: eagerly, branch hints on),
 // warm-up calls until two agree (V8 tiers hot functions up from Liftoff to TurboFan, and a call
 // that started in Liftoff stays there), then REPS timed calls,
 // interleaved in a rotating order so drift on the machine (other load, frequency) falls on all.
 // All results must equal each other and programs.json's `expect`; fuel must be the same on every
-// call and in both metered variants (it is exact and the programs are deterministic).
+// call and in every metered variant (it is exact and the programs are deterministic).
 
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -65,6 +67,11 @@ interface ProgramResult {
   ratioBudgetOnly: number;
   /** metered / budgetOnly medians: what the slices cost. */
   sliceCost: number;
+  /** Instrumented with direct calls handing the count over through the global (no threaded copies). */
+  unthreaded: VariantTimes;
+  ratioUnthreaded: number;
+  /** unthreaded / metered medians: what passing the count in a register buys. */
+  threadGain: number;
   ratioBest: number;
   ratioFirstCall: number;
   fuel: string;
@@ -132,6 +139,7 @@ export async function meteringSection(options: SectionOptions): Promise<SectionR
     const ins = instrument(bytes, { maxTableElements: config.maxTableElements });
     const instrumentMs = performance.now() - t;
     const insBudget = instrument(bytes, { maxTableElements: config.maxTableElements, slices: false });
+    const insUnthreaded = instrument(bytes, { maxTableElements: config.maxTableElements, threadCalls: false });
 
     const u = new VariantWorker({ variant: 'unmetered', bytes, functionName: p.function });
     const m = new VariantWorker({
@@ -151,22 +159,30 @@ export async function meteringSection(options: SectionOptions): Promise<SectionR
       fuelLimit: FUEL_LIMIT,
       slices: false,
     });
-    const workers = { u, m, b };
-    const label = { u: 'unmetered', m: 'metered', b: 'metered without slices' };
+    const ut = new VariantWorker({
+      variant: 'metered',
+      bytes: insUnthreaded.bytes,
+      functionName: p.function,
+      layout: insUnthreaded.layout,
+      memoryLimitPages: limitPages,
+      fuelLimit: FUEL_LIMIT,
+    });
+    const workers = { u, m, b, t: ut };
+    const label = { u: 'unmetered', m: 'metered', b: 'metered without slices', t: 'metered without threaded calls' };
     const own: string[] = [];
     try {
-      const [ur, mr, br] = await Promise.all([u.ready, m.ready, b.ready]);
-      if (!ur.ready || !mr.ready || !br.ready) {
+      const [ur, mr, br, tr] = await Promise.all([u.ready, m.ready, b.ready, ut.ready]);
+      if (!ur.ready || !mr.ready || !br.ready || !tr.ready) {
         own.push(
-          `${p.name}: could not instantiate: ${!ur.ready ? `unmetered: ${ur.error}` : ''} ${!mr.ready ? `metered: ${mr.error}` : ''} ${!br.ready ? `without slices: ${br.error}` : ''}`,
+          `${p.name}: could not instantiate: ${!ur.ready ? `unmetered: ${ur.error}` : ''} ${!mr.ready ? `metered: ${mr.error}` : ''} ${!br.ready ? `without slices: ${br.error}` : ''} ${!tr.ready ? `without threaded calls: ${tr.error}` : ''}`,
         );
         problems.push(...own);
         continue;
       }
-      const times = { u: [] as number[], m: [] as number[], b: [] as number[] };
-      const seen = { u: new Set<string>(), m: new Set<string>(), b: new Set<string>(), fuel: new Set<string>() };
-      const first = { u: NaN, m: NaN, b: NaN };
-      const call = async (which: 'u' | 'm' | 'b', timed: boolean): Promise<number> => {
+      const times = { u: [] as number[], m: [] as number[], b: [] as number[], t: [] as number[] };
+      const seen = { u: new Set<string>(), m: new Set<string>(), b: new Set<string>(), t: new Set<string>(), fuel: new Set<string>() };
+      const first = { u: NaN, m: NaN, b: NaN, t: NaN };
+      const call = async (which: 'u' | 'm' | 'b' | 't', timed: boolean): Promise<number> => {
         const reply = await workers[which].run(n);
         if (!reply.ok) {
           own.push(`${p.name}: ${label[which]} run(${n}) failed: ${reply.error}`);
@@ -184,7 +200,7 @@ export async function meteringSection(options: SectionOptions): Promise<SectionR
       // replacement, so a call that starts before TurboFan's code is installed runs in Liftoff to
       // its end, and TurboFan may compile a function again once call counts favour inlining.
       // Calls repeat (at most WARMUP_MAX) until WARMUP_STABLE in a row agree within 3 %.
-      for (const which of ['u', 'm', 'b'] as const) {
+      for (const which of ['u', 'm', 'b', 't'] as const) {
         const recent: number[] = [];
         for (let i = 0; i < WARMUP_MAX; i++) {
           recent.push(await call(which, false));
@@ -192,10 +208,11 @@ export async function meteringSection(options: SectionOptions): Promise<SectionR
           if (recent.length === WARMUP_STABLE && Math.max(...recent) <= 1.03 * Math.min(...recent)) break;
         }
       }
-      const rotations: ('u' | 'm' | 'b')[][] = [
-        ['m', 'u', 'b'],
-        ['u', 'b', 'm'],
-        ['b', 'm', 'u'],
+      const rotations: ('u' | 'm' | 'b' | 't')[][] = [
+        ['m', 'u', 'b', 't'],
+        ['u', 't', 'm', 'b'],
+        ['b', 'm', 't', 'u'],
+        ['t', 'b', 'u', 'm'],
       ];
       for (let r = 0; r < reps; r++) {
         for (const which of rotations[r % rotations.length]!) await call(which, true);
@@ -204,13 +221,17 @@ export async function meteringSection(options: SectionOptions): Promise<SectionR
       const ures = [...seen.u];
       const mres = [...seen.m];
       const bres = [...seen.b];
-      if (ures.length !== 1 || mres.length !== 1 || bres.length !== 1 || ures[0] !== mres[0] || ures[0] !== bres[0] || ures[0] !== expect) {
+      const tres = [...seen.t];
+      if (
+        ures.length !== 1 || mres.length !== 1 || bres.length !== 1 || tres.length !== 1 ||
+        ures[0] !== mres[0] || ures[0] !== bres[0] || ures[0] !== tres[0] || ures[0] !== expect
+      ) {
         own.push(
-          `${p.name}: RESULT MISMATCH for run(${n}): unmetered ${JSON.stringify(ures)}, metered ${JSON.stringify(mres)}, without slices ${JSON.stringify(bres)}, programs.json expects ${expect}`,
+          `${p.name}: RESULT MISMATCH for run(${n}): unmetered ${JSON.stringify(ures)}, metered ${JSON.stringify(mres)}, without slices ${JSON.stringify(bres)}, without threaded calls ${JSON.stringify(tres)}, programs.json expects ${expect}`,
         );
       }
       if (seen.fuel.size !== 1) own.push(`${p.name}: fuel differs between identical runs or between the metered variants: ${[...seen.fuel].join(', ')}`);
-      if (own.length > 0 || times.u.length !== reps || times.m.length !== reps || times.b.length !== reps) {
+      if (own.length > 0 || times.u.length !== reps || times.m.length !== reps || times.b.length !== reps || times.t.length !== reps) {
         problems.push(...own);
         continue;
       }
@@ -225,6 +246,7 @@ export async function meteringSection(options: SectionOptions): Promise<SectionR
       const uv = variant(ur, first.u, times.u);
       const mv = variant(mr, first.m, times.m);
       const bv = variant(br, first.b, times.b);
+      const tv = variant(tr, first.t, times.t);
       results.push({
         name: p.name,
         n,
@@ -237,6 +259,9 @@ export async function meteringSection(options: SectionOptions): Promise<SectionR
         ratioMedian: mv.medianMs / uv.medianMs,
         ratioBudgetOnly: bv.medianMs / uv.medianMs,
         sliceCost: mv.medianMs / bv.medianMs,
+        unthreaded: tv,
+        ratioUnthreaded: tv.medianMs / uv.medianMs,
+        threadGain: tv.medianMs / mv.medianMs,
         ratioBest: mv.bestMs / uv.bestMs,
         ratioFirstCall: first.m / first.u,
         fuel,
@@ -246,7 +271,7 @@ export async function meteringSection(options: SectionOptions): Promise<SectionR
         problems: own,
       });
     } finally {
-      await Promise.all([u.close(), m.close(), b.close()]);
+      await Promise.all([u.close(), m.close(), b.close(), ut.close()]);
     }
   }
 
@@ -259,6 +284,8 @@ export async function meteringSection(options: SectionOptions): Promise<SectionR
   // Best-of too: on a shared machine a variant can spend reps on slower code (a late tier-up or
   // re-optimization), which moves its median but not its best.
   const sliceCostBest = results.length ? geomean(results.map((r) => r.metered.bestMs / r.budgetOnly.bestMs)) : NaN;
+  const gmUnthreaded = results.length ? geomean(results.map((r) => r.ratioUnthreaded)) : NaN;
+  const threadGain = results.length ? geomean(results.map((r) => r.threadGain)) : NaN;
   const missed: string[] = [];
   if (!(sliceCost <= TARGET_SLICE_COST)) missed.push(`metering: fuel slices cost ${fmt(sliceCost, 3)} (geomean) > ${TARGET_SLICE_COST}`);
   if (!(gm <= TARGET_GEOMEAN)) missed.push(`metering: geomean ratio ${fmt(gm, 3)} > ${TARGET_GEOMEAN}`);
@@ -279,6 +306,7 @@ export async function meteringSection(options: SectionOptions): Promise<SectionR
     fmt(r.ratioFirstCall, 2),
     fmt(r.ratioBudgetOnly, 3),
     fmt(r.sliceCost, 3),
+    fmt(r.ratioUnthreaded, 3),
     fmtInt(BigInt(r.fuel)),
     fmt(r.nsPerFuelMetered, 3),
     `≤ ${TARGET_MAX}`,
@@ -291,16 +319,19 @@ export async function meteringSection(options: SectionOptions): Promise<SectionR
     ['geomean ratio without slices (before them)', fmt(gmBudget, 3), '', ''],
     ['what slices cost (geomean of with / without)', fmt(sliceCost, 3), `≤ ${TARGET_SLICE_COST}`, met(sliceCost <= TARGET_SLICE_COST)],
     ['what slices cost, best-of', fmt(sliceCostBest, 3), '', ''],
+    ['geomean ratio with calls unthreaded (count through the global)', fmt(gmUnthreaded, 3), '', ''],
+    ['what threaded calls buy (geomean of unthreaded / threaded)', fmt(threadGain, 3), '', ''],
   ];
   const markdown = [
     '## Metering overhead (metered / unmetered guest time)',
     '',
     `Each variant in its own worker thread; warm-up calls until ${WARMUP_STABLE} in a row agree within 3 % (at most ${WARMUP_MAX}: Liftoff → TurboFan → inlining), then ${reps} timed calls per variant, interleaved. ` +
       `Times in ms (median and best of ${reps}); "1st" is the ratio of the first warm-up calls. Fuel limit 2^62; ns/fuel = metered median / fuel consumed. ` +
-      `"no slices" is the same instrumentation with checks that trap when the budget is spent instead of asking the host for the next slice (the mechanism before slices); "slice cost" = metered / no slices.`,
+      `"no slices" is the same instrumentation with checks that trap when the budget is spent instead of asking the host for the next slice (the mechanism before slices); "slice cost" = metered / no slices. ` +
+      `"ratio unthreaded" is the same instrumentation with direct calls handing the count over through the fuel global instead of as a parameter and result (the mechanism before threaded copies).`,
     '',
     table(
-      ['program', 'n', 'unmetered med', 'unmetered best', 'metered med', 'metered best', 'ratio med', 'ratio best', 'ratio 1st', 'ratio no slices', 'slice cost', 'fuel consumed', 'ns/fuel', 'target', 'result'],
+      ['program', 'n', 'unmetered med', 'unmetered best', 'metered med', 'metered best', 'ratio med', 'ratio best', 'ratio 1st', 'ratio no slices', 'slice cost', 'ratio unthreaded', 'fuel consumed', 'ns/fuel', 'target', 'result'],
       rows,
     ),
     '',
@@ -308,5 +339,5 @@ export async function meteringSection(options: SectionOptions): Promise<SectionR
     ...(problems.length ? ['', ...problems.map((s) => `**PROBLEM** ${s}`)] : []),
   ].join('\n');
 
-  return { markdown, data: { reps, fuelLimit: String(FUEL_LIMIT), programs: results, geomean: gm, geomeanBest: gmBest, geomeanWithoutSlices: gmBudget, sliceCost, sliceCostBest, max: worst?.ratioMedian ?? null }, ok: problems.length === 0, problems, missed };
+  return { markdown, data: { reps, fuelLimit: String(FUEL_LIMIT), programs: results, geomean: gm, geomeanBest: gmBest, geomeanWithoutSlices: gmBudget, sliceCost, sliceCostBest, geomeanUnthreaded: gmUnthreaded, threadGain, max: worst?.ratioMedian ?? null }, ok: problems.length === 0, problems, missed };
 }

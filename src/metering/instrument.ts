@@ -85,6 +85,11 @@ export interface InstrumentOptions {
    * must then grant the whole budget at once (GuestOptions.slices false). Default true.
    */
   slices?: boolean;
+  /**
+   * false: direct calls hand the count over through the fuel global, as before threaded copies
+   * (see threadedFunctions); kept so the benchmark can measure what threading buys. Default true.
+   */
+  threadCalls?: boolean;
 }
 
 export interface InstrumentedModule {
@@ -100,7 +105,7 @@ export function instrument(bytes: Uint8Array, options: InstrumentOptions): Instr
 
 export function instrumentParsed(m: ParsedModule, options: InstrumentOptions): InstrumentedModule {
   const plan = planLimits(m, options);
-  const contributions = meterCode(m, plan, options.costs ?? DEFAULT_COSTS, options.slices ?? true);
+  const contributions = meterCode(m, plan, options.costs ?? DEFAULT_COSTS, options.slices ?? true, options.threadCalls ?? true);
   return { bytes: assemble(m, plan, contributions), layout: plan.layout };
 }
 
@@ -126,6 +131,7 @@ export function meterCode(
   plan: LimitPlan,
   costs: CostTable,
   slices = true,
+  threadCalls = true,
 ): Contributions {
   // Remaining length of each segment: passive ones start whole, active (and declarative) ones
   // count as dropped once instantiation has used them. data.drop / elem.drop set them to 0.
@@ -150,7 +156,7 @@ export function meterCode(
     return w.finish();
   });
   if (m.bodies.length === 0) return { code: null, globals, branchHints: null };
-  const { code, branchHints, types, functions } = codeSection(m, costs, g, slices, plan.firstAppendedFunction, plan.firstAppendedType);
+  const { code, branchHints, types, functions } = codeSection(m, costs, g, slices, plan.firstAppendedFunction, plan.firstAppendedType, threadCalls);
   return { code, globals, branchHints, types, functions };
 }
 
@@ -204,6 +210,7 @@ function codeSection(
   slices: boolean,
   firstAppendedFunction: number,
   firstAppendedType: number,
+  threadCalls: boolean,
 ): { code: Uint8Array; branchHints: Uint8Array | null; types: Uint8Array[]; functions: { types: number[]; code: Uint8Array } | null } {
   const opCost = new Int32Array(256).fill(costs.operator);
   for (const name of costs.free) opCost[FREE_OPCODES[name]] = 0;
@@ -244,7 +251,7 @@ function codeSection(
   };
 
   const scans = m.bodies.map((b) => scanBody(m.bytes, b.start, b.end));
-  const plan = threadedFunctions(m, scans, firstAppendedFunction, firstAppendedType);
+  const plan = threadedFunctions(m, threadCalls ? scans : [], firstAppendedFunction, firstAppendedType);
   ctx.threaded = plan.index;
 
   const total = m.bodies.reduce((n, b) => n + (b.end - b.start), 0);
