@@ -293,7 +293,9 @@ function codeSection(
       }
       checks.length = 0;
     } else {
-      let prefix = instrumentBody(ctx, b.start, b.end, type.params.length, body, w, 'global', checks, scan, null);
+      // A function with a loop keeps its count in a local (see instrumentBody); the scan says
+      // which, so the global-mode pass is not started only to be abandoned at its first loop.
+      let prefix = instrumentBody(ctx, b.start, b.end, type.params.length, body, w, scan?.hasLoop ? 'local' : 'global', checks, scan, null);
       if (prefix < 0) {
         body.length = 0;
         checks.length = 0;
@@ -328,11 +330,12 @@ function codeSection(
     out.bytes(more);
     branchHints = out.finish();
   }
+  // Views, not copies: the writers are this call's own, and assemble() copies into the module.
   return {
-    code: w.finish(),
+    code: w.view(),
     branchHints,
     types: plan.types,
-    functions: plan.count > 0 ? { types: plan.functionTypes, code: tw.finish() } : null,
+    functions: plan.count > 0 ? { types: plan.functionTypes, code: tw.view() } : null,
   };
 }
 
@@ -1172,6 +1175,8 @@ interface BodyScan {
   tailCalls: number[];
   /** Whether it has a `return_call_indirect`. */
   tailIndirect: boolean;
+  /** Whether it has a loop. */
+  hasLoop: boolean;
 }
 
 /**
@@ -1193,6 +1198,7 @@ function scanBody(bytes: Uint8Array, start: number, end: number): BodyScan | nul
   const direct: number[] = [];
   const tail: number[] = [];
   let tailIndirect = false;
+  let hasLoop = false;
   // Per open frame: the offset of its loop opcode (-1 for other frames) and whether it calls.
   const loopAt: number[] = [-1];
   const calls: boolean[] = [false];
@@ -1216,7 +1222,7 @@ function scanBody(bytes: Uint8Array, start: number, end: number): BodyScan | nul
     const op = r.u8();
     switch (op) {
       case 0x02: case 0x04: case 0x06: skipBlockType(r); open(-1); break;
-      case 0x03: skipBlockType(r); open(at); break;
+      case 0x03: skipBlockType(r); open(at); hasLoop = true; break;
       case 0x0b: close(); break;
       case 0x18: r.u32(); close(); break; // delegate ends a try
       case 0x00: case 0x01: case 0x05: case 0x0f: case 0x19: case 0x1a: case 0x1b: case 0xd1: break;
@@ -1241,7 +1247,7 @@ function scanBody(bytes: Uint8Array, start: number, end: number): BodyScan | nul
         else if (!(op >= 0x45 && op <= 0xc4)) return null;
     }
   }
-  return { callingLoops: result, calls: direct, tailCalls: tail, tailIndirect };
+  return { callingLoops: result, calls: direct, tailCalls: tail, tailIndirect, hasLoop };
 }
 
 /** The scratch locals' declarations: 3 i32, 1 funcref, 1 externref, 1 f32, 1 f64. */
