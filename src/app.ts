@@ -249,6 +249,9 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
     await quota?.close();
     // Last: runs that just ended return their quota leases over it first (QUIT waits for them).
     if (redis) await closeRedis(redis);
+    // The periodic log flush ends with the app (an app built and closed in-process leaves no
+    // timer behind); what is still buffered goes out by settle()/flushSync() or at process exit.
+    logDestination?.stop();
   });
 
   // Three body forms: application/json (Fastify's own parser), application/wasm (the raw module,

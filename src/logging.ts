@@ -41,6 +41,8 @@ export interface LogDestination {
   /** Waits (bounded) for a write in flight to finish, then writes the rest synchronously, so
    *  the lines leave in order. For graceful exits. */
   settle(): Promise<void>;
+  /** Stops the periodic flush (the app closed); settle() and flushSync() still write. */
+  stop(): void;
 }
 
 /** sonic-boom 4's state, read to skip empty flushes and to wait for a write in flight. */
@@ -61,8 +63,13 @@ export function createLogDestination(fd = 1): LogDestination {
   sonic.on('drop', () => {
     dropped += 1;
   });
+  let timer: NodeJS.Timeout | null = null;
   const destination: LogDestination = {
     stream,
+    stop: () => {
+      if (timer) clearInterval(timer);
+      timer = null;
+    },
     dropped: () => dropped,
     onDropped: null,
     flushSync: () => {
@@ -79,7 +86,7 @@ export function createLogDestination(fd = 1): LogDestination {
     },
   };
   // The periodic flush (sonic-boom's own periodicFlush would also write when nothing waits).
-  const timer = setInterval(() => {
+  timer = setInterval(() => {
     if (dropped > reported && sonic._len < LOG_BUFFER_MAX_BYTES / 2) {
       const lines = dropped - reported;
       reported = dropped;
