@@ -21,6 +21,9 @@
 //   is how a deadline ends a run as a trap, with its account intact (src/wasi/fuel.ts).
 // The module's exports are left exactly as they were: the service adds none, so a module may
 // have V8's maximum of 100,000.
+// After `$slice` come the functions the fuel pass appends (its threaded copies, with their types
+// after the limiter's): `Contributions.types` and `.functions`, placed from `firstAppendedType` and
+// `firstAppendedFunction` on.
 
 import { Reader, Writer, u32Size } from '../wasm/bytes.js';
 import { type Limits, type ParsedModule, SectionId, UnsupportedFeature } from '../wasm/module.js';
