@@ -212,6 +212,8 @@ function codeSection(
   firstAppendedType: number,
   threadCalls: boolean,
 ): { code: Uint8Array; branchHints: Uint8Array | null; types: Uint8Array[]; functions: { types: number[]; code: Uint8Array } | null } {
+  const scans = m.bodies.map((b) => scanBody(m.bytes, b.start, b.end));
+  const plan = threadedFunctions(m, threadCalls ? scans : [], firstAppendedFunction, firstAppendedType);
   const opCost = new Int32Array(256).fill(costs.operator);
   for (const name of costs.free) opCost[FREE_OPCODES[name]] = 0;
 
@@ -247,12 +249,8 @@ function codeSection(
     chargeHead: Uint8Array.of(0x23, ...fuelIdx, 0x42), // global.get $fuel; i64.const ...
     chargeTail: Uint8Array.of(0x7c, 0x24, ...fuelIdx), // i64.add; global.set $fuel
     importedFuncs: m.importedFuncs,
-    threaded: new Int32Array(m.bodies.length).fill(-1),
+    threaded: plan.index,
   };
-
-  const scans = m.bodies.map((b) => scanBody(m.bytes, b.start, b.end));
-  const plan = threadedFunctions(m, threadCalls ? scans : [], firstAppendedFunction, firstAppendedType);
-  ctx.threaded = plan.index;
 
   const total = m.bodies.reduce((n, b) => n + (b.end - b.start), 0);
   // The wrappers are bounded per function (threadedFunctions threads at most MAX_THREADED_PARAMS
@@ -261,14 +259,25 @@ function codeSection(
   const w = new Writer(Math.ceil(total * 1.7) + 16);
   // The threaded copies, appended after the limiter's functions.
   const tw = new Writer(plan.count > 0 ? Math.ceil(total * 1.7) + 16 : 16);
-  const tHints = new Writer(plan.count > 0 && slices ? 64 + Math.ceil(total / 4) : 16);
-  let tHinted = 0;
   const body = new Writer(4096);
   // metadata.code.branch_hint: per function (increasing index), the body offsets of its checks'
-  // `if`s, each hinted "unlikely".
+  // `if`s, each hinted "unlikely". The module's own functions come first, then the threaded
+  // copies, each in its own writer.
   const hints = new Writer(slices ? 64 + Math.ceil(total / 4) : 16);
+  const tHints = new Writer(plan.count > 0 && slices ? 64 + Math.ceil(total / 4) : 16);
   let hintedFunctions = 0;
   const checks: number[] = [];
+  const hint = (out: Writer, fn: number, prefix: number): void => {
+    if (!slices || checks.length === 0) return;
+    hintedFunctions++;
+    out.u32(fn);
+    out.u32(checks.length);
+    for (const at of checks) {
+      out.u32(prefix + at);
+      out.u8(1); // size of the hint
+      out.u8(0); // unlikely
+    }
+  };
   w.u32(m.bodies.length);
   m.bodies.forEach((b, i) => {
     const type = m.types[m.funcTypes[i]!];
@@ -280,18 +289,7 @@ function codeSection(
     if (t >= 0) {
       // The function's own index keeps its type and becomes the wrapper; the body is threaded.
       writeWrapper(w, type.params.length, g.fuel, t);
-      const prefix = instrumentBody(ctx, b.start, b.end, type.params.length, body, tw, 'threaded', checks, scan, plan.blockType[i]!);
-      if (slices && checks.length > 0) {
-        tHinted++;
-        tHints.u32(t);
-        tHints.u32(checks.length);
-        for (const at of checks) {
-          tHints.u32(prefix + at);
-          tHints.u8(1);
-          tHints.u8(0);
-        }
-      }
-      checks.length = 0;
+      hint(tHints, t, instrumentBody(ctx, b.start, b.end, type.params.length, body, tw, 'threaded', checks, scan, plan.blockType[i]!));
     } else {
       // A function with a loop keeps its count in a local (see instrumentBody); the scan says
       // which, so the global-mode pass is not started only to be abandoned at its first loop.
@@ -301,16 +299,7 @@ function codeSection(
         checks.length = 0;
         prefix = instrumentBody(ctx, b.start, b.end, type.params.length, body, w, 'local', checks, scan, null);
       }
-      if (slices && checks.length > 0) {
-        hintedFunctions++;
-        hints.u32(m.importedFuncs + i);
-        hints.u32(checks.length);
-        for (const at of checks) {
-          hints.u32(prefix + at);
-          hints.u8(1); // size of the hint
-          hints.u8(0); // unlikely
-        }
-      }
+      hint(hints, m.importedFuncs + i, prefix);
     }
     if (w.length + tw.length > limit) {
       throw new CodeGrowthError(
@@ -320,12 +309,12 @@ function codeSection(
     }
   });
   let branchHints: Uint8Array | null = null;
-  if (hintedFunctions + tHinted > 0) {
+  if (hintedFunctions > 0) {
     // Functions in increasing index order: the module's own, then the threaded copies.
     const content = hints.view();
     const more = tHints.view();
     const out = new Writer(content.length + more.length + 8);
-    out.u32(hintedFunctions + tHinted);
+    out.u32(hintedFunctions);
     out.bytes(content);
     out.bytes(more);
     branchHints = out.finish();
