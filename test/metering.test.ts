@@ -795,6 +795,134 @@ describe('metering: direct calls pass the count as a parameter (threaded copies)
   });
 });
 
+describe('metering: where the count is written back (after calls, at loop headers)', () => {
+  // A threaded copy hands its count back to its caller without writing it to the global; the
+  // caller writes it unless every path from the call reaches another write (a call, a loop
+  // header) or leaves the function before anything could trap. And a loop whose body starts with
+  // a call, after code that cannot trap, leaves its header's write to that call, and its check to
+  // the callee's entry check when the callee has one. These prove the account stays what the
+  // contract says in each case.
+  const WORK = `${SUM_LOOP}
+    (func $work (param i32) (result i32) (call $sum (local.get 0)))`;
+  // The caller up to and including the call: entry, get, call = 3; $work: entry, get, call = 3.
+  const before = (n: number): number => 3 + 3 + sumCost(n);
+
+  // The functions that trap are themselves called directly (from `run`), so they are threaded
+  // copies and call $work's copy; an exported function that no one calls directly would call
+  // $work's wrapper, which writes the count itself. `run` adds entry, get, get, call_indirect = 4.
+  const RUN = `(type $t (func (param i32) (result i32)))
+    (table $tab 8 funcref)
+    (func (export "run") (param $n i32) (param $which i32) (result i32)
+      (call_indirect $tab (type $t) (local.get $n) (local.get $which)))`;
+
+  it('a trap right after a direct call returns (memory access, division, inside an if, after a forward branch) includes the whole callee', () => {
+    const m = wat(`(module (memory 1) ${WORK} ${RUN}
+      (elem (table $tab) (i32.const 0) func $call0 $call1 $call2 $call3)
+      (func $load (param i32) (result i32)
+        (i32.load (i32.add (call $work (local.get 0)) (i32.const 70000))))
+      (func $div (param i32) (result i32)
+        (i32.div_u (call $work (local.get 0)) (i32.const 0)))
+      (func $inif (param i32) (result i32)
+        (if (result i32) (call $work (local.get 0))
+          (then (i32.div_u (i32.const 1) (i32.const 0)))
+          (else (i32.const 0))))
+      (func $forward (param i32) (result i32)
+        (block $b (drop (call $work (local.get 0))) (br $b))
+        (i32.div_u (i32.const 1) (i32.const 0)))
+      (func $call0 (param i32) (result i32) (call $load (local.get 0)))
+      (func $call1 (param i32) (result i32) (call $div (local.get 0)))
+      (func $call2 (param i32) (result i32) (call $inif (local.get 0)))
+      (func $call3 (param i32) (result i32) (call $forward (local.get 0))))`);
+    const n = 20;
+    // run 4, $callK: entry, get, call = 3, then the trapping function up to its call and $work
+    // (before). What runs after the return is straight-line code the account may be short by (the
+    // if and the br are charged in the local, not yet written; the trapping block never charged).
+    const messages = [/out of bounds/, /divide by zero/, /divide by zero/, /divide by zero/];
+    messages.forEach((message, which) => {
+      const r = runMetered(m, { fn: 'run', args: [n, which] });
+      expect(r.trap?.message, `case ${which}`).toMatch(message);
+      expect(r.consumed, `case ${which}`).toBe(4 + 3 + before(n));
+    });
+  });
+
+  it('a callee that returns by return, by br or br_if to its label, or off its end hands back its whole count', () => {
+    const m = wat(`(module ${SUM_LOOP} ${RUN}
+      (elem (table $tab) (i32.const 0) func $viaRet $viaBr $viaBrIf $viaEnd)
+      (func $ret (param i32) (result i32) (return (call $sum (local.get 0))))
+      (func $br (param i32) (result i32) (br 0 (call $sum (local.get 0))))
+      (func $brif (param i32) (result i32) (drop (br_if 0 (call $sum (local.get 0)) (i32.const 1))) (i32.const 0))
+      (func $end (param i32) (result i32) (call $sum (local.get 0)))
+      (func $viaRet (param i32) (result i32) (call $trapAfter (call $ret (local.get 0))))
+      (func $viaBr (param i32) (result i32) (call $trapAfter (call $br (local.get 0))))
+      (func $viaBrIf (param i32) (result i32) (call $trapAfter (call $brif (local.get 0))))
+      (func $viaEnd (param i32) (result i32) (call $trapAfter (call $end (local.get 0))))
+      (func $trapAfter (param i32) (result i32) (i32.div_u (local.get 0) (i32.const 0))))`);
+    const n = 30;
+    // run 4; $viaX: entry, get, call = 3, then the callee: entry, get, call = 3 and $sum, plus its
+    // way out (return is free, br 1, const and br_if 2, the end free); then $viaX's call = 1
+    // ($trapAfter's entry, get, const and div_u are one block, never charged)
+    const outs = [0, 1, 2, 0];
+    outs.forEach((out, which) => {
+      const r = runMetered(m, { fn: 'run', args: [n, which] });
+      expect(r.trap?.message, `case ${which}`).toMatch(/divide by zero/);
+      expect(r.consumed, `case ${which}`).toBe(4 + 3 + 3 + sumCost(n) + out + 1);
+    });
+  });
+
+  it('a trap inside a loop that starts with a call reports every completed iteration and the call before it', () => {
+    const m = wat(`(module (memory 1)
+      (func $leaf (param i32) (result i32) (local.get 0))
+      (func $mid (param i32) (result i32) (call $leaf (local.get 0)))
+      (func (export "f") (local $i i32)
+        (loop $l
+          (drop (call $mid (local.get $i)))
+          (i32.store (i32.mul (local.get $i) (i32.const 4096)) (local.get $i))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br $l))))`);
+    const r = runMetered(m, { fn: 'f' });
+    expect(r.trap?.message).toMatch(/memory access out of bounds/);
+    // per iteration: get, call (2) + $mid: entry, get, call (3) + $leaf: entry, get (2) + get,
+    // const, mul, get, store (5) + get, const, add, set (4) + br (1) = 17; the 17th (i = 16) stops at
+    // its store, after its call: 2 + 3 + 2
+    expect(r.consumed).toBe(1 + 16 * 17 + 7);
+  });
+
+  it('a loop whose body starts with a call still runs out of fuel: through a callee that checks, through a leaf, and with a conditional back edge', () => {
+    const m = wat(`(module
+      (func $leaf (result i32) (i32.const 1))
+      (func $mid (result i32) (call $leaf))
+      (func (export "viaMid") (loop $l (drop (call $mid)) (br $l)))
+      (func (export "viaLeaf") (loop $l (drop (call $leaf)) (br $l)))
+      (func (export "viaMidIf") (loop $l (br_if $l (call $mid)))))`);
+    for (const fn of ['viaMid', 'viaLeaf', 'viaMidIf']) {
+      for (const budget of [1, 10, 1_000, 100_000]) {
+        const r = runMetered(m, { fn, fuel: budget });
+        expect(r.exhausted, `${fn} ${budget}`).toBe(true);
+        expect(r.consumed, `${fn} ${budget}`).toBe(budget);
+        // Checked at least once per iteration: never more than one iteration (8 units) over.
+        expect(Number(r.rawConsumed) - budget, `${fn} ${budget}`).toBeLessThanOrEqual(8);
+      }
+    }
+  });
+
+  it('mutual recursion through loops that start with calls runs out of fuel, or out of stack with its account up to the last call', () => {
+    const m = wat(`(module
+      (func $a (param i32) (loop $l (call $b (i32.add (local.get 0) (i32.const 1))) (br $l)))
+      (func $b (param i32) (loop $l (call $a (i32.add (local.get 0) (i32.const 1))) (br $l)))
+      (func (export "f") (call $a (i32.const 0))))`);
+    const small = runMetered(m, { fn: 'f', fuel: 5_000 });
+    expect(small.exhausted).toBe(true);
+    expect(small.consumed).toBe(5_000);
+    const deep = runMetered(m, { fn: 'f' });
+    expect(deep.trap?.name).toBe('RangeError');
+    expect(deep.exhausted).toBe(false);
+    // f: entry, const, call = 3; every level: entry, get, const, add, call = 5, and the call that
+    // overflowed was charged before it was made
+    expect((deep.consumed - 3) % 5).toBe(0);
+    expect(deep.consumed).toBeGreaterThan(3 + 5 * 1000);
+  });
+});
+
 describe('metering: the transform preserves behaviour', () => {
   const program = wat(`(module
     (memory (export "mem") 1 4)

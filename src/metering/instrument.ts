@@ -14,7 +14,11 @@
 //   code since the last block boundary, never over.
 // - In functions with a loop the count is kept in an i64 local and written back to the global at
 //   loop headers, calls, returns, throws and traps (see instrumentBody); the global stays the
-//   account the host reads.
+//   account the host reads. Direct calls pass it as a parameter and result (threadedFunctions).
+//   Two of those writes are left out where another comes before anything could trap or read
+//   the global: after a direct call (afterCallSynced), and at the header of a loop whose body
+//   starts with a direct call after code that cannot trap (BodyScan.loopFirstCall), whose check
+//   is also left to the callee's entry check when it has one.
 // - Fuel is handed out in slices (src/wasi/fuel.ts): the global holds `consumed - sliceEnd`, where
 //   the slice ends at the budget or earlier. A check that finds it above 0 calls the limiter's
 //   `$slice` function, which asks the host: the host grants the next slice (and rebases the
@@ -196,11 +200,16 @@ interface BodyContext {
   checkIfAt: number;
   /** The check in local mode: the same on the local, which is reloaded after a new slice. */
   checkLocal: (fl: number) => Uint8Array;
+  /** The same, writing the count to the global first on its (cold) way to the host: for a loop
+   *  header whose sync is left to the call its body starts with (see BodyScan.loopFirstCall). */
+  checkLocalSynced: (fl: number) => Uint8Array;
   chargeHead: Uint8Array;
   chargeTail: Uint8Array;
   importedFuncs: number;
   /** Per defined function: the index of its threaded copy (see threadedFunctions), or -1. */
   threaded: Int32Array;
+  /** Per defined function: 1 when its body calls, so it keeps its entry check (leaves drop it). */
+  entryChecked: Uint8Array;
 }
 
 function codeSection(
@@ -245,11 +254,21 @@ function codeSection(
         ? Uint8Array.of(0x20, ...l, 0x42, 0x00, 0x55, 0x04, 0x40, 0x10, ...sliceIdx, 0x23, ...fuelIdx, 0x21, ...l, 0x0b)
         : Uint8Array.of(0x20, ...l, 0x42, 0x00, 0x55, 0x04, 0x40, 0x00, 0x0b);
     },
+    // local.get $fl; i64.const 0; i64.gt_s; if; local.get $fl; global.set $fuel; call $slice;
+    // global.get $fuel; local.set $fl; end (without slices: ... global.set $fuel; unreachable; end)
+    checkLocalSynced: (fl) => {
+      const l = leb(fl);
+      const store = [0x20, ...l, 0x24, ...fuelIdx];
+      return slices
+        ? Uint8Array.of(0x20, ...l, 0x42, 0x00, 0x55, 0x04, 0x40, ...store, 0x10, ...sliceIdx, 0x23, ...fuelIdx, 0x21, ...l, 0x0b)
+        : Uint8Array.of(0x20, ...l, 0x42, 0x00, 0x55, 0x04, 0x40, ...store, 0x00, 0x0b);
+    },
     checkIfAt: 1 + fuelIdx.length + 3,
     chargeHead: Uint8Array.of(0x23, ...fuelIdx, 0x42), // global.get $fuel; i64.const ...
     chargeTail: Uint8Array.of(0x7c, 0x24, ...fuelIdx), // i64.add; global.set $fuel
     importedFuncs: m.importedFuncs,
     threaded: plan.index,
+    entryChecked: Uint8Array.from(scans, (scan) => (scan?.hasCall ? 1 : 0)),
   };
 
   const total = m.bodies.reduce((n, b) => n + (b.end - b.start), 0);
@@ -366,8 +385,12 @@ interface ThreadPlan {
  * The function's own index keeps its type and becomes a wrapper (global -> parameter, result ->
  * global), so exports, tables, `ref.func`, the start function and the host see exactly the
  * functions they saw; only direct `call`s in bodies are redirected. The copy still writes the
- * count to the global (a store, off the chain) wherever the local mode does: before calls, at
- * loop headers, returns, throws and traps, so the account a trap leaves is what it was.
+ * count to the global (a store, off the chain) before calls, at loop headers, throws and traps, so
+ * the account a trap leaves is what it was. It does not write it when it returns: the count goes
+ * back to its caller, which writes it right after the call unless every path from there reaches
+ * another write or leaves the function before anything could trap (afterCallSynced in
+ * instrumentBody); the wrapper writes it for the host. A store before every return, though off
+ * the chain, had cost recursive code (fib) about as much as the rest of metering together.
  *
  * Threaded: defined functions that are the target of a direct call, with at most
  * MAX_THREADED_PARAMS parameters and results, whose tail calls (`return_call`) all go to threaded
@@ -578,6 +601,13 @@ function instrumentBody(
       globalCheck();
     }
   };
+  const checkLocalSynced = local ? ctx.checkLocalSynced(fl) : null;
+  /** Whether direct calls to function `f` reach a check: a defined function that calls keeps its
+   *  entry check (a leaf or an import has none). */
+  const calleeChecks = (f: number): boolean => {
+    const i = f - ctx.importedFuncs;
+    return i >= 0 && i < ctx.entryChecked.length && ctx.entryChecked[i] === 1;
+  };
   const globalCheck = (): void => {
     checks.push(instrs.length + ctx.checkIfAt);
     instrs.bytes(ctx.check);
@@ -667,12 +697,68 @@ function instrumentBody(
   // cost it. So does a loop with parameters (the wrappers would need new block types; none of the
   // compilers measured emits one).
   const wrapped: number[] = [0, 0];
-  const pushFrame = (isWrapped: boolean): void => {
+  // Per frame (the function's own first): whether it is a loop (for afterCallSynced).
+  const loopFrames: boolean[] = [false];
+  const pushFrame = (isWrapped: boolean, isLoop = false): void => {
     wrapped.push(wrapped[wrapped.length - 1]! + (isWrapped ? 1 : 0));
+    loopFrames.push(isLoop);
   };
   const popFrame = (): boolean => {
     const top = wrapped.pop()!;
+    loopFrames.pop();
     return top !== wrapped[wrapped.length - 1];
+  };
+  /**
+   * After a call to a threaded copy (which hands the count back without writing it to the
+   * global): whether every path from `pos` reaches a point that writes the count to the global
+   * (a call, a throw, `unreachable`, a loop header) or leaves the function (a threaded copy hands
+   * the count to its caller; local mode writes it at returns) before any instruction that could
+   * trap or read the global. Then the call needs no write after it. Read from the original code,
+   * straight-line, through block ends and branches back to loops; anything else (an `if`, a
+   * forward branch, a memory access, a division) answers no, and the count is written right after
+   * the call.
+   */
+  const afterCallSynced = (pos: number): boolean => {
+    const sr = new Reader(bytes, pos, end);
+    let opened = 0; // blocks entered since the call
+    let outer = loopFrames.length - 1; // enclosing frames still open, the function's not counted
+    /** A branch to label `n`: to a loop (its header writes the count, or its body starts with a
+     *  call: BodyScan.loopFirstCall) or out of the function. */
+    const toLoopOrOut = (n: number): boolean => {
+      if (n < opened) return false; // forward, to the end of a block entered since the call
+      const m = n - opened;
+      return m === outer || (m < outer && loopFrames[outer - m]!);
+    };
+    for (let steps = 0; steps < 256 && sr.pos < end; steps++) {
+      const op = sr.u8();
+      switch (op) {
+        case 0x01: case 0x1a: case 0x1b: case 0xd1: break;
+        case 0x1c: { const n = sr.u32(); for (let i = 0; i < n; i++) readValType(sr); break; }
+        case 0x20: case 0x21: case 0x22: case 0x23: case 0x24: case 0xd2: case 0x3f: sr.u32(); break;
+        case 0x41: case 0x42: sr.skipLeb(); break;
+        case 0x43: sr.skip(4); break;
+        case 0x44: sr.skip(8); break;
+        case 0xd0: sr.u8(); break;
+        case 0x02: skipBlockType(sr); opened++; break;
+        case 0x03: case 0x00: case 0x08: case 0x10: case 0x11: case 0x12: case 0x13: case 0x0f:
+          return true;
+        case 0x0b:
+          if (opened > 0) opened--;
+          else if (outer === 0) return true; // the function's end
+          else outer--; // a frame open at the call: its code continues after its end
+          break;
+        case 0x0c: return toLoopOrOut(sr.u32());
+        case 0x0d: if (!toLoopOrOut(sr.u32())) return false; break;
+        case 0x0e: {
+          const n = sr.u32();
+          for (let i = 0; i <= n; i++) if (!toLoopOrOut(sr.u32())) return false;
+          return true;
+        }
+        default:
+          if (!PURE[op]) return false;
+      }
+    }
+    return false;
   };
   /** Rewritten loops a branch to label `n` crosses (frames inside its target). */
   const crossed = (n: number): number => {
@@ -762,11 +848,23 @@ function instrumentBody(
           checks.push(instrs.length);
           instrs.u8(0x0d); instrs.u8(0x01); // br_if $slow
         } else {
-          sync(r.pos);
-          check();
+          // A loop whose body starts with straight-line code that cannot trap and then a direct
+          // call (BodyScan.loopFirstCall) has its count written to the global before that call,
+          // before anything could trap or read it: the header's own write is left out (the check
+          // makes it on its way to the host). When the callee checks at its entry, every
+          // iteration passes that check, and the header's check is left out too.
+          const first = scan?.loopFirstCall.get(at);
+          if (first === undefined) {
+            sync(r.pos);
+            check();
+          } else if (!calleeChecks(first)) {
+            flush(r.pos);
+            checks.push(instrs.length + checkLocalIfAt);
+            instrs.bytes(checkLocalSynced!);
+          }
         }
         depth++;
-        pushFrame(wrap);
+        pushFrame(wrap, true);
         break;
       }
       case 0x04: // if
@@ -784,10 +882,12 @@ function instrumentBody(
       case 0x0f: // return
         charge(at, acc + opCost[op]!);
         acc = 0;
-        sync(at);
         if (threaded && op === 0x0f) {
+          // The count is the last result; the caller writes it to the global (afterCallSynced).
           flush(at);
-          lget(fl); // the count is the last result
+          lget(fl);
+        } else {
+          sync(at);
         }
         break;
       case 0x19: // catch_all: a handler starts; the thrower synced the global
@@ -835,12 +935,17 @@ function instrumentBody(
         sync(at);
         const t = local ? threadedTarget(f) : -1;
         if (t >= 0) {
-          // The count goes in as the last argument and comes back as the last result.
+          // The count goes in as the last argument and comes back as the last result, and is
+          // written to the global after the call unless what follows does it in time.
           flush(at);
           lget(fl);
           instrs.u8(0x10); instrs.u32(t);
           lset(fl);
           copyFrom = r.pos;
+          if (!afterCallSynced(r.pos)) {
+            lget(fl);
+            instrs.u8(0x24); instrs.u32(g.fuel); // global.set $fuel
+          }
         } else {
           reload(r.pos);
         }
@@ -851,7 +956,7 @@ function instrumentBody(
         charge(at, acc + opCost[op]!);
         acc = 0;
         const save = r.pos;
-        if (r.u32() === depth - 1) sync(at); // to the function's own label: a return
+        if (r.u32() === depth - 1 && !threaded) sync(at); // to the function's own label: a return
         r.pos = save;
         label();
         break;
@@ -869,7 +974,7 @@ function instrumentBody(
           if (l === depth - 1) leaves = true;
           if (crossed(l) > 0) rewrite = true;
         }
-        if (leaves) sync(at);
+        if (leaves && !threaded) sync(at);
         if (rewrite) {
           const end = r.pos;
           flush(labelsAt);
@@ -929,7 +1034,7 @@ function instrumentBody(
           instrs.u8(0x0b); // end $done
         }
         if (--depth === 0) {
-          sync(at);
+          if (!threaded) sync(at);
           flush(r.pos);
           if (threaded) {
             // That `end` closed the results block: add the count, then end the function.
@@ -1166,6 +1271,15 @@ interface BodyScan {
   tailIndirect: boolean;
   /** Whether it has a loop. */
   hasLoop: boolean;
+  /** Whether it calls (call, call_indirect, return_call, return_call_indirect): it then keeps
+   *  its entry check. */
+  hasCall: boolean;
+  /**
+   * The loops (by the offset of their `loop` opcode) whose body starts with a direct call, after
+   * only instructions that cannot trap, branch or call (PURE): the callee's index. Every iteration
+   * reaches that call, and the fuel pass writes the count to the global right before it.
+   */
+  loopFirstCall: Map<number, number>;
 }
 
 /**
@@ -1188,6 +1302,10 @@ function scanBody(bytes: Uint8Array, start: number, end: number): BodyScan | nul
   const tail: number[] = [];
   let tailIndirect = false;
   let hasLoop = false;
+  let hasCall = false;
+  const loopFirstCall = new Map<number, number>();
+  // The loop whose body's straight-line start is being read (-1: none).
+  let prefixOf = -1;
   // Per open frame: the offset of its loop opcode (-1 for other frames) and whether it calls.
   const loopAt: number[] = [-1];
   const calls: boolean[] = [false];
@@ -1209,18 +1327,22 @@ function scanBody(bytes: Uint8Array, start: number, end: number): BodyScan | nul
   while (r.pos < end) {
     const at = r.pos;
     const op = r.u8();
+    if (prefixOf >= 0 && !PURE[op]) {
+      if (op === 0x10) loopFirstCall.set(prefixOf, new Reader(bytes, r.pos, end).u32());
+      prefixOf = -1;
+    }
     switch (op) {
       case 0x02: case 0x04: case 0x06: skipBlockType(r); open(-1); break;
-      case 0x03: skipBlockType(r); open(at); hasLoop = true; break;
+      case 0x03: skipBlockType(r); open(at); hasLoop = true; prefixOf = at; break;
       case 0x0b: close(); break;
       case 0x18: r.u32(); close(); break; // delegate ends a try
       case 0x00: case 0x01: case 0x05: case 0x0f: case 0x19: case 0x1a: case 0x1b: case 0xd1: break;
       case 0x07: case 0x08: case 0x09: case 0x0c: case 0x0d: r.u32(); break;
       case 0x0e: { const n = r.u32(); for (let i = 0; i <= n; i++) r.u32(); break; }
-      case 0x10: direct.push(r.u32()); call(); break;
-      case 0x12: tail.push(r.u32()); call(); break;
-      case 0x11: r.u32(); r.u32(); call(); break;
-      case 0x13: r.u32(); r.u32(); tailIndirect = true; call(); break;
+      case 0x10: direct.push(r.u32()); call(); hasCall = true; break;
+      case 0x12: tail.push(r.u32()); call(); hasCall = true; break;
+      case 0x11: r.u32(); r.u32(); call(); hasCall = true; break;
+      case 0x13: r.u32(); r.u32(); tailIndirect = true; call(); hasCall = true; break;
       case 0x1c: { const n = r.u32(); for (let i = 0; i < n; i++) readValType(r); break; }
       case 0x20: case 0x21: case 0x22: case 0x23: case 0x24: case 0x25: case 0x26: case 0xd2: case 0x3f: r.u32(); break;
       case 0x40: r.u32(); call(); break;
@@ -1236,8 +1358,23 @@ function scanBody(bytes: Uint8Array, start: number, end: number): BodyScan | nul
         else if (!(op >= 0x45 && op <= 0xc4)) return null;
     }
   }
-  return { callingLoops: result, calls: direct, tailCalls: tail, tailIndirect, hasLoop };
+  return { callingLoops: result, calls: direct, tailCalls: tail, tailIndirect, hasLoop, hasCall, loopFirstCall };
 }
+
+/**
+ * Single-byte opcodes that cannot trap, branch, call or end a block, whatever their operands:
+ * locals, globals, constants, drop, select, and the numeric operators except integer division
+ * and remainder and the trapping float-to-int truncations. (Immediates are skipped by scanBody's
+ * switch as usual.)
+ */
+const PURE = ((): Uint8Array => {
+  const t = new Uint8Array(256);
+  for (const op of [0x01, 0x1a, 0x1b, 0x1c, 0x20, 0x21, 0x22, 0x23, 0x24, 0x3f, 0x41, 0x42, 0x43, 0x44, 0xd0, 0xd1, 0xd2]) t[op] = 1;
+  for (let op = 0x45; op <= 0xc4; op++) t[op] = 1;
+  // i32.div_s/u, i32.rem_s/u, i64.div_s/u, i64.rem_s/u; i32/i64.trunc_f32/f64_s/u
+  for (const op of [0x6d, 0x6e, 0x6f, 0x70, 0x7f, 0x80, 0x81, 0x82, 0xa8, 0xa9, 0xaa, 0xab, 0xae, 0xaf, 0xb0, 0xb1]) t[op] = 0;
+  return t;
+})();
 
 /** The scratch locals' declarations: 3 i32, 1 funcref, 1 externref, 1 f32, 1 f64. */
 const SCRATCH_DECLS = Uint8Array.of(3, 0x7f, 1, 0x70, 1, 0x6f, 1, 0x7d, 1, 0x7c);
