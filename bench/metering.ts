@@ -72,6 +72,11 @@ interface ProgramResult {
   ratioUnthreaded: number;
   /** unthreaded / metered medians: what passing the count in a register buys. */
   threadGain: number;
+  /** Instrumented with every write of the count to the global kept (InstrumentOptions.elideWrites false). */
+  allWrites: VariantTimes;
+  ratioAllWrites: number;
+  /** allWrites / metered medians: what leaving those writes out buys. */
+  elisionGain: number;
   ratioBest: number;
   ratioFirstCall: number;
   fuel: string;
@@ -140,6 +145,7 @@ export async function meteringSection(options: SectionOptions): Promise<SectionR
     const instrumentMs = performance.now() - t;
     const insBudget = instrument(bytes, { maxTableElements: config.maxTableElements, slices: false });
     const insUnthreaded = instrument(bytes, { maxTableElements: config.maxTableElements, threadCalls: false });
+    const insAllWrites = instrument(bytes, { maxTableElements: config.maxTableElements, elideWrites: false });
 
     const u = new VariantWorker({ variant: 'unmetered', bytes, functionName: p.function });
     const m = new VariantWorker({
@@ -167,22 +173,32 @@ export async function meteringSection(options: SectionOptions): Promise<SectionR
       memoryLimitPages: limitPages,
       fuelLimit: FUEL_LIMIT,
     });
-    const workers = { u, m, b, t: ut };
-    const label = { u: 'unmetered', m: 'metered', b: 'metered without slices', t: 'metered without threaded calls' };
+    const aw = new VariantWorker({
+      variant: 'metered',
+      bytes: insAllWrites.bytes,
+      functionName: p.function,
+      layout: insAllWrites.layout,
+      memoryLimitPages: limitPages,
+      fuelLimit: FUEL_LIMIT,
+    });
+    const workers = { u, m, b, t: ut, w: aw };
+    const label = { u: 'unmetered', m: 'metered', b: 'metered without slices', t: 'metered without threaded calls', w: 'metered with every write kept' };
+    type Which = keyof typeof workers;
+    const kinds = Object.keys(workers) as Which[];
     const own: string[] = [];
     try {
-      const [ur, mr, br, tr] = await Promise.all([u.ready, m.ready, b.ready, ut.ready]);
-      if (!ur.ready || !mr.ready || !br.ready || !tr.ready) {
-        own.push(
-          `${p.name}: could not instantiate: ${!ur.ready ? `unmetered: ${ur.error}` : ''} ${!mr.ready ? `metered: ${mr.error}` : ''} ${!br.ready ? `without slices: ${br.error}` : ''} ${!tr.ready ? `without threaded calls: ${tr.error}` : ''}`,
-        );
+      const ready = await Promise.all(kinds.map((k) => workers[k].ready));
+      const failed = kinds.filter((_, i) => !ready[i]!.ready);
+      if (failed.length > 0) {
+        own.push(`${p.name}: could not instantiate: ${failed.map((k) => `${label[k]}: ${(ready[kinds.indexOf(k)] as { error: string }).error}`).join('; ')}`);
         problems.push(...own);
         continue;
       }
-      const times = { u: [] as number[], m: [] as number[], b: [] as number[], t: [] as number[] };
-      const seen = { u: new Set<string>(), m: new Set<string>(), b: new Set<string>(), t: new Set<string>(), fuel: new Set<string>() };
-      const first = { u: NaN, m: NaN, b: NaN, t: NaN };
-      const call = async (which: 'u' | 'm' | 'b' | 't', timed: boolean): Promise<number> => {
+      const [ur, mr, br, tr, wr] = ready as Extract<MeteringReady, { ready: true }>[];
+      const times = { u: [] as number[], m: [] as number[], b: [] as number[], t: [] as number[], w: [] as number[] };
+      const seen = { u: new Set<string>(), m: new Set<string>(), b: new Set<string>(), t: new Set<string>(), w: new Set<string>(), fuel: new Set<string>() };
+      const first = { u: NaN, m: NaN, b: NaN, t: NaN, w: NaN };
+      const call = async (which: Which, timed: boolean): Promise<number> => {
         const reply = await workers[which].run(n);
         if (!reply.ok) {
           own.push(`${p.name}: ${label[which]} run(${n}) failed: ${reply.error}`);
@@ -200,7 +216,7 @@ export async function meteringSection(options: SectionOptions): Promise<SectionR
       // replacement, so a call that starts before TurboFan's code is installed runs in Liftoff to
       // its end, and TurboFan may compile a function again once call counts favour inlining.
       // Calls repeat (at most WARMUP_MAX) until WARMUP_STABLE in a row agree within 3 %.
-      for (const which of ['u', 'm', 'b', 't'] as const) {
+      for (const which of kinds) {
         const recent: number[] = [];
         for (let i = 0; i < WARMUP_MAX; i++) {
           recent.push(await call(which, false));
@@ -208,30 +224,23 @@ export async function meteringSection(options: SectionOptions): Promise<SectionR
           if (recent.length === WARMUP_STABLE && Math.max(...recent) <= 1.03 * Math.min(...recent)) break;
         }
       }
-      const rotations: ('u' | 'm' | 'b' | 't')[][] = [
-        ['m', 'u', 'b', 't'],
-        ['u', 't', 'm', 'b'],
-        ['b', 'm', 't', 'u'],
-        ['t', 'b', 'u', 'm'],
+      const rotations: Which[][] = [
+        ['m', 'u', 'w', 'b', 't'],
+        ['u', 't', 'm', 'b', 'w'],
+        ['w', 'b', 'm', 't', 'u'],
+        ['t', 'w', 'b', 'u', 'm'],
+        ['b', 'm', 'u', 'w', 't'],
       ];
       for (let r = 0; r < reps; r++) {
         for (const which of rotations[r % rotations.length]!) await call(which, true);
       }
 
       const ures = [...seen.u];
-      const mres = [...seen.m];
-      const bres = [...seen.b];
-      const tres = [...seen.t];
-      if (
-        ures.length !== 1 || mres.length !== 1 || bres.length !== 1 || tres.length !== 1 ||
-        ures[0] !== mres[0] || ures[0] !== bres[0] || ures[0] !== tres[0] || ures[0] !== expect
-      ) {
-        own.push(
-          `${p.name}: RESULT MISMATCH for run(${n}): unmetered ${JSON.stringify(ures)}, metered ${JSON.stringify(mres)}, without slices ${JSON.stringify(bres)}, without threaded calls ${JSON.stringify(tres)}, programs.json expects ${expect}`,
-        );
+      if (ures.length !== 1 || ures[0] !== expect || kinds.some((k) => seen[k].size !== 1 || [...seen[k]][0] !== ures[0])) {
+        own.push(`${p.name}: RESULT MISMATCH for run(${n}): ${kinds.map((k) => `${label[k]} ${JSON.stringify([...seen[k]])}`).join(', ')}, programs.json expects ${expect}`);
       }
       if (seen.fuel.size !== 1) own.push(`${p.name}: fuel differs between identical runs or between the metered variants: ${[...seen.fuel].join(', ')}`);
-      if (own.length > 0 || times.u.length !== reps || times.m.length !== reps || times.b.length !== reps || times.t.length !== reps) {
+      if (own.length > 0 || kinds.some((k) => times[k].length !== reps)) {
         problems.push(...own);
         continue;
       }
@@ -243,10 +252,11 @@ export async function meteringSection(options: SectionOptions): Promise<SectionR
         medianMs: median(ms),
         bestMs: min(ms),
       });
-      const uv = variant(ur, first.u, times.u);
-      const mv = variant(mr, first.m, times.m);
-      const bv = variant(br, first.b, times.b);
-      const tv = variant(tr, first.t, times.t);
+      const uv = variant(ur!, first.u, times.u);
+      const mv = variant(mr!, first.m, times.m);
+      const bv = variant(br!, first.b, times.b);
+      const tv = variant(tr!, first.t, times.t);
+      const wv = variant(wr!, first.w, times.w);
       results.push({
         name: p.name,
         n,
@@ -262,6 +272,9 @@ export async function meteringSection(options: SectionOptions): Promise<SectionR
         unthreaded: tv,
         ratioUnthreaded: tv.medianMs / uv.medianMs,
         threadGain: tv.medianMs / mv.medianMs,
+        allWrites: wv,
+        ratioAllWrites: wv.medianMs / uv.medianMs,
+        elisionGain: wv.medianMs / mv.medianMs,
         ratioBest: mv.bestMs / uv.bestMs,
         ratioFirstCall: first.m / first.u,
         fuel,
@@ -271,7 +284,7 @@ export async function meteringSection(options: SectionOptions): Promise<SectionR
         problems: own,
       });
     } finally {
-      await Promise.all([u.close(), m.close(), b.close(), ut.close()]);
+      await Promise.all(kinds.map((k) => workers[k].close()));
     }
   }
 
@@ -286,6 +299,8 @@ export async function meteringSection(options: SectionOptions): Promise<SectionR
   const sliceCostBest = results.length ? geomean(results.map((r) => r.metered.bestMs / r.budgetOnly.bestMs)) : NaN;
   const gmUnthreaded = results.length ? geomean(results.map((r) => r.ratioUnthreaded)) : NaN;
   const threadGain = results.length ? geomean(results.map((r) => r.threadGain)) : NaN;
+  const gmAllWrites = results.length ? geomean(results.map((r) => r.ratioAllWrites)) : NaN;
+  const elisionGain = results.length ? geomean(results.map((r) => r.elisionGain)) : NaN;
   const missed: string[] = [];
   if (!(sliceCost <= TARGET_SLICE_COST)) missed.push(`metering: fuel slices cost ${fmt(sliceCost, 3)} (geomean) > ${TARGET_SLICE_COST}`);
   if (!(gm <= TARGET_GEOMEAN)) missed.push(`metering: geomean ratio ${fmt(gm, 3)} > ${TARGET_GEOMEAN}`);
@@ -307,6 +322,7 @@ export async function meteringSection(options: SectionOptions): Promise<SectionR
     fmt(r.ratioBudgetOnly, 3),
     fmt(r.sliceCost, 3),
     fmt(r.ratioUnthreaded, 3),
+    fmt(r.ratioAllWrites, 3),
     fmtInt(BigInt(r.fuel)),
     fmt(r.nsPerFuelMetered, 3),
     `≤ ${TARGET_MAX}`,
@@ -321,6 +337,8 @@ export async function meteringSection(options: SectionOptions): Promise<SectionR
     ['what slices cost, best-of', fmt(sliceCostBest, 3), '', ''],
     ['geomean ratio with calls unthreaded (count through the global)', fmt(gmUnthreaded, 3), '', ''],
     ['what threaded calls buy (geomean of unthreaded / threaded)', fmt(threadGain, 3), '', ''],
+    ['geomean ratio with every write of the count kept', fmt(gmAllWrites, 3), '', ''],
+    ['what leaving writes out buys (geomean of every write kept / metered)', fmt(elisionGain, 3), '', ''],
   ];
   const markdown = [
     '## Metering overhead (metered / unmetered guest time)',
@@ -328,10 +346,11 @@ export async function meteringSection(options: SectionOptions): Promise<SectionR
     `Each variant in its own worker thread; warm-up calls until ${WARMUP_STABLE} in a row agree within 3 % (at most ${WARMUP_MAX}: Liftoff → TurboFan → inlining), then ${reps} timed calls per variant, interleaved. ` +
       `Times in ms (median and best of ${reps}); "1st" is the ratio of the first warm-up calls. Fuel limit 2^62; ns/fuel = metered median / fuel consumed. ` +
       `"no slices" is the same instrumentation with checks that trap when the budget is spent instead of asking the host for the next slice (the mechanism before slices); "slice cost" = metered / no slices. ` +
-      `"ratio unthreaded" is the same instrumentation with direct calls handing the count over through the fuel global instead of as a parameter and result (the mechanism before threaded copies).`,
+      `"ratio unthreaded" is the same instrumentation with direct calls handing the count over through the fuel global instead of as a parameter and result (the mechanism before threaded copies). ` +
+      `"ratio all writes" keeps every write of the count to the global: threaded copies write it when they return, and loops that start with a call write and check at their header (before those writes were left out).`,
     '',
     table(
-      ['program', 'n', 'unmetered med', 'unmetered best', 'metered med', 'metered best', 'ratio med', 'ratio best', 'ratio 1st', 'ratio no slices', 'slice cost', 'ratio unthreaded', 'fuel consumed', 'ns/fuel', 'target', 'result'],
+      ['program', 'n', 'unmetered med', 'unmetered best', 'metered med', 'metered best', 'ratio med', 'ratio best', 'ratio 1st', 'ratio no slices', 'slice cost', 'ratio unthreaded', 'ratio all writes', 'fuel consumed', 'ns/fuel', 'target', 'result'],
       rows,
     ),
     '',
@@ -339,5 +358,5 @@ export async function meteringSection(options: SectionOptions): Promise<SectionR
     ...(problems.length ? ['', ...problems.map((s) => `**PROBLEM** ${s}`)] : []),
   ].join('\n');
 
-  return { markdown, data: { reps, fuelLimit: String(FUEL_LIMIT), programs: results, geomean: gm, geomeanBest: gmBest, geomeanWithoutSlices: gmBudget, sliceCost, sliceCostBest, geomeanUnthreaded: gmUnthreaded, threadGain, max: worst?.ratioMedian ?? null }, ok: problems.length === 0, problems, missed };
+  return { markdown, data: { reps, fuelLimit: String(FUEL_LIMIT), programs: results, geomean: gm, geomeanBest: gmBest, geomeanWithoutSlices: gmBudget, sliceCost, sliceCostBest, geomeanUnthreaded: gmUnthreaded, threadGain, geomeanAllWrites: gmAllWrites, elisionGain, max: worst?.ratioMedian ?? null }, ok: problems.length === 0, problems, missed };
 }

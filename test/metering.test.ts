@@ -905,6 +905,35 @@ describe('metering: where the count is written back (after calls, at loop header
     }
   });
 
+  it('leaving the writes out changes no count: completed runs and traps after calls are charged the same with every write kept', () => {
+    const m = wat(`(module (memory 1) ${WORK} ${RUN}
+      (elem (table $tab) (i32.const 0) func $fibloop $calls $trapAfterCall)
+      (func $fibloop (param i32) (result i32) (local i32)
+        (block
+          (br_if 0 (i32.lt_u (local.get 0) (i32.const 2)))
+          (loop
+            (local.set 1 (i32.add (call $fibloop (i32.sub (local.get 0) (i32.const 1))) (local.get 1)))
+            (br_if 0 (i32.gt_u (local.tee 0 (i32.sub (local.get 0) (i32.const 2))) (i32.const 1)))))
+        (i32.add (local.get 0) (local.get 1)))
+      (func $calls (param i32) (result i32) (local i32)
+        (loop
+          (local.set 1 (i32.add (local.get 1) (call $work (local.get 0))))
+          (br_if 0 (local.tee 0 (i32.sub (local.get 0) (i32.const 1)))))
+        (local.get 1))
+      (func $trapAfterCall (param i32) (result i32)
+        (i32.load (i32.add (call $work (local.get 0)) (i32.const 70000)))))`);
+    for (const [which, n] of [[0, 15], [1, 40], [2, 25]] as const) {
+      const elided = runMetered(m, { fn: 'run', args: [n, which] });
+      const kept = runMetered(m, { fn: 'run', args: [n, which], elideWrites: false });
+      expect(elided.results, `case ${which}`).toEqual(kept.results);
+      expect(elided.trap?.message, `case ${which}`).toEqual(kept.trap?.message);
+      expect(elided.consumed, `case ${which}`).toBe(kept.consumed);
+      expect(elided.consumed, `case ${which}`).toBeGreaterThan(100);
+    }
+    // and the two instrumentations differ (the writes were left out)
+    expect(Buffer.compare(Buffer.from(runMetered(m, { fn: 'run', args: [3, 0] }).bytes), Buffer.from(runMetered(m, { fn: 'run', args: [3, 0], elideWrites: false }).bytes))).not.toBe(0);
+  });
+
   it('mutual recursion through loops that start with calls runs out of fuel, or out of stack with its account up to the last call', () => {
     const m = wat(`(module
       (func $a (param i32) (loop $l (call $b (i32.add (local.get 0) (i32.const 1))) (br $l)))

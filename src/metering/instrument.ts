@@ -94,6 +94,13 @@ export interface InstrumentOptions {
    * (see threadedFunctions); kept so the benchmark can measure what threading buys. Default true.
    */
   threadCalls?: boolean;
+  /**
+   * false: every write of the count to the global is kept: threaded copies write it when they
+   * return, and every loop header writes and checks (see afterCallSynced and
+   * BodyScan.loopFirstCall); kept so the benchmark can measure what leaving them out buys.
+   * Default true.
+   */
+  elideWrites?: boolean;
 }
 
 export interface InstrumentedModule {
@@ -109,7 +116,7 @@ export function instrument(bytes: Uint8Array, options: InstrumentOptions): Instr
 
 export function instrumentParsed(m: ParsedModule, options: InstrumentOptions): InstrumentedModule {
   const plan = planLimits(m, options);
-  const contributions = meterCode(m, plan, options.costs ?? DEFAULT_COSTS, options.slices ?? true, options.threadCalls ?? true);
+  const contributions = meterCode(m, plan, options.costs ?? DEFAULT_COSTS, options.slices ?? true, options.threadCalls ?? true, options.elideWrites ?? true);
   return { bytes: assemble(m, plan, contributions), layout: plan.layout };
 }
 
@@ -136,6 +143,7 @@ export function meterCode(
   costs: CostTable,
   slices = true,
   threadCalls = true,
+  elideWrites = true,
 ): Contributions {
   // Remaining length of each segment: passive ones start whole, active (and declarative) ones
   // count as dropped once instantiation has used them. data.drop / elem.drop set them to 0.
@@ -160,7 +168,7 @@ export function meterCode(
     return w.finish();
   });
   if (m.bodies.length === 0) return { code: null, globals, branchHints: null };
-  const { code, branchHints, types, functions } = codeSection(m, costs, g, slices, plan.firstAppendedFunction, plan.firstAppendedType, threadCalls);
+  const { code, branchHints, types, functions } = codeSection(m, costs, g, slices, plan.firstAppendedFunction, plan.firstAppendedType, threadCalls, elideWrites);
   return { code, globals, branchHints, types, functions };
 }
 
@@ -188,6 +196,8 @@ interface BodyContext {
   types: ParsedModule['types'];
   /** Checks ask the host for slices (else they trap: InstrumentOptions.slices). */
   slices: boolean;
+  /** InstrumentOptions.elideWrites. */
+  elideWrites: boolean;
   tableTypes: readonly ('funcref' | 'externref')[];
 
   costs: CostTable;
@@ -220,6 +230,7 @@ function codeSection(
   firstAppendedFunction: number,
   firstAppendedType: number,
   threadCalls: boolean,
+  elideWrites: boolean,
 ): { code: Uint8Array; branchHints: Uint8Array | null; types: Uint8Array[]; functions: { types: number[]; code: Uint8Array } | null } {
   const scans = m.bodies.map((b) => scanBody(m.bytes, b.start, b.end));
   const plan = threadedFunctions(m, threadCalls ? scans : [], firstAppendedFunction, firstAppendedType);
@@ -237,6 +248,7 @@ function codeSection(
     bytes: m.bytes,
     types: m.types,
     slices,
+    elideWrites,
     tableTypes: m.tableTypes,
 
     costs,
@@ -853,7 +865,7 @@ function instrumentBody(
           // before anything could trap or read it: the header's own write is left out (the check
           // makes it on its way to the host). When the callee checks at its entry, every
           // iteration passes that check, and the header's check is left out too.
-          const first = scan?.loopFirstCall.get(at);
+          const first = ctx.elideWrites ? scan?.loopFirstCall.get(at) : undefined;
           if (first === undefined) {
             sync(r.pos);
             check();
@@ -882,12 +894,11 @@ function instrumentBody(
       case 0x0f: // return
         charge(at, acc + opCost[op]!);
         acc = 0;
+        if (!threaded || op === 0x00 || !ctx.elideWrites) sync(at);
         if (threaded && op === 0x0f) {
           // The count is the last result; the caller writes it to the global (afterCallSynced).
           flush(at);
           lget(fl);
-        } else {
-          sync(at);
         }
         break;
       case 0x19: // catch_all: a handler starts; the thrower synced the global
@@ -942,7 +953,7 @@ function instrumentBody(
           instrs.u8(0x10); instrs.u32(t);
           lset(fl);
           copyFrom = r.pos;
-          if (!afterCallSynced(r.pos)) {
+          if (ctx.elideWrites && !afterCallSynced(r.pos)) {
             lget(fl);
             instrs.u8(0x24); instrs.u32(g.fuel); // global.set $fuel
           }
@@ -956,7 +967,7 @@ function instrumentBody(
         charge(at, acc + opCost[op]!);
         acc = 0;
         const save = r.pos;
-        if (r.u32() === depth - 1 && !threaded) sync(at); // to the function's own label: a return
+        if (r.u32() === depth - 1 && (!threaded || !ctx.elideWrites)) sync(at); // to the function's own label: a return
         r.pos = save;
         label();
         break;
@@ -974,7 +985,7 @@ function instrumentBody(
           if (l === depth - 1) leaves = true;
           if (crossed(l) > 0) rewrite = true;
         }
-        if (leaves && !threaded) sync(at);
+        if (leaves && (!threaded || !ctx.elideWrites)) sync(at);
         if (rewrite) {
           const end = r.pos;
           flush(labelsAt);
@@ -1034,7 +1045,7 @@ function instrumentBody(
           instrs.u8(0x0b); // end $done
         }
         if (--depth === 0) {
-          if (!threaded) sync(at);
+          if (!threaded || !ctx.elideWrites) sync(at);
           flush(r.pos);
           if (threaded) {
             // That `end` closed the results block: add the count, then end the function.

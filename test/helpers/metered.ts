@@ -18,6 +18,8 @@ export interface MeteredOptions {
   memoryLimitPages?: number;
   maxTableElements?: number;
   costs?: CostTable;
+  /** InstrumentOptions.elideWrites (default true, as the service runs it). */
+  elideWrites?: boolean;
   /** Extra imports for modules that import functions (the server refuses those; the transform does not). */
   imports?: WebAssembly.Imports;
 }
@@ -47,7 +49,11 @@ const UNLIMITED = 1_000_000_000_000n;
 /** The transform's output, instantiated by the runner's guest code with its budget set: for tests
  *  that drive the instance. Throws when instantiation fails (these tests expect it to succeed). */
 export function instantiateMetered(bytes: Uint8Array, opts: MeteredOptions = {}) {
-  const res = instrument(bytes, { maxTableElements: opts.maxTableElements ?? 100_000, ...(opts.costs ? { costs: opts.costs } : {}) });
+  const res = instrument(bytes, {
+    maxTableElements: opts.maxTableElements ?? 100_000,
+    ...(opts.costs ? { costs: opts.costs } : {}),
+    ...(opts.elideWrites === false ? { elideWrites: false } : {}),
+  });
   const module = new WebAssembly.Module(res.bytes);
   const created = Guest.create({
     module,
