@@ -613,7 +613,6 @@ function instrumentBody(
       globalCheck();
     }
   };
-  const checkLocalSynced = local ? ctx.checkLocalSynced(fl) : null;
   /** Whether direct calls to function `f` reach a check: a defined function that calls keeps its
    *  entry check (a leaf or an import has none). */
   const calleeChecks = (f: number): boolean => {
@@ -744,13 +743,6 @@ function instrumentBody(
     for (let steps = 0; steps < 256 && sr.pos < end; steps++) {
       const op = sr.u8();
       switch (op) {
-        case 0x01: case 0x1a: case 0x1b: case 0xd1: break;
-        case 0x1c: { const n = sr.u32(); for (let i = 0; i < n; i++) readValType(sr); break; }
-        case 0x20: case 0x21: case 0x22: case 0x23: case 0x24: case 0xd2: case 0x3f: sr.u32(); break;
-        case 0x41: case 0x42: sr.skipLeb(); break;
-        case 0x43: sr.skip(4); break;
-        case 0x44: sr.skip(8); break;
-        case 0xd0: sr.u8(); break;
         case 0x02: skipBlockType(sr); opened++; break;
         case 0x03: case 0x00: case 0x08: case 0x10: case 0x11: case 0x12: case 0x13: case 0x0f:
           return true;
@@ -768,6 +760,7 @@ function instrumentBody(
         }
         default:
           if (!PURE[op]) return false;
+          skipPureImmediates(sr, op);
       }
     }
     return false;
@@ -872,7 +865,7 @@ function instrumentBody(
           } else if (!calleeChecks(first)) {
             flush(r.pos);
             checks.push(instrs.length + checkLocalIfAt);
-            instrs.bytes(checkLocalSynced!);
+            instrs.bytes(ctx.checkLocalSynced(fl));
           }
         }
         depth++;
@@ -1386,6 +1379,18 @@ const PURE = ((): Uint8Array => {
   for (const op of [0x6d, 0x6e, 0x6f, 0x70, 0x7f, 0x80, 0x81, 0x82, 0xa8, 0xa9, 0xaa, 0xab, 0xae, 0xaf, 0xb0, 0xb1]) t[op] = 0;
   return t;
 })();
+
+/** Skips the immediates of a PURE opcode (most have none). */
+function skipPureImmediates(r: Reader, op: number): void {
+  switch (op) {
+    case 0x1c: { const n = r.u32(); for (let i = 0; i < n; i++) readValType(r); return; }
+    case 0x20: case 0x21: case 0x22: case 0x23: case 0x24: case 0xd2: case 0x3f: r.u32(); return;
+    case 0x41: case 0x42: r.skipLeb(); return;
+    case 0x43: r.skip(4); return;
+    case 0x44: r.skip(8); return;
+    case 0xd0: r.u8(); return;
+  }
+}
 
 /** The scratch locals' declarations: 3 i32, 1 funcref, 1 externref, 1 f32, 1 f64. */
 const SCRATCH_DECLS = Uint8Array.of(3, 0x7f, 1, 0x70, 1, 0x6f, 1, 0x7d, 1, 0x7c);
