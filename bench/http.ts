@@ -232,7 +232,7 @@ async function load(server: ServerProcess, spec: RequestSpec, durationS: number)
 }
 
 async function coldFirstRun(options: SectionOptions): Promise<{ row?: string[]; ok?: boolean; problem?: string }> {
-  const { generateModule } = await import('./gen-module.js');
+  const { generateModule } = await import('../src/wasm/synthetic.js');
   const mod = generateModule(1024 * 1024, 7).bytes;
   options.log('  http: cold first run of a 1 MiB module on a fresh server');
   const server = await startServer('wasmbox');

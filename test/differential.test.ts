@@ -15,7 +15,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { instrument } from '../dist/src/metering/instrument.js';
 import { Guest } from '../dist/src/worker/guest.js';
-import { prng } from '../dist/bench/gen-module.js';
+import { prng } from '../dist/src/wasm/synthetic.js';
 
 const run = promisify(execFile);
 const GENERATOR = fileURLToPath(new URL('./helpers/ttf-generate.cjs', import.meta.url));

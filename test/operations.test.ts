@@ -10,7 +10,7 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { generateModule, withNonce } from '../dist/bench/gen-module.js';
+import { generateModule, withNonce } from '../dist/src/wasm/synthetic.js';
 import { FairQueue } from '../dist/src/scheduling/fair-queue.js';
 import { send } from './helpers/forms.js';
 import { b64, startServer, type TestServer } from './helpers/server.js';

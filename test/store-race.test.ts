@@ -14,7 +14,7 @@ import { StoreFullError } from '../dist/src/store/types.js';
 import type { ModuleDescription } from '../dist/src/worker/protocol.js';
 import { type Res, runIn, send, uploadIn, withCustomSection } from './helpers/forms.js';
 import { startServer, type TestServer } from './helpers/server.js';
-import { prng } from '../dist/bench/gen-module.js';
+import { prng } from '../dist/src/wasm/synthetic.js';
 
 const ADD = new Uint8Array(readFileSync(new URL('../examples/add.wasm', import.meta.url)));
 

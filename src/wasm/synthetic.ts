@@ -1,4 +1,5 @@
-// Deterministic generator of large, realistic-looking WebAssembly modules for the prepare section:
+// Deterministic generator of large, realistic-looking WebAssembly modules: the preparation
+// threads' warm-up (src/worker/warmup.ts), the benchmark's prepare section and the tests use it:
 // thousands of functions with counted loops, nested blocks and ifs, br_if / br_table, i32/i64/f64
 // arithmetic and comparisons, conversions, loads and stores, globals, direct and indirect calls.
 // The binary is written directly (a WAT detour through wabt would take longer than what it
