@@ -25,11 +25,12 @@ export type PrepareReply =
 
 const port = parentPort!;
 const t0 = performance.now();
-const { default: prepare, warmedUp } = await import('../src/worker/prepare.js');
+const { default: prepare } = await import('../src/worker/prepare.js');
+const { startWarmUp } = await import('../src/worker/warmup.js');
 const loadMs = performance.now() - t0;
-// A fresh thread as the service has it: once its warm-up on a generated module is done.
+// A fresh thread as the server has it: once its warm-up on a generated module is done.
 const t1 = performance.now();
-const warmUpRounds = await warmedUp;
+const warmUpRounds = await startWarmUp();
 const warmUpMs = performance.now() - t1;
 
 port.on('message', (req: PrepareRequest) => {

@@ -14,7 +14,7 @@ import { readSharedOutput } from '../wasi/output.js';
 import { epochUs } from './clock.js';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import type { AdoptResult, DecodeResult, DecodeTask } from './decode.js';
-import type { BatchTask, CompileTextResult, CompileTextTask, MissingModule, ModuleRef, PrepareResult, PrepareTask, RunResult, RunTask } from './protocol.js';
+import type { BatchTask, CompileTextResult, CompileTextTask, MissingModule, ModuleRef, PrepareResult, PrepareTask, PrepareWorkerData, RunResult, RunTask } from './protocol.js';
 
 /** The module of a run as callers give it: the compiled module, and (from the service) its key
  *  and weight, so runner threads can keep it and later tasks carry only the key. */
@@ -54,10 +54,16 @@ export class WorkerPools {
   /** Reused per-task shared cells (startedAt, progress). */
   private readonly cells = new TaskCells();
 
-  constructor(private readonly config: Config) {
+  constructor(
+    private readonly config: Config,
+    /** Preparation threads warm up when they start (src/worker/warmup.ts): a server's, which
+     *  prepares many modules; not the CLI's, which prepares one at once. */
+    options: { warmUpPreparation?: boolean } = {},
+  ) {
     const preparePool = (threads: number): Piscina<PrepareTask | CompileTextTask, PrepareResult | CompileTextResult> =>
       new Piscina({
         filename: new URL('./prepare.js', import.meta.url).href,
+        workerData: { warmUp: options.warmUpPreparation === true } satisfies PrepareWorkerData,
         minThreads: threads,
         maxThreads: threads,
         idleTimeout: Number.MAX_SAFE_INTEGER,

@@ -3,6 +3,7 @@
 // (which must stay small so a runner killed at its deadline is replaced in milliseconds).
 
 import os from 'node:os';
+import { workerData } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 import { estimateCompiledBytes, estimateHeapBytes } from '../service/cache-weight.js';
 import { TableLimitError } from '../limits/rewrite.js';
@@ -16,7 +17,7 @@ import { describeNonWasm } from '../wasm/sniff.js';
 import { markStarted } from './clock.js';
 // First: compilation is eager (preparation, not guest time) and the fuel checks' hints count.
 import './engine-flags.js';
-import type { CompileTextResult, CompileTextTask, PrepareResult, PrepareTask } from './protocol.js';
+import type { CompileTextResult, CompileTextTask, PrepareResult, PrepareTask, PrepareWorkerData } from './protocol.js';
 import { WatSyntaxError, compileWat } from '../wasm/wat.js';
 import { startWarmUp, stopWarmUp } from './warmup.js';
 
@@ -29,10 +30,9 @@ try {
   // Not permitted here (some sandboxes): run at the normal priority.
 }
 
-// The JavaScript that prepares modules is optimized by V8 only once it has run enough: warm it
-// up on a generated module before the first real one arrives (warmup.ts). Resolves with the
-// rounds done (the benchmark waits for it to time a fresh thread as the service has it).
-export const warmedUp = startWarmUp();
+// The JavaScript that prepares modules is optimized by V8 only once it has run enough: a server's
+// thread warms it up on a generated module before the first real one arrives (warmup.ts).
+if ((workerData as PrepareWorkerData | null)?.warmUp) void startWarmUp();
 
 const MAX_MESSAGE = 500;
 const ns = (from: number): number => Math.round((performance.now() - from) * 1e6);

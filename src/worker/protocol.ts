@@ -31,6 +31,12 @@ export interface ModuleDescription {
   hasStart: boolean;
 }
 
+/** A preparation thread's workerData (src/worker/pool.ts). */
+export interface PrepareWorkerData {
+  /** Warm up on a generated module when the thread starts (src/worker/warmup.ts). */
+  warmUp: boolean;
+}
+
 export interface PrepareTask {
   bytes: Uint8Array;
   maxTableElements: number;

@@ -1,6 +1,6 @@
 // The preparation thread's warm-up. Parsing, instrumenting and describing a module is JavaScript,
 // and V8 runs it in its interpreter until it has been run enough to be optimized: in a fresh thread
-// the first 1 MiB module took 150-220 ms to instrument, the tenth 35 ms. So a new preparation
+// the first 1 MiB module took 150-220 ms to instrument, the tenth 35 ms. So a server's new preparation
 // thread first prepares a generated module of 64 KiB (src/wasm/synthetic.ts: loops, blocks,
 // branches, calls, memory access, the shapes real code has) ten times, about 90 ms of work, after
 // which the first real 1 MiB module instruments in about 45 ms. It compiles nothing: compilation
