@@ -64,6 +64,10 @@ export class WorkerPools {
       new Piscina({
         filename: new URL('./prepare.js', import.meta.url).href,
         workerData: { warmUp: options.warmUpPreparation === true } satisfies PrepareWorkerData,
+        // An idle preparation thread waits on its event loop, not blocked in Atomics.wait (piscina's
+        // default, which saves a few microseconds per task): its warm-up rounds run there, between
+        // tasks that are few and take milliseconds each.
+        atomics: 'disabled',
         minThreads: threads,
         maxThreads: threads,
         idleTimeout: Number.MAX_SAFE_INTEGER,

@@ -19,7 +19,7 @@ import { markStarted } from './clock.js';
 import './engine-flags.js';
 import type { CompileTextResult, CompileTextTask, PrepareResult, PrepareTask, PrepareWorkerData } from './protocol.js';
 import { WatSyntaxError, compileWat } from '../wasm/wat.js';
-import { startWarmUp, stopWarmUp } from './warmup.js';
+import { startWarmUp, stopWarmUp, warmUpRounds } from './warmup.js';
 
 // This thread runs at a lower scheduling priority than the main thread (Linux keeps a nice value
 // per thread), so preparation use every core the machine has while the event loop, which answers
@@ -130,7 +130,7 @@ export default function prepare(task: PrepareTask): PrepareResult {
     instrumentedSize: instrumented.bytes.length,
     weightBytes,
     wasi,
-    timings: { validateNs, instrumentNs, compileNs },
+    timings: { validateNs, instrumentNs, compileNs, warmUpRounds: warmUpRounds() },
   };
 }
 

@@ -65,6 +65,8 @@ export interface PrepareTimings {
   validateNs: number;
   instrumentNs: number;
   compileNs: number;
+  /** Warm-up rounds the thread had done before this preparation (src/worker/warmup.ts). */
+  warmUpRounds: number;
 }
 
 export type PrepareResult =

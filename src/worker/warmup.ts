@@ -19,6 +19,12 @@ const WARMUP_BYTES = 64 * 1024;
 const WARMUP_ROUNDS = 10;
 
 let stopped = false;
+let roundsDone = 0;
+
+/** Rounds this thread has done (all its warm-ups together). */
+export function warmUpRounds(): number {
+  return roundsDone;
+}
 
 /** A real task has arrived: no more warm-up rounds. */
 export function stopWarmUp(): void {
@@ -48,6 +54,7 @@ export function startWarmUp(rounds = WARMUP_ROUNDS): Promise<number> {
         return;
       }
       done++;
+      roundsDone++;
       setImmediate(round);
     };
     setImmediate(round);
