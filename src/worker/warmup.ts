@@ -8,7 +8,8 @@
 //
 // The rounds run one per turn of the thread's event loop, at the thread's low priority, and stop
 // as soon as a real task arrives: a real module warms the same code, and it must not wait behind
-// a generated one for more than one round.
+// a generated one for more than one round. (The preparation pools wait for tasks on the event loop,
+// piscina's atomics disabled: a thread blocked in Atomics.wait would never reach its rounds.)
 
 import { instrumentParsed } from '../metering/instrument.js';
 import { describeModule } from '../wasm/describe.js';
