@@ -9,72 +9,44 @@
 // it (withNonce) gives modules of identical size and shape but different bytes, so that V8's
 // process-wide cache of compiled modules cannot turn a cold measurement into a warm one.
 
+import { Writer } from './bytes.js';
+
 const I32 = 0x7f;
 const I64 = 0x7e;
 const F64 = 0x7c;
 type Val = typeof I32 | typeof I64 | typeof F64;
 
-class Bytes {
-  buf = new Uint8Array(1024);
-  len = 0;
-  private room(n: number): void {
-    if (this.len + n <= this.buf.length) return;
-    let size = this.buf.length * 2;
-    while (size < this.len + n) size *= 2;
-    const next = new Uint8Array(size);
-    next.set(this.buf.subarray(0, this.len));
-    this.buf = next;
-  }
-  u8(...bs: number[]): this {
-    this.room(bs.length);
-    for (const b of bs) this.buf[this.len++] = b;
+/** The module writer (src/wasm/bytes.ts) with the chaining calls the generator is written in. */
+class Bytes extends Writer {
+  override u8(...bs: number[]): this {
+    for (const b of bs) super.u8(b);
     return this;
   }
-  u32(v: number): this {
-    this.room(5);
-    do {
-      let b = v & 0x7f;
-      v >>>= 7;
-      if (v !== 0) b |= 0x80;
-      this.buf[this.len++] = b;
-    } while (v !== 0);
+  override u32(v: number): this {
+    super.u32(v);
     return this;
   }
   /** Signed LEB128 for values in the safe-integer range (i32 and small i64 constants). */
   s(v: number): this {
-    this.room(10);
-    for (;;) {
-      const b = v & 0x7f;
-      v = Math.floor(v / 128);
-      if ((v === 0 && (b & 0x40) === 0) || (v === -1 && (b & 0x40) !== 0)) {
-        this.buf[this.len++] = b;
-        return this;
-      }
-      this.buf[this.len++] = b | 0x80;
-    }
+    this.sNum(v);
+    return this;
   }
   f64(v: number): this {
-    this.room(8);
-    new DataView(this.buf.buffer, this.buf.byteOffset + this.len, 8).setFloat64(0, v, true);
-    this.len += 8;
+    const b = new Uint8Array(8);
+    new DataView(b.buffer).setFloat64(0, v, true);
+    this.bytes(b);
     return this;
   }
   append(other: Bytes): this {
-    this.room(other.len);
-    this.buf.set(other.buf.subarray(0, other.len), this.len);
-    this.len += other.len;
+    this.bytes(other.view());
     return this;
   }
-  name(s: string): this {
-    const b = Buffer.from(s, 'utf8');
-    this.u32(b.length);
-    this.room(b.length);
-    this.buf.set(b, this.len);
-    this.len += b.length;
+  override name(s: string): this {
+    super.name(s);
     return this;
   }
-  get bytes(): Uint8Array {
-    return this.buf.subarray(0, this.len);
+  get len(): number {
+    return this.length;
   }
 }
 
@@ -393,7 +365,7 @@ export function generateModule(targetBytes: number, seed = 1): GeneratedModule {
 
   // main's body: size (1 byte), local groups (1 byte), i32.const opcode (1 byte), then the LEB.
   const nonceOffset = codeStart + countLen + 3;
-  return { bytes: m.bytes.slice(), nonceOffset, functions: funcTypes.length };
+  return { bytes: m.finish(), nonceOffset, functions: funcTypes.length };
 }
 
 /** A copy of the module whose main() returns `nonce` (0 <= nonce < 2^31). */
