@@ -2,9 +2,10 @@
 // and V8 runs it in its interpreter until it has been run enough to be optimized: in a fresh thread
 // the first 1 MiB module took 150-220 ms to instrument, the tenth 35 ms. So a server's new preparation
 // thread first prepares a generated module of 64 KiB (src/wasm/synthetic.ts: loops, blocks,
-// branches, calls, memory access, the shapes real code has) ten times, about 90 ms of work, after
-// which the first real 1 MiB module instruments in about 45 ms. It compiles nothing: compilation
-// is the engine's own code and has nothing to warm.
+// branches, calls, memory access, the shapes real code has) ten times, 110-145 ms of work, after
+// which the first real 1 MiB module instruments in 52-75 ms (166-248 ms without; measured through
+// the service's pools). It compiles nothing: compilation is the engine's own code and has nothing
+// to warm, so the same bytes serve every round.
 //
 // The rounds run one per turn of the thread's event loop, at the thread's low priority, and stop
 // as soon as a real task arrives: a real module warms the same code, and it must not wait behind
@@ -14,7 +15,7 @@
 import { instrumentParsed } from '../metering/instrument.js';
 import { describeModule } from '../wasm/describe.js';
 import { parseModule } from '../wasm/module.js';
-import { generateModule, withNonce } from '../wasm/synthetic.js';
+import { generateModule } from '../wasm/synthetic.js';
 
 const WARMUP_BYTES = 64 * 1024;
 const WARMUP_ROUNDS = 10;
@@ -39,15 +40,15 @@ export function stopWarmUp(): void {
 export function startWarmUp(rounds = WARMUP_ROUNDS): Promise<number> {
   return new Promise((resolve) => {
     let done = 0;
-    let generated: ReturnType<typeof generateModule> | null = null;
+    let bytes: Uint8Array | null = null;
     const round = (): void => {
       if (stopped || done >= rounds) {
         resolve(done);
         return;
       }
       try {
-        generated ??= generateModule(WARMUP_BYTES, 7);
-        const parsed = parseModule(withNonce(generated, done));
+        bytes ??= generateModule(WARMUP_BYTES, 7).bytes;
+        const parsed = parseModule(bytes);
         instrumentParsed(parsed, { maxTableElements: 10_000 });
         describeModule(parsed);
       } catch {
