@@ -260,21 +260,21 @@ function codeSection(
       ? Uint8Array.of(0x23, ...fuelIdx, 0x42, 0x00, 0x55, 0x04, 0x40, 0x10, ...sliceIdx, 0x0b)
       : Uint8Array.of(0x23, ...fuelIdx, 0x42, 0x00, 0x55, 0x04, 0x40, 0x00, 0x0b),
     // local.get $fl; i64.const 0; i64.gt_s; if; call $slice; global.get $fuel; local.set $fl; end
-    checkLocal: (fl) => {
+    checkLocal: cachedBy((fl) => {
       const l = leb(fl);
       return slices
         ? Uint8Array.of(0x20, ...l, 0x42, 0x00, 0x55, 0x04, 0x40, 0x10, ...sliceIdx, 0x23, ...fuelIdx, 0x21, ...l, 0x0b)
         : Uint8Array.of(0x20, ...l, 0x42, 0x00, 0x55, 0x04, 0x40, 0x00, 0x0b);
-    },
+    }),
     // local.get $fl; i64.const 0; i64.gt_s; if; local.get $fl; global.set $fuel; call $slice;
     // global.get $fuel; local.set $fl; end (without slices: ... global.set $fuel; unreachable; end)
-    checkLocalSynced: (fl) => {
+    checkLocalSynced: cachedBy((fl) => {
       const l = leb(fl);
       const store = [0x20, ...l, 0x24, ...fuelIdx];
       return slices
         ? Uint8Array.of(0x20, ...l, 0x42, 0x00, 0x55, 0x04, 0x40, ...store, 0x10, ...sliceIdx, 0x23, ...fuelIdx, 0x21, ...l, 0x0b)
         : Uint8Array.of(0x20, ...l, 0x42, 0x00, 0x55, 0x04, 0x40, ...store, 0x00, 0x0b);
-    },
+    }),
     checkIfAt: 1 + fuelIdx.length + 3,
     chargeHead: Uint8Array.of(0x23, ...fuelIdx, 0x42), // global.get $fuel; i64.const ...
     chargeTail: Uint8Array.of(0x7c, 0x24, ...fuelIdx), // i64.add; global.set $fuel
@@ -494,21 +494,35 @@ function threadedFunctions(m: ParsedModule, scans: readonly (BodyScan | null)[],
   return { index, count, blockType, types, functionTypes };
 }
 
+/** `make`, remembered per argument: the code added for a local's index, built once per module
+ *  for each index that functions use (most use a handful). */
+function cachedBy(make: (n: number) => Uint8Array): (n: number) => Uint8Array {
+  const made = new Map<number, Uint8Array>();
+  return (n) => {
+    let b = made.get(n);
+    if (b === undefined) {
+      b = make(n);
+      made.set(n, b);
+    }
+    return b;
+  };
+}
+
 /** The body at a threaded function's own index: forwards its parameters and the global to the
  *  threaded copy, and stores the count it returns. Charges nothing (the copy charges). */
 function writeWrapper(out: Writer, params: number, fuel: number, target: number): void {
-  const w = new Writer(16 + 2 * params);
-  w.u8(0x00); // no locals
+  // no locals, the local.gets, global.get, call, global.set, end
+  let size = 1 + (1 + u32Size(fuel)) + (1 + u32Size(target)) + (1 + u32Size(fuel)) + 1;
+  for (let k = 0; k < params; k++) size += 1 + u32Size(k);
+  out.u32(size);
+  out.u8(0x00); // no locals
   for (let k = 0; k < params; k++) {
-    w.u8(0x20); w.u32(k); // local.get k
+    out.u8(0x20); out.u32(k); // local.get k
   }
-  w.u8(0x23); w.u32(fuel); // global.get $fuel
-  w.u8(0x10); w.u32(target); // call $threaded
-  w.u8(0x24); w.u32(fuel); // global.set $fuel
-  w.u8(0x0b);
-  const code = w.view();
-  out.u32(code.length);
-  out.bytes(code);
+  out.u8(0x23); out.u32(fuel); // global.get $fuel
+  out.u8(0x10); out.u32(target); // call $threaded
+  out.u8(0x24); out.u32(fuel); // global.set $fuel
+  out.u8(0x0b);
 }
 
 
@@ -570,7 +584,7 @@ function instrumentBody(
 
   let copyFrom = r.pos;
   const flush = (upTo: number): void => {
-    if (upTo > copyFrom) instrs.bytes(bytes.subarray(copyFrom, upTo));
+    if (upTo > copyFrom) instrs.range(bytes, copyFrom, upTo);
     copyFrom = upTo;
   };
   const charge = (at: number, amount: number): void => {

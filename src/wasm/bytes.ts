@@ -101,9 +101,23 @@ export class Writer {
   }
 
   bytes(b: Uint8Array): void {
-    this.ensure(b.length);
-    this.buf.set(b, this.length);
-    this.length += b.length;
+    this.range(b, 0, b.length);
+  }
+
+  /** Appends `src[from..to)`. Short ranges (most of what the fuel pass copies: the code between
+   *  two rewrites, a few bytes of added code) are copied byte by byte: TypedArray.set and the
+   *  subarray it would need cost more than the copy itself below a few dozen bytes. */
+  range(src: Uint8Array, from: number, to: number): void {
+    const n = to - from;
+    this.ensure(n);
+    const buf = this.buf;
+    let at = this.length;
+    if (n < 48) {
+      for (let i = from; i < to; i++) buf[at++] = src[i]!;
+    } else {
+      buf.set(src.subarray(from, to), at);
+    }
+    this.length += n;
   }
 
   u32(v: number): void {
@@ -120,6 +134,11 @@ export class Writer {
   /** Signed LEB128 of a number in the safe-integer range, without bigint arithmetic. */
   sNum(v: number): void {
     this.ensure(10);
+    if (v >= 0 && v < 64) {
+      // One byte (sign bit clear): the usual block cost.
+      this.buf[this.length++] = v;
+      return;
+    }
     for (;;) {
       const b = ((v % 128) + 128) % 128;
       v = Math.floor(v / 128);
