@@ -225,7 +225,8 @@ function appendTo(content: Uint8Array | null, count: number, more: (w: Writer) =
   w.u32(n + count);
   if (r) w.bytes(content!.subarray(r.pos));
   more(w);
-  return w.finish();
+  // A view: assemble() copies it into the module.
+  return w.view();
 }
 
 function typeSection(content: Uint8Array | null, appended: readonly Uint8Array[]): Uint8Array {

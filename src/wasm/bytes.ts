@@ -165,8 +165,10 @@ export class Writer {
     this.bytes(b);
   }
 
+  /** The written bytes, as a buffer of their own: the writer's own buffer when it is exactly full
+   *  (a writer sized in advance), else a copy. The writer must not be written to afterwards. */
   finish(): Uint8Array {
-    return this.buf.slice(0, this.length);
+    return this.length === this.buf.length ? this.buf : this.buf.slice(0, this.length);
   }
 
   /** The written bytes without copying (valid until the next write). */
