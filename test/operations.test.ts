@@ -231,6 +231,32 @@ describe('fair, bounded run queue', () => {
     }
   }, 60_000);
 
+  it('drops a queued run whose client disconnects: it leaves the queue at once and never runs', async () => {
+    const s = await startServer({ WASMBOX_WORKERS: '1', WASMBOX_QUEUE_TIMEOUT_MS: '20000' });
+    try {
+      const first = call(`${s.url}/execute`, spinRun(1500));
+      await waitFor(async () => (await runningRuns(s)) === 1);
+      // The second run waits for the only thread; its client goes away while it waits.
+      const { port } = new URL(s.url);
+      const socket = net.connect(Number(port), '127.0.0.1');
+      await new Promise<void>((resolve) => socket.once('connect', resolve));
+      const body = JSON.stringify(spinRun(200));
+      socket.write(`POST /execute HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+      await waitFor(async () => (await metricValue(s.url, 'wasmbox_queue_depth{lane="run"}')) === 1);
+      socket.destroy();
+      await waitFor(async () => (await metricValue(s.url, 'wasmbox_queue_depth{lane="run"}')) === 0);
+      // Left while the first run still held the thread, not granted the thread afterwards.
+      expect(await runningRuns(s)).toBe(1);
+      expect((await first).body.outcome).toBe('timeout');
+      // One more run goes through, so anything the dropped one would have done is done by now.
+      expect((await call(`${s.url}/execute`, addRun)).body.results).toEqual([5]);
+      const text = await metrics(s.url);
+      expect(valueIn(text, 'wasmbox_queue_wait_seconds_count{lane="run"}')).toBe(2);
+    } finally {
+      await s.close();
+    }
+  }, 60_000);
+
   it('reports the wait for a runner thread as telemetry.queueNs', async () => {
     const s = await startServer({ WASMBOX_WORKERS: '1' });
     try {

@@ -75,7 +75,7 @@ export class FairQueue {
    * Resolves with a slot once the caller's turn comes; rejects with 503 overloaded when the task
    * cannot start within the queue timeout (at once when that is already predictable).
    */
-  acquire(caller: string, signal?: AbortSignal): Promise<Slot> {
+  acquire(caller: string, cancel?: AbortSignal | (() => AbortSignal | undefined)): Promise<Slot> {
     const now = nowMs();
     if (this.running.size < this.options.slots && this.queued === 0) return Promise.resolve(this.grant(now, now));
     if (this.queued >= this.options.queueMax) return Promise.reject(this.refusal(`the ${this.options.name} is full`, this.predictWaitMs(this.queued)));
@@ -84,6 +84,8 @@ export class FairQueue {
     if (predicted > this.options.queueTimeoutMs) {
       return Promise.reject(this.refusal(`a new task would wait about ${Math.ceil(predicted)} ms in the ${this.options.name}`, predicted));
     }
+    // The signal only matters to a task that waits: a function is asked for it only then.
+    const signal = typeof cancel === 'function' ? cancel() : cancel;
     return new Promise<Slot>((resolve, reject) => {
       const waiter: Waiter = { caller, enqueuedMs: now, resolve, reject };
       if (signal) {
