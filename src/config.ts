@@ -65,6 +65,7 @@ const ENV = {
   WASMBOX_INFLIGHT_BODY_MB: int(1).default(128),
   WASMBOX_BODY_TIMEOUT_MS: int(100, 3_600_000).default(30_000),
   WASMBOX_READY_MAX_EVENT_LOOP_DELAY_MS: int(1).default(100),
+  WASMBOX_WARMUP_READY_MAX_MS: int(0, 60_000).default(5_000),
   WASMBOX_DRAIN_DELAY_MS: int(0, 600_000).default(1_000),
   WASMBOX_TRUST_PROXY: z.string().optional(),
   WASMBOX_MAX_HEADER_BYTES: int(1024, 1024 * 1024).default(16 * 1024),
@@ -143,6 +144,8 @@ export interface Config {
   bodyTimeoutMs: number;
   /** Mean event-loop delay at which /readyz fails (new work is shed at twice it). */
   readyMaxEventLoopDelayMs: number;
+  /** How long /readyz waits, at most, for the preparation threads' warm-up (0: not at all). */
+  warmUpReadyMaxMs: number;
   /** After SIGTERM, /readyz fails for this long before new work is refused. */
   drainDelayMs: number;
   /** Fastify trustProxy: false, true, addresses/CIDRs of trusted proxies, or a hop count. */
@@ -288,6 +291,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     inflightBodyBytes: e.WASMBOX_INFLIGHT_BODY_MB * 1024 * 1024,
     bodyTimeoutMs: e.WASMBOX_BODY_TIMEOUT_MS,
     readyMaxEventLoopDelayMs: e.WASMBOX_READY_MAX_EVENT_LOOP_DELAY_MS,
+    warmUpReadyMaxMs: e.WASMBOX_WARMUP_READY_MAX_MS,
     drainDelayMs: e.WASMBOX_DRAIN_DELAY_MS,
     trustProxy: parseTrustProxy(e.WASMBOX_TRUST_PROXY),
     maxHeaderBytes: e.WASMBOX_MAX_HEADER_BYTES,

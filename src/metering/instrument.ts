@@ -150,9 +150,16 @@ export function meterCode(
   const dataInit = m.hasDataCount ? m.dataSegments.map((d) => (d.passive ? d.length : 0)) : [];
   const elemInit = m.elemSegments.map((e) => (e.passive ? e.length : 0));
   const tableCount = m.importedTables + m.tables.length;
+  // A literal with every field, not a spread of plan.hidden: the object then has the same shape
+  // (V8 map) for every module, and the optimized rewriting code, which reads it for every call
+  // and check, is not thrown away when the next module's object differs ("wrong map" deopts).
+  const h = plan.hidden;
   const g: FuelGlobals = {
-    ...plan.hidden,
-    indirectTable: tableCount > 1 ? plan.hidden.indirectTable : -1,
+    fuel: h.fuel,
+    growRefused: h.growRefused,
+    indirectIndex: h.indirectIndex,
+    indirectTable: tableCount > 1 ? h.indirectTable : -1,
+    truncOperand: h.truncOperand,
     slice: plan.sliceFunction,
     dataLen: dataInit.length > 0 ? plan.firstAppendedGlobal : -1,
     elemLen: elemInit.length > 0 ? plan.firstAppendedGlobal + dataInit.length : -1,

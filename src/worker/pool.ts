@@ -14,7 +14,7 @@ import { readSharedOutput } from '../wasi/output.js';
 import { epochUs } from './clock.js';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import type { AdoptResult, DecodeResult, DecodeTask } from './decode.js';
-import type { BatchTask, CompileTextResult, CompileTextTask, MissingModule, ModuleRef, PrepareResult, PrepareTask, PrepareWorkerData, RunResult, RunTask } from './protocol.js';
+import { type BatchTask, type CompileTextResult, type CompileTextTask, type MissingModule, type ModuleRef, type PrepareResult, type PrepareTask, type PrepareWorkerData, type RunResult, type RunTask, WARM_ACTIVE, WARM_DONE, warmUpState } from './protocol.js';
 
 /** The module of a run as callers give it: the compiled module, and (from the service) its key
  *  and weight, so runner threads can keep it and later tasks carry only the key. */
@@ -53,6 +53,12 @@ export class WorkerPools {
   private closing = false;
   /** Reused per-task shared cells (startedAt, progress). */
   private readonly cells = new TaskCells();
+  /** The warm-up state shared with the preparation threads (protocol.ts WARM_*); null without. */
+  private readonly warmState: Int32Array | null;
+  /** Preparation threads started with the pools (both lanes). */
+  private readonly prepareThreads: number;
+  private readonly startedMs = Date.now();
+  private warmedUp: boolean;
 
   constructor(
     private readonly config: Config,
@@ -60,10 +66,14 @@ export class WorkerPools {
      *  prepares many modules; not the CLI's, which prepares one at once. */
     options: { warmUpPreparation?: boolean } = {},
   ) {
+    const warmState = options.warmUpPreparation === true ? warmUpState() : null;
+    this.warmState = warmState && new Int32Array(warmState);
+    this.warmedUp = warmState === null;
+    this.prepareThreads = config.prepareWorkers + 1;
     const preparePool = (threads: number): Piscina<PrepareTask | CompileTextTask, PrepareResult | CompileTextResult> =>
       new Piscina({
         filename: new URL('./prepare.js', import.meta.url).href,
-        workerData: { warmUp: options.warmUpPreparation === true } satisfies PrepareWorkerData,
+        workerData: { warmUp: warmState !== null, ...(warmState && { warmState }) } satisfies PrepareWorkerData,
         // An idle preparation thread waits on its event loop, not blocked in Atomics.wait (piscina's
         // default, which saves a few microseconds per task): its warm-up rounds run there, between
         // tasks that are few and take milliseconds each.
@@ -204,12 +214,15 @@ export class WorkerPools {
     const task: CompileTextTask = { text, startedAt };
     const tooBig = `compiling the WebAssembly text (${text.length} characters)`;
     let settled: Settled<CompileTextResult>;
+    this.preparing(1);
     try {
       settled = (await this.withDeadline(lane === 'small' ? this.prepareSmall : this.prepare, task, startedAt, deadlineMs, { name: 'compileText' })) as Settled<CompileTextResult>;
       if (settled.kind === 'done') this.cells.give(cell);
     } catch (err) {
       if ((err as { code?: string }).code !== 'ERR_WORKER_OUT_OF_MEMORY') throw err;
       return { ok: false, code: 'module_too_complex', message: `${tooBig} needed more than this server's preparation heap of ${this.config.prepareHeapMb} MiB` };
+    } finally {
+      this.preparing(-1);
     }
     if (settled.kind === 'done') return settled.value;
     if (settled.kind === 'queue_timeout') throw overloaded('no preparation worker became free in time');
@@ -223,6 +236,7 @@ export class WorkerPools {
     const startedAt = cell.startedAt;
     const task: PrepareTask = { bytes, maxTableElements: this.config.maxTableElements, startedAt };
     let settled: Settled<PrepareResult>;
+    this.preparing(1);
     try {
       settled = (await this.withDeadline(lane === 'small' ? this.prepareSmall : this.prepare, task, startedAt, Math.max(1, deadlineMs))) as Settled<PrepareResult>;
       if (settled.kind === 'done') this.cells.give(cell);
@@ -237,6 +251,8 @@ export class WorkerPools {
         code: 'module_too_complex',
         message: `preparing the module (parsing, instrumenting and describing its ${bytes.length} bytes) needed more than this server's preparation heap of ${this.config.prepareHeapMb} MiB; fewer functions, exports or segments would fit`,
       };
+    } finally {
+      this.preparing(-1);
     }
     if (settled.kind === 'done') return settled.value;
     if (settled.kind === 'queue_timeout') throw overloaded('no preparation worker became free in time');
@@ -502,6 +518,29 @@ export class WorkerPools {
 
   get ready(): boolean {
     return !this.closing && this.run.threads.length > 0;
+  }
+
+  /** A real preparation is waiting or running (+1), or has settled (-1): while any is, the
+   *  preparation threads stop warming up, so that it has their CPU (warmup.ts). */
+  private preparing(delta: 1 | -1): void {
+    if (!this.warmState) return;
+    Atomics.add(this.warmState, WARM_ACTIVE, delta);
+    // Work is arriving: the warm-up stops for it, and holding readiness back has no purpose left.
+    this.warmedUp = true;
+  }
+
+  /**
+   * Every preparation thread the pools started with has ended its warm-up, or a real preparation
+   * has arrived (which stops it), or WASMBOX_WARMUP_READY_MAX_MS have passed: the server reports
+   * ready only then (GET /readyz), so a balancer sends it work once a module prepares at full
+   * speed. Once true, it stays true (a thread replaced later warms up on its own, without making
+   * the server unready).
+   */
+  get warm(): boolean {
+    if (!this.warmedUp && this.warmState) {
+      this.warmedUp = Atomics.load(this.warmState, WARM_DONE) >= this.prepareThreads || Date.now() - this.startedMs >= this.config.warmUpReadyMaxMs;
+    }
+    return this.warmedUp;
   }
 }
 

@@ -32,7 +32,8 @@ try {
 
 // The JavaScript that prepares modules is optimized by V8 only once it has run enough: a server's
 // thread warms it up on a generated module before the first real one arrives (warmup.ts).
-if ((workerData as PrepareWorkerData | null)?.warmUp) void startWarmUp();
+const data = workerData as PrepareWorkerData | null;
+if (data?.warmUp) void startWarmUp({ ...(data.warmState && { shared: data.warmState }) });
 
 const MAX_MESSAGE = 500;
 const ns = (from: number): number => Math.round((performance.now() - from) * 1e6);

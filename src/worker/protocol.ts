@@ -35,6 +35,19 @@ export interface ModuleDescription {
 export interface PrepareWorkerData {
   /** Warm up on a generated module when the thread starts (src/worker/warmup.ts). */
   warmUp: boolean;
+  /** The warm-up state every preparation thread shares with the pools (warmUpState()). */
+  warmState?: SharedArrayBuffer;
+}
+
+/** Int32 cells of the warm-up state (src/worker/warmup.ts) shared by the pools and every
+ *  preparation thread. */
+export const WARM_ACTIVE = 0; // real preparations waiting or running, kept by the main thread
+export const WARM_DONE = 1; // threads whose warm-up has ended, for whatever reason
+export const WARM_ROUNDS = 2; // warm-up rounds done, every thread together
+const WARM_CELLS = 3;
+
+export function warmUpState(): SharedArrayBuffer {
+  return new SharedArrayBuffer(WARM_CELLS * Int32Array.BYTES_PER_ELEMENT);
 }
 
 export interface PrepareTask {

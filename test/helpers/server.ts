@@ -29,10 +29,12 @@ export async function startServer(env: Record<string, string> = {}, options: { l
   // Each server gets its own module store in a temporary directory unless the test names one.
   const ownDataDir = env.WASMBOX_DATA_DIR === undefined ? mkdtempSync(path.join(os.tmpdir(), 'wasmbox-test-')) : null;
   // The server shares this process's event loop with the test's own work (compiling WAT,
-  // building modules), so event-loop-delay readiness is set out of the way unless a test sets it.
+  // building modules), so event-loop-delay readiness is set out of the way unless a test sets it;
+  // so is readiness waiting for the preparation threads' warm-up (test/warmup.test.ts tests it).
   const config = loadConfig({
     WASMBOX_WORKERS: '2',
     WASMBOX_READY_MAX_EVENT_LOOP_DELAY_MS: '10000',
+    WASMBOX_WARMUP_READY_MAX_MS: '0',
     ...(ownDataDir && { WASMBOX_DATA_DIR: ownDataDir }),
     ...env,
     PORT: '0',
