@@ -377,7 +377,7 @@ export async function httpSection(options: SectionOptions): Promise<SectionResul
     ...(cold.row
       ? [
           '',
-          'Cold first run of a 1 MiB module through a fresh server: POST /modules (application/wasm: upload, validate, instrument, compile, store), then the first POST /execute by id (instantiate, run). Wall times from this client, in ms.',
+          'Cold first run of a 1 MiB module through a fresh server, sent as soon as GET /readyz answers 200 (which waits for the preparation threads\' warm-up): POST /modules (application/wasm: upload, validate, instrument, compile, store), then the first POST /execute by id (instantiate, run). Wall times from this client, in ms.',
           '',
           table(['module', 'POST /modules', 'first run by id', 'total', 'server prepareNs (ms)', 'target', 'result'], [cold.row]),
         ]

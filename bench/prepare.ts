@@ -275,7 +275,7 @@ export async function prepareSection(options: SectionOptions): Promise<SectionRe
     '## Module preparation (validate + instrument + compile)',
     '',
     'src/worker/prepare.ts in a worker thread with the preparation pool\'s limits; generated modules (src/wasm/synthetic.ts), new bytes for every ' +
-      'preparation. A fresh thread first warms up (src/worker/warmup.ts: a generated 64 KiB module prepared ten times, without compiling), as the service\'s threads do; ' +
+      'preparation. A fresh thread first warms up (src/worker/warmup.ts: a generated 64 KiB module prepared until the rewriting code is optimized, 10 to 40 rounds, without compiling), as the service\'s threads do; ' +
       'its rounds and time are in the first row. "total" is the wall time of the whole call (validate = V8\'s validation of the original + parse; ' +
       'compile = V8\'s eager compilation of the instrumented module). Times in ms.',
     '',
