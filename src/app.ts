@@ -148,7 +148,7 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
       ? new RedisModuleStore({ redis, prefix: config.redisPrefix, maxBytes: config.storeMaxBytes, maxModules: config.storeMaxModules })
       : new FsModuleStore({ dir: config.dataDir, maxBytes: config.storeMaxBytes, maxModules: config.storeMaxModules }));
   await store.open();
-  const pools = new WorkerPools(config, { warmUpPreparation: true });
+  const pools = new WorkerPools(config, { warmUpPreparation: config.prepareWarmUp });
   pools.startBodyDecoding();
   pools.onLateError = (err) => app.log.warn({ err }, 'a worker failed after its task ended; it was replaced');
   app.decorate('pools', pools);

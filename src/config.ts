@@ -65,6 +65,7 @@ const ENV = {
   WASMBOX_INFLIGHT_BODY_MB: int(1).default(128),
   WASMBOX_BODY_TIMEOUT_MS: int(100, 3_600_000).default(30_000),
   WASMBOX_READY_MAX_EVENT_LOOP_DELAY_MS: int(1).default(100),
+  WASMBOX_PREPARE_WARMUP: z.enum(['0', '1']).default('1'),
   WASMBOX_WARMUP_READY_MAX_MS: int(0, 60_000).default(5_000),
   WASMBOX_DRAIN_DELAY_MS: int(0, 600_000).default(1_000),
   WASMBOX_TRUST_PROXY: z.string().optional(),
@@ -144,6 +145,8 @@ export interface Config {
   bodyTimeoutMs: number;
   /** Mean event-loop delay at which /readyz fails (new work is shed at twice it). */
   readyMaxEventLoopDelayMs: number;
+  /** The HTTP server's preparation threads warm up when they start (src/worker/warmup.ts). */
+  prepareWarmUp: boolean;
   /** How long /readyz waits, at most, for the preparation threads' warm-up (0: not at all). */
   warmUpReadyMaxMs: number;
   /** After SIGTERM, /readyz fails for this long before new work is refused. */
@@ -291,6 +294,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     inflightBodyBytes: e.WASMBOX_INFLIGHT_BODY_MB * 1024 * 1024,
     bodyTimeoutMs: e.WASMBOX_BODY_TIMEOUT_MS,
     readyMaxEventLoopDelayMs: e.WASMBOX_READY_MAX_EVENT_LOOP_DELAY_MS,
+    prepareWarmUp: e.WASMBOX_PREPARE_WARMUP === '1',
     warmUpReadyMaxMs: e.WASMBOX_WARMUP_READY_MAX_MS,
     drainDelayMs: e.WASMBOX_DRAIN_DELAY_MS,
     trustProxy: parseTrustProxy(e.WASMBOX_TRUST_PROXY),

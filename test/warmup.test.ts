@@ -91,7 +91,7 @@ describe('preparation warm-up', () => {
   }, 60_000);
 
   it('a fresh server answers GET /readyz 503 while its preparation threads warm up, then 200', async () => {
-    const s = await startServer({ WASMBOX_WARMUP_READY_MAX_MS: '30000' });
+    const s = await startServer({ WASMBOX_PREPARE_WARMUP: '1', WASMBOX_WARMUP_READY_MAX_MS: '30000' });
     try {
       const first = await request(`${s.url}/readyz`);
       const body = (await first.body.json()) as { error?: { code: string; message: string } };

@@ -44,9 +44,9 @@ export async function spawnServer(env: Record<string, string> = {}, options: Spa
     options.virtualMemoryKb === undefined
       ? [process.execPath, [SERVER]]
       : ['/bin/sh', ['-c', `ulimit -v ${options.virtualMemoryKb} && exec "$0" "$@"`, process.execPath, SERVER]];
-  // Readiness does not wait for the warm-up (test/warmup.test.ts tests that) unless a test says.
+  // No preparation warm-up (its CPU at every start; test/warmup.test.ts tests it) unless a test says.
   const child = spawn(command, args, {
-    env: { ...process.env, WASMBOX_WORKERS: '2', LOG_LEVEL: 'silent', WASMBOX_WARMUP_READY_MAX_MS: '0', ...env, PORT: String(port), HOST: '127.0.0.1' },
+    env: { ...process.env, WASMBOX_WORKERS: '2', LOG_LEVEL: 'silent', WASMBOX_PREPARE_WARMUP: '0', ...env, PORT: String(port), HOST: '127.0.0.1' },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let stderr = '';

@@ -30,11 +30,11 @@ export async function startServer(env: Record<string, string> = {}, options: { l
   const ownDataDir = env.WASMBOX_DATA_DIR === undefined ? mkdtempSync(path.join(os.tmpdir(), 'wasmbox-test-')) : null;
   // The server shares this process's event loop with the test's own work (compiling WAT,
   // building modules), so event-loop-delay readiness is set out of the way unless a test sets it;
-  // so is readiness waiting for the preparation threads' warm-up (test/warmup.test.ts tests it).
+  // so is the preparation threads' warm-up (its CPU at every start; test/warmup.test.ts tests it).
   const config = loadConfig({
     WASMBOX_WORKERS: '2',
     WASMBOX_READY_MAX_EVENT_LOOP_DELAY_MS: '10000',
-    WASMBOX_WARMUP_READY_MAX_MS: '0',
+    WASMBOX_PREPARE_WARMUP: '0',
     ...(ownDataDir && { WASMBOX_DATA_DIR: ownDataDir }),
     ...env,
     PORT: '0',
