@@ -6,9 +6,9 @@
 // until the rewriting code is optimized: its rounds get faster in steps (V8's tiers), and the last
 // step, the optimizing compiler's code for the rewriting loop, makes a round about 30 times faster
 // than the first. The warm-up ends once a round takes at most 1/16 of the first (at least
-// WARMUP_MIN_ROUNDS, at most WARMUP_MAX_ROUNDS: 30-35 rounds, 300-450 ms of CPU, on the 2-core
-// machine this was measured on; ten rounds, where it used to stop, left the first 1 MiB module at
-// 90-150 ms). It compiles nothing: compilation is the engine's own code and has nothing to warm,
+// WARMUP_MIN_ROUNDS, at most WARMUP_MAX_ROUNDS: 12-40 rounds, 180-300 ms of CPU, in nine fresh
+// threads of `npm run bench -- prepare` on the 2-core machine this was measured on; ten rounds,
+// where it used to stop, left the first 1 MiB module at 90-150 ms). It compiles nothing: compilation is the engine's own code and has nothing to warm,
 // so the same bytes serve every round.
 //
 // The rounds run one per turn of the thread's event loop, at the thread's low priority, and stop
