@@ -115,7 +115,7 @@ export class Writer {
     if (n < 48) {
       for (let i = from; i < to; i++) buf[at++] = src[i]!;
     } else {
-      buf.set(src.subarray(from, to), at);
+      buf.set(from === 0 && to === src.length ? src : src.subarray(from, to), at);
     }
     this.length += n;
   }
