@@ -10,7 +10,10 @@ import { DEFAULT_COSTS } from '../dist/src/metering/costs.js';
 import { instrument } from '../dist/src/metering/instrument.js';
 import { parseModule } from '../dist/src/wasm/module.js';
 import { instantiateMetered, runMetered } from './helpers/metered.js';
-import { wat } from './helpers/wat.js';
+import wabtInit from 'wabt';
+import { FEATURES, wat } from './helpers/wat.js';
+
+const wabt = await wabtInit();
 
 const PER = DEFAULT_COSTS.perUnit;
 
@@ -1048,5 +1051,66 @@ describe('metering: the transform preserves behaviour', () => {
     expect(r.consumed).toBe(2);
     expect(runMetered(m, { fn: 'fuel' }).results).toBe(6);
     expect(WebAssembly.Module.exports(new WebAssembly.Module(r.bytes)).map((e) => e.name)).toEqual(['__wasmbox_fuel', 'fuel']);
+  });
+});
+
+describe('metering: a large innermost loop keeps its check inline, and counts the same', () => {
+  // A loop of k additions and a store at i * 4096 (out of bounds of one page from i = 16). Per
+  // iteration: 4 (the exit test) + 4k (additions) + 5 (store) + 4 (increment) + 1 (br); exit test
+  // 4, entry 1, result 1.
+  const additions = (k: number): string => Array.from({ length: k }, () => '(local.set $s (i32.add (local.get $s) (i32.const 1)))').join(' ');
+  const loopModule = (k: number): Uint8Array =>
+    wat(`(module (memory 1)
+      (func (export "f") (param $n i32) (result i32) (local $i i32) (local $s i32)
+        (block $done
+          (loop $l
+            (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+            ${additions(k)}
+            (i32.store (i32.mul (local.get $i) (i32.const 4096)) (local.get $s))
+            (local.set $i (i32.add (local.get $i) (i32.const 1)))
+            (br $l)))
+        (local.get $s)))`);
+  const perIteration = (k: number): number => 14 + 4 * k;
+  const need = (k: number, n: number): number => perIteration(k) * n + 6;
+  const LARGE = 200; // about 1,400 bytes of loop body: past INLINE_CHECK_LOOP_BYTES
+  const large = loopModule(LARGE);
+  /** Loops in the metered module's code (a wrapped loop adds one around the original). */
+  const loopsIn = (bytes: Uint8Array): number => {
+    const text = wabt.readWasm(instrument(bytes, { maxTableElements: 100 }).bytes, { ...FEATURES, readDebugNames: false }).toText({});
+    return (text.match(/^\s*loop\b/gm) ?? []).length;
+  };
+
+  it('is not wrapped, where a small loop is', () => {
+    expect(loopsIn(large)).toBe(1);
+    expect(loopsIn(loopModule(2))).toBe(2);
+  });
+
+  it('completes on exactly the fuel it needs and is exhausted on any less, at every budget', () => {
+    const n = 3;
+    const total = need(LARGE, n);
+    expect(fuel(large, [n]).consumed).toBe(total);
+    for (let limit = 1; limit <= total + 2; limit++) {
+      const r = runMetered(large, { fn: 'f', args: [n], fuel: limit });
+      expect(r.consumed).toBeLessThanOrEqual(limit);
+      expect(r.exhausted).toBe(limit < total);
+      if (!r.exhausted) expect(r.consumed).toBe(total);
+    }
+  });
+
+  it('runs out of fuel when it does not end', () => {
+    const r = runMetered(large, { fn: 'f', args: [-1], fuel: 1_000_000 });
+    // i reaches 16 first and the store traps: an endless loop needs no memory access
+    expect(r.trap?.message).toMatch(/memory access out of bounds/);
+    const endless = mod(`(local $s i32) (loop $l ${additions(LARGE)} (br $l))`);
+    const e = runMetered(endless, { fn: 'f', fuel: 1_000_000 });
+    expect(e.exhausted).toBe(true);
+    expect(e.consumed).toBe(1_000_000);
+  });
+
+  it('a trap inside it reports every completed iteration, exactly', () => {
+    const r = runMetered(large, { fn: 'f', args: [100] });
+    expect(r.trap?.message).toMatch(/memory access out of bounds/);
+    // the entry and 16 whole iterations: the count as of the trapping iteration's loop header
+    expect(r.consumed).toBe(1 + 16 * perIteration(LARGE));
   });
 });
