@@ -10,10 +10,7 @@ import { DEFAULT_COSTS } from '../dist/src/metering/costs.js';
 import { instrument } from '../dist/src/metering/instrument.js';
 import { parseModule } from '../dist/src/wasm/module.js';
 import { instantiateMetered, runMetered } from './helpers/metered.js';
-import wabtInit from 'wabt';
-import { FEATURES, wat } from './helpers/wat.js';
-
-const wabt = await wabtInit();
+import { wat, watText } from './helpers/wat.js';
 
 const PER = DEFAULT_COSTS.perUnit;
 
@@ -1076,7 +1073,7 @@ describe('metering: a large innermost loop keeps its check inline, and counts th
   const large = loopModule(LARGE);
   /** Loops in the metered module's code (a wrapped loop adds one around the original). */
   const loopsIn = (bytes: Uint8Array): number => {
-    const text = wabt.readWasm(instrument(bytes, { maxTableElements: 100 }).bytes, { ...FEATURES, readDebugNames: false }).toText({});
+    const text = watText(instrument(bytes, { maxTableElements: 100 }).bytes);
     return (text.match(/^\s*loop\b/gm) ?? []).length;
   };
 

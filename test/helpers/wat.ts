@@ -32,3 +32,13 @@ export function wat(text: string, features: Partial<Record<keyof typeof FEATURES
     m.destroy();
   }
 }
+
+/** WebAssembly text of a binary module (wabt's disassembly, the same features enabled). */
+export function watText(bytes: Uint8Array): string {
+  const m = wabt.readWasm(bytes, { ...FEATURES, readDebugNames: false });
+  try {
+    return m.toText({});
+  } finally {
+    m.destroy();
+  }
+}
