@@ -411,7 +411,18 @@ describe('--server: the same through a real server', () => {
     const [local, remote] = await Promise.all([cli([...resolved, '--json']), cli([...resolved, '--json', '--server', server.url])]);
     expect(remote.stderr).toBe('');
     expect(local.stderr).toBe('');
-    expect(comparable(remote.stdout)).toEqual(comparable(local.stdout));
+    const [r, l] = [comparable(remote.stdout), comparable(local.stdout)] as { outcome?: string; telemetry?: { fuelConsumed?: number } }[];
+    if (r?.outcome === 'stack_overflow' && l?.outcome === 'stack_overflow') {
+      // How deep a recursion gets before V8's stack runs out depends on its frames' size, which
+      // changes when the optimizing tier's code replaces the baseline's during the run: a matter
+      // of timing, so the two runs' work may differ by a few levels (0.01 % seen in CI).
+      const [rf, lf] = [r.telemetry!.fuelConsumed!, l.telemetry!.fuelConsumed!];
+      expect(Number.isInteger(rf) && Number.isInteger(lf)).toBe(true);
+      expect(Math.abs(rf - lf)).toBeLessThanOrEqual(lf / 100);
+      delete r.telemetry!.fuelConsumed;
+      delete l.telemetry!.fuelConsumed;
+    }
+    expect(r).toEqual(l);
     expect(remote.code).toBe(local.code);
   });
 
