@@ -72,7 +72,7 @@ export class WorkerPools {
     this.prepareThreads = config.prepareWorkers + 1;
     const preparePool = (threads: number): Piscina<PrepareTask | CompileTextTask, PrepareResult | CompileTextResult> =>
       new Piscina({
-        filename: new URL('./prepare.js', import.meta.url).href,
+        filename: new URL('./prepare-thread.cjs', import.meta.url).href,
         workerData: { warmUp: warmState !== null, ...(warmState && { warmState }) } satisfies PrepareWorkerData,
         // An idle preparation thread waits on its event loop, not blocked in Atomics.wait (piscina's
         // default, which saves a few microseconds per task): its warm-up rounds run there, between
@@ -88,7 +88,7 @@ export class WorkerPools {
     this.prepare = preparePool(config.prepareWorkers);
     this.prepareSmall = preparePool(1);
     this.run = new Piscina({
-      filename: new URL('./runner.js', import.meta.url).href,
+      filename: new URL('./runner-thread.cjs', import.meta.url).href,
       minThreads: config.workers,
       maxThreads: config.workers,
       idleTimeout: Number.MAX_SAFE_INTEGER,
@@ -126,7 +126,7 @@ export class WorkerPools {
   get decode(): Piscina<DecodeTask, DecodeResult | AdoptResult | null> {
     if (!this.decodePool) {
       this.decodePool = new Piscina({
-        filename: new URL('./decode.js', import.meta.url).href,
+        filename: new URL('./decode-thread.cjs', import.meta.url).href,
         minThreads: 1,
         maxThreads: 1,
         idleTimeout: Number.MAX_SAFE_INTEGER,
