@@ -7,6 +7,8 @@
 // backstop kind.
 
 import { Piscina } from 'piscina';
+// One public interface object per piscina worker instead of one per dispatch (see the file).
+import './piscina-interface.js';
 import type { Config } from '../config.js';
 import { ServiceError } from '../errors.js';
 import { PROGRESS_FUEL, PROGRESS_MEMORY, progressBuffer } from '../wasi/fuel.js';
