@@ -7,6 +7,7 @@ import vm from 'node:vm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { manyExportsModule } from './helpers/many-exports.js';
 import { type TestServer, b64, startServer } from './helpers/server.js';
+import { type Prepared, PreparedCache } from '../dist/src/service/prepared-cache.js';
 
 v8.setFlagsFromString('--expose-gc');
 const gc = vm.runInNewContext('gc') as () => void;
@@ -51,4 +52,39 @@ describe('prepared-module cache weight', () => {
     expect(first.status).toBe(200);
     expect(first.body.telemetry.moduleCached).toBe(false);
   }, 240_000);
+});
+
+describe('prepared-module cache order', () => {
+  // Entries weighed 100 bytes each in a 300-byte cache: a fourth evicts the least recently used.
+  const entry = (id: string): Prepared => ({ ok: true, moduleId: id, weightBytes: 100 }) as unknown as Prepared;
+  const fill = (...ids: string[]): PreparedCache => {
+    const c = new PreparedCache(300);
+    for (const id of ids) c.set(id, entry(id));
+    return c;
+  };
+  const held = (c: PreparedCache, ...ids: string[]): boolean[] => ids.map((id) => c.get(id) !== undefined);
+
+  it('evicts the least recently used entry, a hit counting as a use', () => {
+    const c = fill('a', 'b', 'c');
+    c.get('a');
+    c.set('d', entry('d'));
+    expect(held(c, 'a', 'b', 'c', 'd')).toEqual([true, false, true, true]);
+  });
+
+  it('keeps the order through repeated hits on the newest entry and after it is deleted', () => {
+    const c = fill('a', 'b', 'c');
+    c.get('b');
+    c.get('b');
+    c.get('b');
+    // b is the newest; a, then c, are the oldest.
+    c.set('d', entry('d'));
+    expect(c.get('a')).toBeUndefined();
+    c.delete('d');
+    // d gone: a hit on c must move it behind b again.
+    c.get('c');
+    c.set('e', entry('e'));
+    c.set('f', entry('f'));
+    expect(held(c, 'b', 'c', 'e', 'f')).toEqual([false, true, true, true]);
+    expect(c.usedBytes).toBe(300);
+  });
 });

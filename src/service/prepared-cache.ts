@@ -11,15 +11,22 @@ type Entry = { value: Prepared | Refusal; weight: number };
 export class PreparedCache {
   private readonly entries = new Map<string, Entry>();
   private bytes = 0;
+  /** The most recently used key: a hit on it leaves the order as it is. */
+  private newest: string | undefined;
 
   constructor(readonly maxBytes: number) {}
 
   get(moduleId: string): Prepared | Refusal | undefined {
     const e = this.entries.get(moduleId);
     if (!e) return undefined;
-    // Map iteration order is insertion order: re-inserting marks it most recently used.
-    this.entries.delete(moduleId);
-    this.entries.set(moduleId, e);
+    // Map iteration order is insertion order: re-inserting marks it most recently used. A hit on
+    // the entry that already is skips it (the common case under load: one hot module), since each
+    // delete and set leaves a deleted slot that the map reclaims by allocating a new table.
+    if (moduleId !== this.newest) {
+      this.entries.delete(moduleId);
+      this.entries.set(moduleId, e);
+      this.newest = moduleId;
+    }
     return e.value;
   }
 
@@ -29,6 +36,7 @@ export class PreparedCache {
     if (weight > this.maxBytes) return;
     this.delete(moduleId);
     this.entries.set(moduleId, { value, weight });
+    this.newest = moduleId;
     this.bytes += weight;
     for (const [id, e] of this.entries) {
       if (this.bytes <= this.maxBytes) break;
@@ -42,6 +50,7 @@ export class PreparedCache {
     if (!e) return;
     this.entries.delete(moduleId);
     this.bytes -= e.weight;
+    if (moduleId === this.newest) this.newest = undefined;
   }
 
   get size(): number {
