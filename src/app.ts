@@ -15,7 +15,6 @@ import executeRoutes from './routes/execute.js';
 import healthRoutes from './routes/health.js';
 import jobRoutes from './routes/jobs.js';
 import { CallbackSender } from './jobs/callbacks.js';
-import { BullMQJobQueue } from './jobs/bullmq-queue.js';
 import { MemoryJobQueue } from './jobs/memory-queue.js';
 import type { JobQueue, JobRunner, JobView } from './jobs/types.js';
 import { toExecuteRequest } from './routes/body.js';
@@ -132,7 +131,7 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
   // Redis, then goes on without it: /healthz answers, /readyz fails until Redis is reachable, and
   // requests that need it are 503 backend_unavailable meanwhile (ioredis keeps reconnecting).
   const redis = config.redisUrl
-    ? createRedis(config.redisUrl, {
+    ? await createRedis(config.redisUrl, {
         connectionName: 'wasmbox',
         onError: (err) => app.log.warn({ error: err.message }, 'Redis (REDIS_URL) is not reachable; requests that need it are refused until it is'),
       })
@@ -195,11 +194,12 @@ export async function buildApp(options: BuildOptions = {}): Promise<FastifyInsta
     },
     onInternalError: (jobId: string, err: unknown) => app.log.error({ err, jobId }, 'internal error in a job'),
   };
-  // With REDIS_URL, jobs are shared by the fleet (BullMQ); else they live in this process.
+  // With REDIS_URL, jobs are shared by the fleet (BullMQ, loaded only then); else they live in
+  // this process.
   const jobs: JobQueue = redis
-    ? new BullMQJobQueue({
+    ? new (await import('./jobs/bullmq-queue.js')).BullMQJobQueue({
         redis,
-        workerRedis: createRedis(config.redisUrl!, {
+        workerRedis: await createRedis(config.redisUrl!, {
           purpose: 'blocking',
           connectionName: 'wasmbox-jobs',
           onError: (err) => app.log.warn({ error: err.message }, 'the job worker cannot reach Redis (REDIS_URL); it resumes when Redis is back'),

@@ -31,7 +31,7 @@ let prefixN = 0;
 
 /** A fresh connected client (one per simulated replica). */
 async function client(): Promise<Redis> {
-  const c = createRedis(redis.url);
+  const c = await createRedis(redis.url);
   clients.push(c);
   expect(await connectWithin(c, 5_000)).toBe(true);
   return c;

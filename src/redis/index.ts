@@ -18,7 +18,7 @@
 // 'error' listener is always attached (ioredis would otherwise re-emit connection errors as
 // unhandled 'error' events, which end the process).
 
-import { Redis, type RedisOptions } from 'ioredis';
+import type { Redis, RedisOptions } from 'ioredis';
 import { ServiceError } from '../errors.js';
 
 export type { Redis } from 'ioredis';
@@ -58,9 +58,12 @@ export function redisOptions(purpose: RedisPurpose = 'commands'): RedisOptions {
 }
 
 /** A client for `url` (redis://[user:password@]host[:port][/db] or rediss:// for TLS), not yet
- *  connected: call connect() (or send a command, for 'blocking'). */
-export function createRedis(url: string, options: CreateRedisOptions = {}): Redis {
-  const redis = new Redis(url, {
+ *  connected: call connect() (or send a command, for 'blocking'). ioredis is loaded here, on the
+ *  first client: a server without REDIS_URL never loads it (nor BullMQ, src/app.ts), which keeps
+ *  its main heap about 6.7 MiB smaller, and every full collection of that heap shorter. */
+export async function createRedis(url: string, options: CreateRedisOptions = {}): Promise<Redis> {
+  const { Redis: RedisClient } = await import('ioredis');
+  const redis = new RedisClient(url, {
     ...redisOptions(options.purpose),
     ...(options.connectionName !== undefined && { connectionName: options.connectionName }),
     ...options.overrides,
