@@ -934,6 +934,43 @@ describe('metering: where the count is written back (after calls, at loop header
     expect(Buffer.compare(Buffer.from(runMetered(m, { fn: 'run', args: [3, 0] }).bytes), Buffer.from(runMetered(m, { fn: 'run', args: [3, 0], elideWrites: false }).bytes))).not.toBe(0);
   });
 
+  it('the loop-header writes are what keeps a trap inside a loop charged for its iterations: without them (the benchmark variant) completed runs cost the same, but the trap loses every iteration', () => {
+    const m = wat(`(module (memory 1)
+      (func $sum (export "sum") (param $n i32) (result i32) (local $i i32) (local $s i32)
+        (loop $l
+          (local.set $s (i32.add (local.get $s) (local.get $i)))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if $l (i32.lt_u (local.get $i) (local.get $n))))
+        (local.get $s))
+      (func (export "sumTwice") (param $n i32) (result i32)
+        (i32.add (call $sum (local.get $n)) (call $sum (local.get $n))))
+      (func (export "trapAfter") (param $n i32) (local $i i32)
+        (loop $l
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (if (i32.eq (local.get $i) (local.get $n)) (then (drop (i32.load (i32.const 70000)))))
+          (br $l))))`);
+    for (const [fn, n] of [['sum', 1_000], ['sumTwice', 700]] as const) {
+      const kept = runMetered(m, { fn, args: [n] });
+      const without = runMetered(m, { fn, args: [n], headerWrites: false });
+      expect(without.results, fn).toEqual(kept.results);
+      expect(without.consumed, fn).toBe(kept.consumed);
+      expect(kept.consumed, fn).toBeGreaterThan(5 * n);
+    }
+    // A budget still stops the loop where it should.
+    const small = runMetered(m, { fn: 'sum', args: [1_000_000], fuel: 5_000, headerWrites: false });
+    expect(small.exhausted).toBe(true);
+    expect(small.consumed).toBe(5_000);
+    const kept = runMetered(m, { fn: 'trapAfter', args: [1_000] });
+    const without = runMetered(m, { fn: 'trapAfter', args: [1_000], headerWrites: false });
+    expect(kept.trap?.message).toMatch(/memory access out of bounds/);
+    expect(without.trap?.message).toMatch(/memory access out of bounds/);
+    // entry (1), then per iteration get, const, add, set (4) + get, get, eq, if (4) + br (1) = 9
+    // (loop and end are free); the 1000th traps inside its if, after its header: the account is
+    // exact to that header. Without the header writes nothing was written since the entry.
+    expect(kept.consumed).toBe(1 + 999 * 9);
+    expect(without.consumed).toBeLessThan(10);
+  });
+
   it('mutual recursion through loops that start with calls runs out of fuel, or out of stack with its account up to the last call', () => {
     const m = wat(`(module
       (func $a (param i32) (loop $l (call $b (i32.add (local.get 0) (i32.const 1))) (br $l)))

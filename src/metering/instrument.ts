@@ -101,6 +101,14 @@ export interface InstrumentOptions {
    * Default true.
    */
   elideWrites?: boolean;
+  /**
+   * false: loop headers do not write the count to the global; a check writes it only on its way
+   * to the host. A run that completes is charged the same, but a trap inside a loop leaves an
+   * account short by everything since the last call or return (wasmtime's bound), not since the
+   * last loop header (the contract's). Outside the contract, never used by the service; kept so
+   * the benchmark can measure what the contract's bound on a trap's account costs. Default true.
+   */
+  headerWrites?: boolean;
 }
 
 export interface InstrumentedModule {
@@ -116,7 +124,7 @@ export function instrument(bytes: Uint8Array, options: InstrumentOptions): Instr
 
 export function instrumentParsed(m: ParsedModule, options: InstrumentOptions): InstrumentedModule {
   const plan = planLimits(m, options);
-  const contributions = meterCode(m, plan, options.costs ?? DEFAULT_COSTS, options.slices ?? true, options.threadCalls ?? true, options.elideWrites ?? true);
+  const contributions = meterCode(m, plan, options.costs ?? DEFAULT_COSTS, options.slices ?? true, options.threadCalls ?? true, options.elideWrites ?? true, options.headerWrites ?? true);
   return { bytes: assemble(m, plan, contributions), layout: plan.layout };
 }
 
@@ -144,6 +152,7 @@ export function meterCode(
   slices = true,
   threadCalls = true,
   elideWrites = true,
+  headerWrites = true,
 ): Contributions {
   // Remaining length of each segment: passive ones start whole, active (and declarative) ones
   // count as dropped once instantiation has used them. data.drop / elem.drop set them to 0.
@@ -175,7 +184,7 @@ export function meterCode(
     return w.finish();
   });
   if (m.bodies.length === 0) return { code: null, globals, branchHints: null };
-  const { code, branchHints, types, functions } = codeSection(m, costs, g, slices, plan.firstAppendedFunction, plan.firstAppendedType, threadCalls, elideWrites);
+  const { code, branchHints, types, functions } = codeSection(m, costs, g, slices, plan.firstAppendedFunction, plan.firstAppendedType, threadCalls, elideWrites, headerWrites);
   return { code, globals, branchHints, types, functions };
 }
 
@@ -213,6 +222,8 @@ interface BodyContext {
   slices: boolean;
   /** InstrumentOptions.elideWrites. */
   elideWrites: boolean;
+  /** InstrumentOptions.headerWrites. */
+  headerWrites: boolean;
   tableTypes: readonly ('funcref' | 'externref')[];
 
   costs: CostTable;
@@ -246,6 +257,7 @@ function codeSection(
   firstAppendedType: number,
   threadCalls: boolean,
   elideWrites: boolean,
+  headerWrites: boolean,
 ): { code: Uint8Array; branchHints: Uint8Array | null; types: Uint8Array[]; functions: { types: number[]; code: Uint8Array } | null } {
   const scans = m.bodies.map((b) => scanBody(m.bytes, b.start, b.end));
   const plan = threadedFunctions(m, threadCalls ? scans : [], firstAppendedFunction, firstAppendedType);
@@ -264,6 +276,7 @@ function codeSection(
     types: m.types,
     slices,
     elideWrites,
+    headerWrites,
     tableTypes: m.tableTypes,
 
     costs,
@@ -768,13 +781,15 @@ function instrumentBody(
     const toLoopOrOut = (n: number): boolean => {
       if (n < opened) return false; // forward, to the end of a block entered since the call
       const m = n - opened;
-      return m === outer || (m < outer && loopFrames[outer - m]!);
+      return m === outer || (ctx.headerWrites && m < outer && loopFrames[outer - m]!);
     };
     for (let steps = 0; steps < 256 && sr.pos < end; steps++) {
       const op = sr.u8();
       switch (op) {
         case 0x02: skipBlockType(sr); opened++; break;
-        case 0x03: case 0x00: case 0x08: case 0x10: case 0x11: case 0x12: case 0x13: case 0x0f:
+        case 0x03:
+          return ctx.headerWrites;
+        case 0x00: case 0x08: case 0x10: case 0x11: case 0x12: case 0x13: case 0x0f:
           return true;
         case 0x0b:
           if (opened > 0) opened--;
@@ -876,7 +891,8 @@ function instrumentBody(
           instrs.u8(0x02); instrs.bytes(bt); // block bt ($done)
           instrs.u8(0x03); instrs.bytes(bt); // loop bt ($outer)
           instrs.u8(0x02); instrs.u8(0x40); // block ($slow)
-          sync(r.pos); // after the original `loop bt`, copied as it was
+          if (ctx.headerWrites) sync(r.pos); // after the original `loop bt`, copied as it was
+          else flush(r.pos);
           lget(fl);
           instrs.u8(0x42); instrs.u8(0x00); // i64.const 0
           instrs.u8(0x55); // i64.gt_s
@@ -889,9 +905,13 @@ function instrumentBody(
           // makes it on its way to the host). When the callee checks at its entry, every
           // iteration passes that check, and the header's check is left out too.
           const first = ctx.elideWrites ? scan?.loopFirstCall.get(at) : undefined;
-          if (first === undefined) {
+          if (first === undefined && ctx.headerWrites) {
             sync(r.pos);
             check();
+          } else if (first === undefined) {
+            flush(r.pos);
+            checks.push(instrs.length + checkLocalIfAt);
+            instrs.bytes(ctx.checkLocalSynced(fl));
           } else if (!calleeChecks(first)) {
             flush(r.pos);
             checks.push(instrs.length + checkLocalIfAt);
@@ -1060,6 +1080,7 @@ function instrumentBody(
           flush(r.pos);
           instrs.u8(0x0c); instrs.u8(0x02); // br $done
           instrs.u8(0x0b); // end $slow
+          if (!ctx.headerWrites) { lget(fl); instrs.u8(0x24); instrs.u32(g.fuel); } // local.get; global.set $fuel
           instrs.u8(0x10); instrs.u32(g.slice); // call $slice
           instrs.u8(0x23); instrs.u32(g.fuel); // global.get $fuel
           lset(fl);

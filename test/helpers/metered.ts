@@ -20,6 +20,8 @@ export interface MeteredOptions {
   costs?: CostTable;
   /** InstrumentOptions.elideWrites (default true, as the service runs it). */
   elideWrites?: boolean;
+  /** InstrumentOptions.headerWrites (default true, as the service runs it). */
+  headerWrites?: boolean;
   /** Extra imports for modules that import functions (the server refuses those; the transform does not). */
   imports?: WebAssembly.Imports;
 }
@@ -53,6 +55,7 @@ export function instantiateMetered(bytes: Uint8Array, opts: MeteredOptions = {})
     maxTableElements: opts.maxTableElements ?? 100_000,
     ...(opts.costs ? { costs: opts.costs } : {}),
     ...(opts.elideWrites === false ? { elideWrites: false } : {}),
+    ...(opts.headerWrites === false ? { headerWrites: false } : {}),
   });
   const module = new WebAssembly.Module(res.bytes);
   const created = Guest.create({
