@@ -908,11 +908,7 @@ function instrumentBody(
           if (first === undefined && ctx.headerWrites) {
             sync(r.pos);
             check();
-          } else if (first === undefined) {
-            flush(r.pos);
-            checks.push(instrs.length + checkLocalIfAt);
-            instrs.bytes(ctx.checkLocalSynced(fl));
-          } else if (!calleeChecks(first)) {
+          } else if (first === undefined || !calleeChecks(first)) {
             flush(r.pos);
             checks.push(instrs.length + checkLocalIfAt);
             instrs.bytes(ctx.checkLocalSynced(fl));
