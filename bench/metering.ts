@@ -155,47 +155,22 @@ export async function meteringSection(options: SectionOptions): Promise<SectionR
     const insNoHeaderWrites = instrument(bytes, { maxTableElements: config.maxTableElements, headerWrites: false });
 
     const u = new VariantWorker({ variant: 'unmetered', bytes, functionName: p.function });
-    const m = new VariantWorker({
-      variant: 'metered',
-      bytes: ins.bytes,
-      functionName: p.function,
-      layout: ins.layout,
-      memoryLimitPages: limitPages,
-      fuelLimit: FUEL_LIMIT,
-    });
-    const b = new VariantWorker({
-      variant: 'metered',
-      bytes: insBudget.bytes,
-      functionName: p.function,
-      layout: insBudget.layout,
-      memoryLimitPages: limitPages,
-      fuelLimit: FUEL_LIMIT,
-      slices: false,
-    });
-    const ut = new VariantWorker({
-      variant: 'metered',
-      bytes: insUnthreaded.bytes,
-      functionName: p.function,
-      layout: insUnthreaded.layout,
-      memoryLimitPages: limitPages,
-      fuelLimit: FUEL_LIMIT,
-    });
-    const aw = new VariantWorker({
-      variant: 'metered',
-      bytes: insAllWrites.bytes,
-      functionName: p.function,
-      layout: insAllWrites.layout,
-      memoryLimitPages: limitPages,
-      fuelLimit: FUEL_LIMIT,
-    });
-    const nh = new VariantWorker({
-      variant: 'metered',
-      bytes: insNoHeaderWrites.bytes,
-      functionName: p.function,
-      layout: insNoHeaderWrites.layout,
-      memoryLimitPages: limitPages,
-      fuelLimit: FUEL_LIMIT,
-    });
+    /** A metered variant, run as the runner runs it. */
+    const metered = (instrumented: typeof ins, extra: { slices?: false } = {}): VariantWorker =>
+      new VariantWorker({
+        variant: 'metered',
+        bytes: instrumented.bytes,
+        functionName: p.function,
+        layout: instrumented.layout,
+        memoryLimitPages: limitPages,
+        fuelLimit: FUEL_LIMIT,
+        ...extra,
+      });
+    const m = metered(ins);
+    const b = metered(insBudget, { slices: false });
+    const ut = metered(insUnthreaded);
+    const aw = metered(insAllWrites);
+    const nh = metered(insNoHeaderWrites);
     const workers = { u, m, b, t: ut, w: aw, h: nh };
     const label = {
       u: 'unmetered',
