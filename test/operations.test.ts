@@ -83,7 +83,17 @@ describe('API keys', () => {
   });
 
   it('leaves /healthz, /readyz and /metrics open', async () => {
-    for (const p of ['/healthz', '/readyz', '/metrics']) expect((await send(`${s.url}${p}`, 'GET')).status, p).toBe(200);
+    for (const p of ['/healthz', '/metrics']) expect((await send(`${s.url}${p}`, 'GET')).status, p).toBe(200);
+    // Readiness also fails, 503, for a sampling interval in which this process's event loop got no
+    // turn at all (a loaded machine: this server shares the test process): it must come to 200
+    // without a key, which a guarded route never would (401).
+    const deadline = Date.now() + 10_000;
+    let status = (await send(`${s.url}/readyz`, 'GET')).status;
+    while (status === 503 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 300));
+      status = (await send(`${s.url}/readyz`, 'GET')).status;
+    }
+    expect(status, '/readyz').toBe(200);
   });
 
   it('never logs a key, and logs the caller by its short key id', async () => {

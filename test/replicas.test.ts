@@ -28,7 +28,10 @@ const STORE_MAX_MODULES = 2;
 const auth = (key: string) => ({ authorization: `Bearer ${key}` });
 /** The non-secret id the server gives a key (src/callers/api-keys.ts). */
 const keyIdOf = (key: string) => `key-${createHash('sha256').update(key).digest('hex').slice(0, 8)}`;
-const spinRun = (timeoutMs: number) => ({ module: b64(SPIN), function: 'spin', limits: { fuel: 10_000_000_000, timeoutMs } });
+/** A run that lasts until its deadline: 10^12 fuel (the fleet's WASMBOX_FUEL_MAX) outlasts any of
+ *  these deadlines, where the default maximum, 10^10, ran out in under 8 s on a fast machine. */
+const SPIN_FUEL = 1_000_000_000_000;
+const spinRun = (timeoutMs: number) => ({ module: b64(SPIN), function: 'spin', limits: { fuel: SPIN_FUEL, timeoutMs } });
 
 let fleet: Fleet;
 let inspect: Redis;
@@ -58,6 +61,7 @@ beforeAll(async () => {
     WASMBOX_MAX_CONCURRENT_PER_KEY: '1',
     WASMBOX_CONCURRENCY_LEASE_MS: String(LEASE_MS),
     WASMBOX_STORE_MAX_MODULES: String(STORE_MAX_MODULES),
+    WASMBOX_FUEL_MAX: String(SPIN_FUEL),
   });
   [a, b] = fleet.replicas.map((r) => r.url) as [string, string];
   inspect = new Redis(fleet.redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
