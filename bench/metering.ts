@@ -13,7 +13,9 @@
 // that started in Liftoff stays there), then REPS timed calls,
 // interleaved in a rotating order so drift on the machine (other load, frequency) falls on all.
 // All results must equal each other and programs.json's `expect`; fuel must be the same on every
-// call and in every metered variant (it is exact and the programs are deterministic).
+// timed call and in every metered variant (it is exact and the programs are deterministic), and
+// the first calls must agree with each other (a program that mallocs grows its memory on its
+// first call only, and is charged for the growth there).
 
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -193,7 +195,7 @@ export async function meteringSection(options: SectionOptions): Promise<SectionR
       }
       const [ur, mr, br, tr, wr, hr] = ready as Extract<MeteringReady, { ready: true }>[];
       const times = { u: [] as number[], m: [] as number[], b: [] as number[], t: [] as number[], w: [] as number[], h: [] as number[] };
-      const seen = { u: new Set<string>(), m: new Set<string>(), b: new Set<string>(), t: new Set<string>(), w: new Set<string>(), h: new Set<string>(), fuel: new Set<string>() };
+      const seen = { u: new Set<string>(), m: new Set<string>(), b: new Set<string>(), t: new Set<string>(), w: new Set<string>(), h: new Set<string>(), fuel: new Set<string>(), firstFuel: new Set<string>() };
       const first = { u: NaN, m: NaN, b: NaN, t: NaN, w: NaN, h: NaN };
       const call = async (which: Which, timed: boolean): Promise<number> => {
         const reply = await workers[which].run(n);
@@ -202,9 +204,15 @@ export async function meteringSection(options: SectionOptions): Promise<SectionR
           return NaN;
         }
         seen[which].add(reply.result);
-        if (reply.fuel !== null) seen.fuel.add(reply.fuel);
-        if (timed) times[which].push(reply.ms);
-        else if (Number.isNaN(first[which])) first[which] = reply.ms;
+        // A program whose first call grows its memory (malloc) is charged for the growth on that
+        // call only: fuel is compared between the first calls and between the timed calls.
+        if (timed) {
+          times[which].push(reply.ms);
+          if (reply.fuel !== null) seen.fuel.add(reply.fuel);
+        } else if (Number.isNaN(first[which])) {
+          first[which] = reply.ms;
+          if (reply.fuel !== null) seen.firstFuel.add(reply.fuel);
+        }
         return reply.ms;
       };
       options.log(`  metering: ${p.name} run(${n}) x ${reps + 1} per variant`);
@@ -238,6 +246,7 @@ export async function meteringSection(options: SectionOptions): Promise<SectionR
         own.push(`${p.name}: RESULT MISMATCH for run(${n}): ${kinds.map((k) => `${label[k]} ${JSON.stringify([...seen[k]])}`).join(', ')}, programs.json expects ${expect}`);
       }
       if (seen.fuel.size !== 1) own.push(`${p.name}: fuel differs between identical runs or between the metered variants: ${[...seen.fuel].join(', ')}`);
+      if (seen.firstFuel.size !== 1) own.push(`${p.name}: fuel of the first call differs between the metered variants: ${[...seen.firstFuel].join(', ')}`);
       if (own.length > 0 || kinds.some((k) => times[k].length !== reps)) {
         problems.push(...own);
         continue;

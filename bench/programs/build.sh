@@ -44,11 +44,24 @@ CFLAGS=(--target=wasm32 -mcpu=mvp -O2 -ffreestanding -nostdlib
 LDFLAGS=(-Wl,--no-entry -Wl,--export=run -Wl,--stack-first
   -Wl,-z,stack-size=65536 -Wl,--strip-debug)
 
+# Programs that use the C library (malloc, qsort, string functions) are linked
+# against wasi-libc (Debian: apt-get install -y wasi-libc) as a reactor (no
+# main, no _start). They still import nothing: none of the library functions
+# they call reaches a WASI call. Their memory grows with malloc on the first
+# call; later calls reuse it.
+LIBC_PROGRAMS=" libsort words bintree "
+LIBC_CFLAGS=(--target=wasm32-wasi -O2 -mexec-model=reactor -Wall -Wextra -Werror)
+LIBC_LDFLAGS=(-Wl,--export=run -Wl,--stack-first -Wl,-z,stack-size=65536 -Wl,--strip-debug)
+
 PROGRAMS=()
 for c in *.c; do PROGRAMS+=("${c%.c}"); done
 
 for p in "${PROGRAMS[@]}"; do
-  "$CLANG" "${CFLAGS[@]}" "${LDFLAGS[@]}" -o "$p.wasm" "$p.c"
+  if [[ $LIBC_PROGRAMS == *" $p "* ]]; then
+    "$CLANG" "${LIBC_CFLAGS[@]}" "${LIBC_LDFLAGS[@]}" -o "$p.wasm" "$p.c"
+  else
+    "$CLANG" "${CFLAGS[@]}" "${LDFLAGS[@]}" -o "$p.wasm" "$p.c"
+  fi
 done
 
 # Every module: valid, zero imports, exports a function `run`.
