@@ -6,7 +6,6 @@
 // fuelConsumed equal to the limit. The sources are bench/programs/*.c; build.sh rebuilds them.
 
 import { readFileSync } from 'node:fs';
-import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type TestServer, startServer } from './helpers/server.js';
 
@@ -14,7 +13,6 @@ interface Program {
   name: string;
   file: string;
   function: string;
-  results: ('i32' | 'i64')[];
   smallArgs: number[];
   smallExpect: number | string;
 }
@@ -29,14 +27,9 @@ const ids = new Map<string, string>();
 beforeAll(async () => {
   server = await startServer({ WASMBOX_FUEL_MAX: String(10 ** 12) });
   for (const p of PROGRAMS) {
-    const res = await request(`${server.url}/modules`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/wasm' },
-      body: readFileSync(new URL(p.file, DIR)),
-    });
-    const body = (await res.body.json()) as { moduleId?: string };
-    if (res.statusCode !== 201 || !body.moduleId) throw new Error(`${p.name}: POST /modules answered ${res.statusCode} ${JSON.stringify(body)}`);
-    ids.set(p.name, body.moduleId);
+    const res = await server.post('/modules', readFileSync(new URL(p.file, DIR)), { 'content-type': 'application/wasm' });
+    if (res.status !== 201 || !res.body.moduleId) throw new Error(`${p.name}: POST /modules answered ${res.status} ${JSON.stringify(res.body)}`);
+    ids.set(p.name, res.body.moduleId);
   }
 }, 60_000);
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Rebuilds every bench/programs/<name>.wasm from <name>.c with clang
-# (freestanding wasm32, no libc, no imports), then checks that each module
-# has zero imports and exports `run`.
+# (freestanding wasm32 without libc, or, for LIBC_PROGRAMS, wasm32-wasi linked
+# against wasi-libc), then checks that each module has zero imports and
+# exports `run`.
 #
 #   ./build.sh           build + import/export check
 #   ./build.sh --check   additionally build each .c natively (gcc/cc, -DNATIVE)
