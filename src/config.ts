@@ -24,6 +24,11 @@ const ENV = {
   // One runner thread per core: runners run at a lower scheduling priority than the main thread
   // (src/worker/runner.ts), so guests use every core without starving the event loop.
   WASMBOX_WORKERS: int(1, 256).default(Math.max(1, os.availableParallelism())),
+  // Runs each runner thread is handed ahead of the one it is running (src/worker/run-pool.ts): it
+  // starts the next the moment the current one ends. A run handed ahead moves to any thread that
+  // becomes free first, so it never waits behind a long one while a thread is free. 0 hands a
+  // thread a run only when it is free.
+  WASMBOX_RUN_PREFETCH: int(0, 1).default(1),
   // Threads for modules over WASMBOX_PREPARE_SMALL_BYTES (half the cores); small modules have a
   // thread of their own besides these.
   WASMBOX_PREPARE_WORKERS: int(1, 64).default(Math.max(1, Math.floor(os.availableParallelism() / 2))),
@@ -129,6 +134,8 @@ export interface Config {
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   /** Threads that run guests. */
   workers: number;
+  /** Runs a runner thread is handed ahead of its current one (0 or 1). */
+  runPrefetch: number;
   /** Threads that validate, instrument and compile modules over prepareSmallBytes. */
   prepareWorkers: number;
   /** Modules up to this size are prepared on a thread of their own. */
@@ -286,6 +293,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     host: e.HOST,
     logLevel: e.LOG_LEVEL,
     workers: e.WASMBOX_WORKERS,
+    runPrefetch: e.WASMBOX_RUN_PREFETCH,
     prepareWorkers: e.WASMBOX_PREPARE_WORKERS,
     prepareSmallBytes: e.WASMBOX_PREPARE_SMALL_BYTES,
     apiKeys: loadKeys(e.WASMBOX_API_KEYS, e.WASMBOX_API_KEYS_FILE),

@@ -372,9 +372,9 @@ describe('a replica started while Redis is away', () => {
 describe('a job refused for load when it comes to run', () => {
   it('goes back to the queue (delayed) and runs once there is room, instead of ending with the refusal', async () => {
     for (const r of replicas.splice(0)) await r.close();
-    // One runner thread, two job slots and no run queue: a second job that starts while the first
-    // runs is refused overloaded by the execution service.
-    const only = await spawnServer({ ...env, WASMBOX_WORKERS: '1', WASMBOX_JOBS_CONCURRENCY: '2', WASMBOX_QUEUE_MAX: '0' });
+    // One runner thread that is never handed a run ahead, two job slots and no run queue: a second
+    // job that starts while the first runs is refused overloaded by the execution service.
+    const only = await spawnServer({ ...env, WASMBOX_WORKERS: '1', WASMBOX_RUN_PREFETCH: '0', WASMBOX_JOBS_CONCURRENCY: '2', WASMBOX_QUEUE_MAX: '0' });
     replicas.push(only);
     await waitReady(only);
     const first = await submit(only.url, count(Math.round(LONG_COUNT / 2)));

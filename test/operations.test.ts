@@ -242,7 +242,9 @@ describe('fair, bounded run queue', () => {
   }, 60_000);
 
   it('drops a queued run whose client disconnects: it leaves the queue at once and never runs', async () => {
-    const s = await startServer({ WASMBOX_WORKERS: '1', WASMBOX_QUEUE_TIMEOUT_MS: '20000' });
+    // Runs are not handed to a busy thread ahead here, so the second waits in the fair queue
+    // (test/run-pool.test.ts drops one handed ahead).
+    const s = await startServer({ WASMBOX_WORKERS: '1', WASMBOX_QUEUE_TIMEOUT_MS: '20000', WASMBOX_RUN_PREFETCH: '0' });
     try {
       const first = call(`${s.url}/execute`, spinRun(1500));
       await waitFor(async () => (await runningRuns(s)) === 1);

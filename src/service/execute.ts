@@ -193,7 +193,8 @@ export class ExecuteService {
     const queue = (name: string, slots: number): FairQueue =>
       new FairQueue({ name, slots, queueMax: config.queueMax, queueTimeoutMs: config.queueTimeoutMs });
     this.queues = {
-      run: queue('run queue', config.workers),
+      // A run holds its slot from when it is handed to a thread, ahead of time or not.
+      run: queue('run queue', config.workers * (1 + config.runPrefetch)),
       prepare: { small: queue('small-module preparation queue', 1), large: queue('preparation queue', config.prepareWorkers) },
     };
     this.quota = options.maxConcurrentPerKey === null ? null : (options.quota ?? new ConcurrencyQuota(options.maxConcurrentPerKey));
@@ -207,7 +208,7 @@ export class ExecuteService {
 
   /** Tasks waiting for a thread, by lane (for metrics). */
   queueDepths(): Record<string, number> {
-    return { run: this.queues.run.depth, 'prepare-small': this.queues.prepare.small.depth, 'prepare-large': this.queues.prepare.large.depth };
+    return { run: this.queues.run.depth + this.pools.run.waiting, 'prepare-small': this.queues.prepare.small.depth, 'prepare-large': this.queues.prepare.large.depth };
   }
 
   /** Runs a request: one call, or a batch (`calls`), which answers a BatchResponse. `policy`: the
@@ -357,6 +358,7 @@ export class ExecuteService {
         },
         limits.timeoutMs,
         req.cancel,
+        () => ctx.signal,
       );
     } finally {
       slot.release();
@@ -366,7 +368,8 @@ export class ExecuteService {
       this.metrics.fuelConsumed.observe(run.fuelConsumed);
       this.metrics.guestDuration.observe(run.durationNs / 1e9);
     }
-    return respond(run, limits, moduleId, prepareNs, Math.round(slot.waitedMs * 1e6), cached, req.wasi !== undefined);
+    // Waiting counts twice: for a slot (the fair queue), then for the thread it was handed to.
+    return respond(run, limits, moduleId, prepareNs, Math.round(slot.waitedMs * 1e6) + (run.waitedNs ?? 0), cached, req.wasi !== undefined);
   }
 
   /**
@@ -443,6 +446,7 @@ export class ExecuteService {
         batchLimits.timeoutMs,
         req.cancel,
         req.progress,
+        () => ctx.signal,
       );
     } finally {
       slot.release();
@@ -471,7 +475,7 @@ export class ExecuteService {
         memoryPeakBytes: max('memoryPeakBytes'),
         memoryLimitBytes: max('memoryLimitBytes'),
         durationNs: sum('durationNs'),
-        queueNs: Math.round(slot.waitedMs * 1e6),
+        queueNs: Math.round(slot.waitedMs * 1e6) + (runs[0]?.waitedNs ?? 0),
         instantiateNs: sum('instantiateNs'),
         prepareNs,
         moduleCached: cached,

@@ -1,4 +1,4 @@
-// The pools' entry files (runner-thread.cts, prepare-thread.cts, decode-thread.cts: piscina's
+// The piscina pools' entry files (prepare-thread.cts, decode-thread.cts: piscina's
 // `filename`, src/worker/pool.ts) are CommonJS, so piscina's `require()` of them never goes
 // through Node's require(esm). That path (Node 22.12+, 24) builds a synchronous facade over the
 // ES module, and a worker terminated while building it (a deadline kill, a pool closing) aborted

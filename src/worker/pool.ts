@@ -12,10 +12,12 @@ import './piscina-interface.js';
 import type { Config } from '../config.js';
 import { ServiceError } from '../errors.js';
 import { PROGRESS_FUEL, PROGRESS_MEMORY, progressBuffer } from '../wasi/fuel.js';
-import { readSharedOutput } from '../wasi/output.js';
+import { OUTPUT_HEADER_BYTES, readSharedOutput } from '../wasi/output.js';
 import { epochUs } from './clock.js';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import type { AdoptResult, DecodeResult, DecodeTask } from './decode.js';
+import { type RunHandle, RunPool } from './run-pool.js';
+import { taskCell } from './run-cell.js';
 import { type BatchTask, type CompileTextResult, type CompileTextTask, type MissingModule, type ModuleRef, type PrepareResult, type PrepareTask, type PrepareWorkerData, type RunResult, type RunTask, WARM_ACTIVE, WARM_DONE, warmUpState } from './protocol.js';
 
 /** The module of a run as callers give it: the compiled module, and (from the service) its key
@@ -31,7 +33,10 @@ const STAGING_KEPT = 2;
 /** Staging buffers are as large as the body limit, up to this (larger bodies get their own). */
 const STAGING_MAX_BYTES = 64 * 1024 * 1024;
 
-type Settled<T> = { kind: 'done'; value: T } | { kind: 'deadline'; ranMs: number } | { kind: 'queue_timeout' } | { kind: 'cancelled'; ranMs: number };
+type Settled<T> = { kind: 'done'; value: T; waitedNs: number } | { kind: 'deadline'; ranMs: number } | { kind: 'queue_timeout' } | { kind: 'cancelled'; ranMs: number } | { kind: 'left'; reason: Error };
+
+/** The signal of a caller that may go away while its task waits (asked for only then). */
+export type LeaveSignal = () => AbortSignal | undefined;
 
 /** A run stopped by its caller (`cancel` aborted: DELETE /jobs/{jobId}) before it ended on its
  *  own: its thread was terminated and replaced. The account is as of its last slice boundary. */
@@ -51,7 +56,8 @@ export class WorkerPools {
   readonly prepare: Piscina<PrepareTask | CompileTextTask, PrepareResult | CompileTextResult>;
   /** A thread of its own for small modules, so they are never behind large ones. */
   readonly prepareSmall: Piscina<PrepareTask | CompileTextTask, PrepareResult | CompileTextResult>;
-  readonly run: Piscina<RunTask | BatchTask, RunResult | RunResult[] | MissingModule>;
+  /** Guests (run-pool.ts): each thread is handed its next task while it runs the current one. */
+  readonly run: RunPool<RunResult | RunResult[] | MissingModule>;
   private closing = false;
   /** Reused per-task shared cells (startedAt, progress). */
   private readonly cells = new TaskCells();
@@ -89,11 +95,10 @@ export class WorkerPools {
       });
     this.prepare = preparePool(config.prepareWorkers);
     this.prepareSmall = preparePool(1);
-    this.run = new Piscina({
-      filename: new URL('./runner-thread.cjs', import.meta.url).href,
-      minThreads: config.workers,
-      maxThreads: config.workers,
-      idleTimeout: Number.MAX_SAFE_INTEGER,
+    this.run = new RunPool({
+      filename: new URL('./runner-loop.js', import.meta.url),
+      threads: config.workers,
+      prefetch: config.runPrefetch,
       maxQueue: config.queueMax,
       resourceLimits: {
         maxOldGenerationSizeMb: config.workerHeapMb,
@@ -110,7 +115,7 @@ export class WorkerPools {
     this.watch(this.run, 'run');
   }
 
-  private watch(pool: Piscina, name: 'run' | 'prepare' | 'decode'): void {
+  private watch(pool: Piscina | RunPool<unknown>, name: 'run' | 'prepare' | 'decode'): void {
     pool.on('error', (err: unknown) => {
       this.onLateError?.(err);
     });
@@ -218,7 +223,7 @@ export class WorkerPools {
     let settled: Settled<CompileTextResult>;
     this.preparing(1);
     try {
-      settled = (await this.withDeadline(lane === 'small' ? this.prepareSmall : this.prepare, task, startedAt, deadlineMs, { name: 'compileText' })) as Settled<CompileTextResult>;
+      settled = (await this.withDeadline(viaPiscina(lane === 'small' ? this.prepareSmall : this.prepare, task, { name: 'compileText' }), startedAt, deadlineMs)) as Settled<CompileTextResult>;
       if (settled.kind === 'done') this.cells.give(cell);
     } catch (err) {
       if ((err as { code?: string }).code !== 'ERR_WORKER_OUT_OF_MEMORY') throw err;
@@ -240,7 +245,7 @@ export class WorkerPools {
     let settled: Settled<PrepareResult>;
     this.preparing(1);
     try {
-      settled = (await this.withDeadline(lane === 'small' ? this.prepareSmall : this.prepare, task, startedAt, Math.max(1, deadlineMs))) as Settled<PrepareResult>;
+      settled = (await this.withDeadline(viaPiscina(lane === 'small' ? this.prepareSmall : this.prepare, task), startedAt, Math.max(1, deadlineMs))) as Settled<PrepareResult>;
       if (settled.kind === 'done') this.cells.give(cell);
     } catch (err) {
       if ((err as { code?: string }).code !== 'ERR_WORKER_OUT_OF_MEMORY') throw err;
@@ -278,6 +283,9 @@ export class WorkerPools {
     task: Omit<RunTask, 'startedAt' | 'progress' | keyof ModuleRef> & ModuleSpec & { progress?: SharedArrayBuffer },
     timeoutMs: number,
     cancel?: AbortSignal,
+    /** The caller went away (a client that disconnected): a run that has not started yet is
+     *  withdrawn, and this rejects with the signal's reason; one that has started goes on. */
+    leave?: LeaveSignal,
   ): Promise<RunResult> {
     const cell = this.cells.take();
     const startedAt = cell.startedAt;
@@ -285,10 +293,19 @@ export class WorkerPools {
     let settled: Settled<RunResult | MissingModule>;
     const graceMs = this.config.deadlineGraceMs;
     const { module, moduleKey, moduleWeight, ...rest } = task;
+    // A run sent again from the start (its thread was terminated for another task before it could
+    // finish this one: run-pool.ts) starts from an empty account and empty output.
+    const reset = (): void => {
+      const p = new BigInt64Array(progress);
+      Atomics.store(p, PROGRESS_FUEL, 0n);
+      Atomics.store(p, PROGRESS_MEMORY, 0n);
+      if (task.wasi) new Int32Array(task.wasi.output, 0, OUTPUT_HEADER_BYTES / 4).fill(0);
+    };
     try {
       let ref = this.moduleRef(module, moduleKey, moduleWeight);
       for (;;) {
-        settled = (await this.withDeadline(this.run, { ...rest, ...ref, startedAt, progress }, startedAt, timeoutMs + graceMs, {}, cancel)) as Settled<RunResult | MissingModule>;
+        const message = { kind: 'run' as const, task: { ...rest, ...ref, startedAt, progress } };
+        settled = (await this.withDeadline(() => this.run.run(message, { reset }), startedAt, timeoutMs + graceMs, cancel, leave)) as Settled<RunResult | MissingModule>;
         // The thread did not hold the module (a new thread, or one that evicted it): again, with it.
         if (settled.kind === 'done' && 'missingModule' in settled.value && !ref.module) {
           this.moduleResends++;
@@ -304,8 +321,13 @@ export class WorkerPools {
       if ((err as { code?: string }).code === 'ERR_WORKER_OUT_OF_MEMORY') return this.killed('memory_limit_exceeded', this.heapMessage(), 0, progress, task.wasi);
       throw err;
     }
-    if (settled.kind === 'done') return settled.value as RunResult;
+    if (settled.kind === 'done') {
+      const result = settled.value as RunResult;
+      result.waitedNs = settled.waitedNs;
+      return result;
+    }
     if (settled.kind === 'queue_timeout') throw overloaded('no worker became free in time');
+    if (settled.kind === 'left') throw settled.reason;
     if (settled.kind === 'cancelled') {
       const cell = new BigInt64Array(progress);
       throw new RunCancelledError(Number(Atomics.load(cell, PROGRESS_FUEL)), Number(Atomics.load(cell, PROGRESS_MEMORY)), Math.round(settled.ranMs * 1e6));
@@ -348,8 +370,10 @@ export class WorkerPools {
     cancel?: AbortSignal,
     /** Where the running call's account is published (a job's live progress). */
     progressCell?: SharedArrayBuffer,
+    /** As runGuest's. */
+    leave?: LeaveSignal,
   ): Promise<RunResult[]> {
-    const startedAt = new SharedArrayBuffer(8);
+    const startedAt = taskCell();
     const progress = progressCell ?? progressBuffer();
     const current = new SharedArrayBuffer(4);
     new Int32Array(current)[0] = -1;
@@ -363,14 +387,10 @@ export class WorkerPools {
       const { port1, port2 } = new MessageChannel();
       journal = new Journal(port1);
       try {
-        settled = (await this.withDeadline(
-          this.run,
-          { ...rest, ...ref, startedAt, progress, current, journal: port2 },
-          startedAt,
-          timeoutMs + graceMs,
-          { name: 'runBatch', transferList: [port2] },
-          cancel,
-        )) as Settled<RunResult[] | MissingModule>;
+        const message = { kind: 'batch' as const, task: { ...rest, ...ref, startedAt, progress, current, journal: port2 } };
+        settled = (await this.withDeadline(() => this.run.run(message, { transferList: [port2], reset: noReset }), startedAt, timeoutMs + graceMs, cancel, leave)) as Settled<
+          RunResult[] | MissingModule
+        >;
       } catch (err) {
         if ((err as { code?: string }).code !== 'ERR_WORKER_OUT_OF_MEMORY') {
           journal.close();
@@ -389,11 +409,17 @@ export class WorkerPools {
     }
     if (settled.kind === 'done') {
       journal.close();
-      return settled.value as RunResult[];
+      const results = settled.value as RunResult[];
+      for (const r of results) r.waitedNs = settled.waitedNs;
+      return results;
     }
     if (settled.kind === 'queue_timeout') {
       journal.close();
       throw overloaded('no worker became free in time');
+    }
+    if (settled.kind === 'left') {
+      journal.close();
+      throw settled.reason;
     }
     if (settled.kind === 'cancelled') {
       journal.close();
@@ -453,28 +479,37 @@ export class WorkerPools {
    * the worker), not from when it was queued; time in the queue is bounded by queueTimeoutMs.
    * Without `startedAt` the deadline counts from dispatch.
    */
-  private async withDeadline<T, R>(
-    pool: Piscina<T, R>,
-    task: T,
-    startedAt: SharedArrayBuffer | null,
-    deadlineMs: number,
-    options: { name?: string; transferList?: MessagePort[] } = {},
-    cancel?: AbortSignal,
-  ): Promise<Settled<R>> {
+  private async withDeadline<R>(dispatch: () => RunHandle<R>, startedAt: SharedArrayBuffer | null, deadlineMs: number, cancel?: AbortSignal, leave?: LeaveSignal): Promise<Settled<R>> {
     if (this.closing) throw overloaded('the server is shutting down');
-    const ac = new TaskAbort();
     const dispatchedUs = epochUs();
     const started = startedAt ? new BigInt64Array(startedAt) : null;
     let verdict: Settled<R> | null = null;
     let timer: NodeJS.Timeout | undefined;
+    if (cancel?.aborted) return { kind: 'cancelled', ranMs: 0 };
+    let handle: RunHandle<R>;
+    try {
+      handle = dispatch();
+    } catch (err) {
+      if (err instanceof Error && err.message === 'Task queue is at limit') throw overloaded('the run queue is full');
+      throw err;
+    }
     const onCancel = (): void => {
       if (verdict) return;
       const startUs = started ? Number(Atomics.load(started, 0)) : dispatchedUs;
       verdict = { kind: 'cancelled', ranMs: startUs === 0 ? 0 : (epochUs() - startUs) / 1000 };
-      ac.abort();
+      handle.abort();
     };
-    if (cancel?.aborted) return { kind: 'cancelled', ranMs: 0 };
     cancel?.addEventListener('abort', onCancel, { once: true });
+    // Only a task that waits listens for its caller leaving (a listener per task costs the event
+    // loop microseconds); once started, it runs to its end.
+    const left = handle.waiting ? leave?.() : undefined;
+    const onLeave = (): void => {
+      if (verdict || !left) return;
+      verdict = { kind: 'left', reason: left.reason instanceof Error ? left.reason : new Error('the caller went away') };
+      if (!handle.withdraw()) verdict = null;
+    };
+    if (left?.aborted) onLeave();
+    else left?.addEventListener('abort', onLeave, { once: true });
     const check = (): void => {
       if (verdict) return;
       const now = epochUs();
@@ -483,7 +518,10 @@ export class WorkerPools {
         const waitedMs = (now - dispatchedUs) / 1000;
         if (waitedMs >= this.config.queueTimeoutMs) {
           verdict = { kind: 'queue_timeout' };
-          ac.abort();
+          if (handle.withdraw()) return;
+          // A thread has just started it: from now on its deadline counts.
+          verdict = null;
+          timer = setTimeout(check, 1);
         } else {
           timer = setTimeout(check, Math.max(1, Math.min(deadlineMs, this.config.queueTimeoutMs - waitedMs)));
         }
@@ -492,7 +530,7 @@ export class WorkerPools {
       const ranMs = (now - startUs) / 1000;
       if (ranMs >= deadlineMs) {
         verdict = { kind: 'deadline', ranMs };
-        ac.abort();
+        handle.abort();
       } else {
         timer = setTimeout(check, Math.max(1, Math.ceil(deadlineMs - ranMs)));
       }
@@ -500,8 +538,11 @@ export class WorkerPools {
     // First look: at the queue timeout while the task may still be waiting, else at the deadline.
     timer = setTimeout(check, started ? Math.min(deadlineMs, this.config.queueTimeoutMs) : deadlineMs);
     try {
-      const value = await pool.run(task, { signal: ac, ...options });
-      return { kind: 'done', value };
+      const value = await handle.promise;
+      // Time spent behind another task on its thread, or in the pool's queue; a task handed to a
+      // free thread did not wait (the hand-over itself is not queueing).
+      const startUs = started && handle.waiting ? Number(Atomics.load(started, 0)) : 0;
+      return { kind: 'done', value, waitedNs: startUs === 0 ? 0 : Math.max(0, Math.round((startUs - dispatchedUs) * 1000)) };
     } catch (err) {
       if (verdict) return verdict;
       if (err instanceof Error && err.message === 'Task queue is at limit') throw overloaded('the run queue is full');
@@ -509,6 +550,7 @@ export class WorkerPools {
     } finally {
       clearTimeout(timer);
       cancel?.removeEventListener('abort', onCancel);
+      left?.removeEventListener('abort', onLeave);
     }
   }
 
@@ -572,6 +614,28 @@ class TaskAbort {
   }
 }
 
+/** A preparation or decoding task on a piscina pool, as withDeadline() holds a task: piscina
+ *  removes a task it has not handed to a thread, and terminates the thread of one it has. */
+function viaPiscina<T, R>(pool: Piscina<T, R>, task: T, options: { name?: string } = {}): () => RunHandle<R> {
+  return () => {
+    const ac = new TaskAbort();
+    const promise = pool.run(task, { signal: ac, ...options });
+    // The rejection of a run refused at once (queue full) is the caller's.
+    return {
+      promise,
+      waiting: false,
+      withdraw: () => {
+        ac.abort();
+        return true;
+      },
+      abort: () => ac.abort(),
+    };
+  };
+}
+
+/** A batch is never sent again (run-pool.ts), so there is nothing to reset. */
+function noReset(): void {}
+
 /**
  * The shared cells a task carries (the moment its thread started it, its fuel account), reused
  * from task to task: allocating two SharedArrayBuffers per task, and collecting them, was a
@@ -583,7 +647,7 @@ class TaskCells {
 
   take(): { startedAt: SharedArrayBuffer; progress: SharedArrayBuffer } {
     const cell = this.free.pop();
-    if (!cell) return { startedAt: new SharedArrayBuffer(8), progress: progressBuffer() };
+    if (!cell) return { startedAt: taskCell(), progress: progressBuffer() };
     Atomics.store(new BigInt64Array(cell.startedAt), 0, 0n);
     const p = new BigInt64Array(cell.progress);
     Atomics.store(p, PROGRESS_FUEL, 0n);

@@ -240,6 +240,9 @@ export interface RunResult {
   /** Guest execution: the start function plus the called export. */
   durationNs: number;
   instantiateNs: number;
+  /** Set on the main thread (src/worker/pool.ts): how long the run waited, after it was handed to
+   *  the run pool, for a thread to start it (behind the run ahead of it on a thread). */
+  waitedNs?: number;
   /** WASI runs only. */
   wasi?: WasiResult;
 }
