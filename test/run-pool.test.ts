@@ -18,6 +18,10 @@ const GUESTS = b64(
     (func (export "wait_forever") (result i32) (memory.atomic.wait32 (i32.const 0) (i32.const 0) (i64.const -1))))`),
 );
 
+// The guests that must end inside their threads (threadKilled false) get a generous grace: on a
+// loaded machine a runner thread (at a lower priority) can be starved past the default one.
+const GRACE = '3000';
+
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function upload(s: TestServer): Promise<string> {
@@ -35,7 +39,7 @@ async function timed(s: TestServer, t0: number, body: Record<string, unknown>) {
 describe('two threads, one run handed ahead to each', () => {
   let s: TestServer;
   beforeAll(async () => {
-    s = await startServer({ WASMBOX_WORKERS: '2', WASMBOX_FUEL_MAX: String(1e13), WASMBOX_TIMEOUT_MS_MAX: '20000' });
+    s = await startServer({ WASMBOX_WORKERS: '2', WASMBOX_FUEL_MAX: String(1e13), WASMBOX_TIMEOUT_MS_MAX: '20000', WASMBOX_DEADLINE_GRACE_MS: GRACE });
   });
   afterAll(async () => {
     await s?.close();
@@ -114,7 +118,7 @@ describe('one thread: the run handed ahead of a guest that must be terminated', 
 describe('one thread, a short queue timeout', () => {
   let s: TestServer;
   beforeAll(async () => {
-    s = await startServer({ WASMBOX_WORKERS: '1', WASMBOX_QUEUE_TIMEOUT_MS: '300', WASMBOX_FUEL_MAX: String(1e13) });
+    s = await startServer({ WASMBOX_WORKERS: '1', WASMBOX_QUEUE_TIMEOUT_MS: '300', WASMBOX_FUEL_MAX: String(1e13), WASMBOX_DEADLINE_GRACE_MS: GRACE });
   });
   afterAll(async () => {
     await s?.close();
@@ -145,7 +149,7 @@ describe('one thread, a short queue timeout', () => {
 describe('one thread: the client of a run handed ahead goes away', () => {
   let s: TestServer;
   beforeAll(async () => {
-    s = await startServer({ WASMBOX_WORKERS: '1', WASMBOX_FUEL_MAX: String(1e13) });
+    s = await startServer({ WASMBOX_WORKERS: '1', WASMBOX_FUEL_MAX: String(1e13), WASMBOX_DEADLINE_GRACE_MS: GRACE });
   });
   afterAll(async () => {
     await s?.close();
