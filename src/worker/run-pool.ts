@@ -1,5 +1,5 @@
 // The threads that run guests, as the main thread sees them (the threads' side is
-// runner-loop.ts). Built for what runs need and piscina could not give:
+// run-loop.ts; runner-loop.ts is their entry). Built for what runs need and piscina could not give:
 //
 // - Each thread is handed its next task while it still runs the current one (`prefetch`), so a
 //   thread goes from one guest to the next without waiting for a round trip through the main
@@ -20,7 +20,7 @@ import { EventEmitter } from 'node:events';
 import { MessageChannel, type MessagePort, type ResourceLimits, Worker } from 'node:worker_threads';
 import type { BatchTask, RunTask } from './protocol.js';
 import { cellState, queueCell, STARTED, startedUs, swapCell, WITHDRAWN } from './run-cell.js';
-import type { FromRunner, RunnerData, ToRunner } from './runner-loop.js';
+import type { FromRunner, RunnerData, ToRunner } from './run-loop.js';
 
 export interface RunPoolOptions {
   /** The thread's entry (runner-loop.js). */
