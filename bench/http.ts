@@ -20,7 +20,7 @@
 import autocannon from 'autocannon';
 import { request } from 'undici';
 import { type ServerKind, type ServerProcess, startServer } from './server-process.js';
-import { type SectionOptions, type SectionResult, withCustomSection, fmt, fmtInt, met, machineCpu, quantiles, table } from './lib.js';
+import { type SectionOptions, type SectionResult, withCustomSection, fmt, fmtInt, median, met, machineCpu, quantiles, table } from './lib.js';
 
 const CONNECTIONS = 32;
 
@@ -45,6 +45,22 @@ interface Scenario {
   /** Checks one response (before and after the load); returns what is wrong, or null. */
   check(status: number, body: unknown): string | null;
   target?: { rps: number; p99Ms: number };
+  /** Settings the scenario's server starts with (scenarios with the same share a server). */
+  env?: Record<string, string>;
+}
+
+/** POST /execute of add by moduleId (the module uploaded first). */
+async function byIdAdd(base: string): Promise<RequestSpec | { skip: string }> {
+  const res = await request(`${base}/modules`, { method: 'POST', headers: { 'content-type': 'application/wasm' }, body: ADD_WASM });
+  const text = await res.body.text();
+  if (res.statusCode !== 201 && res.statusCode !== 200) return { skip: `POST /modules answered ${res.statusCode}: ${text.slice(0, 200)}` };
+  const { moduleId } = JSON.parse(text) as { moduleId: string };
+  return {
+    method: 'POST',
+    path: '/execute',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ moduleId, function: 'add', args: [5, 10] }),
+  };
 }
 
 const SCENARIOS: Scenario[] = [
@@ -72,18 +88,7 @@ const SCENARIOS: Scenario[] = [
     id: 'c',
     label: 'POST /execute by moduleId, add(5,10)',
     server: 'wasmbox',
-    setup: async (base) => {
-      const res = await request(`${base}/modules`, { method: 'POST', headers: { 'content-type': 'application/wasm' }, body: ADD_WASM });
-      const text = await res.body.text();
-      if (res.statusCode !== 201 && res.statusCode !== 200) return { skip: `POST /modules answered ${res.statusCode}: ${text.slice(0, 200)}` };
-      const { moduleId } = JSON.parse(text) as { moduleId: string };
-      return {
-        method: 'POST',
-        path: '/execute',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ moduleId, function: 'add', args: [5, 10] }),
-      };
-    },
+    setup: byIdAdd,
     check: checkAdd,
     target: { rps: 3000, p99Ms: 10 },
   },
@@ -231,6 +236,47 @@ async function load(server: ServerProcess, spec: RequestSpec, durationS: number)
   };
 }
 
+/** (c) on the default server against one that never hands a thread a run ahead, interleaved. */
+async function prefetchComparison(
+  options: SectionOptions,
+  rounds: number,
+  seconds: number,
+): Promise<{ rows?: string[][]; rounds: number; seconds: number; problem?: string; data?: unknown }> {
+  options.log(`  http: runs handed ahead or not: two servers, ${rounds} interleaved rounds of ${seconds} s`);
+  const servers: ServerProcess[] = [];
+  try {
+    servers.push(await startServer('wasmbox'), await startServer('wasmbox', { WASMBOX_RUN_PREFETCH: '0' }));
+    const specs: RequestSpec[] = [];
+    for (const server of servers) {
+      const spec = await byIdAdd(server.baseUrl);
+      if ('skip' in spec) return { rounds, seconds, problem: `http prefetch comparison: ${spec.skip}` };
+      specs.push(spec);
+      await load(server, spec, 2);
+    }
+    const runs: LoadResult[][] = [[], []];
+    for (let round = 0; round < rounds; round++) {
+      for (const k of round % 2 === 0 ? [0, 1] : [1, 0]) runs[k]!.push(await load(servers[k]!, specs[k]!, seconds));
+    }
+    for (const r of runs.flat()) {
+      if (r.non2xx || r.errors || r.timeouts) return { rounds, seconds, problem: `http prefetch comparison: ${r.non2xx} non-2xx responses, ${r.errors} errors, ${r.timeouts} timeouts` };
+    }
+    const med = (k: number, f: (r: LoadResult) => number): number => median(runs[k]!.map(f));
+    const [rps1, rps0] = [med(0, (r) => r.rps), med(1, (r) => r.rps)];
+    const [p991, p990] = [med(0, (r) => r.p99Ms), med(1, (r) => r.p99Ms)];
+    return {
+      rounds,
+      seconds,
+      rows: [
+        ['default (WASMBOX_RUN_PREFETCH=1)', fmt(rps1, 0), fmt(med(0, (r) => r.p50Ms), 2), fmt(p991, 2), fmt(rps1 / rps0, 3), fmt(p991 / p990, 2)],
+        ['WASMBOX_RUN_PREFETCH=0', fmt(rps0, 0), fmt(med(1, (r) => r.p50Ms), 2), fmt(p990, 2), '1.000', '1.00'],
+      ],
+      data: runs,
+    };
+  } finally {
+    for (const server of servers) await server.stop();
+  }
+}
+
 async function coldFirstRun(options: SectionOptions): Promise<{ row?: string[]; ok?: boolean; problem?: string }> {
   const { generateModule } = await import('../src/wasm/synthetic.js');
   const mod = generateModule(1024 * 1024, 7).bytes;
@@ -276,12 +322,14 @@ export async function httpSection(options: SectionOptions): Promise<SectionResul
   const skipped: string[] = [];
   const results: (LoadResult & { id: string; label: string; server: ServerKind; target?: Scenario['target'] })[] = [];
 
-  const kinds = [...new Set(SCENARIOS.map((s) => s.server))];
-  for (const kind of kinds) {
-    options.log(`  http: starting the ${kind} server`);
-    const server = await startServer(kind);
+  const serverOf = (s: Scenario): string => `${s.server} ${JSON.stringify(s.env ?? {})}`;
+  for (const key of [...new Set(SCENARIOS.map(serverOf))]) {
+    const first = SCENARIOS.find((s) => serverOf(s) === key)!;
+    const kind = first.server;
+    options.log(`  http: starting the ${kind} server${first.env ? ` with ${JSON.stringify(first.env)}` : ''}`);
+    const server = await startServer(kind, first.env);
     try {
-      for (const sc of SCENARIOS.filter((s) => s.server === kind)) {
+      for (const sc of SCENARIOS.filter((s) => serverOf(s) === key)) {
         const spec = await sc.setup(server.baseUrl);
         if ('skip' in spec) {
           skipped.push(`(${sc.id}) ${sc.label}: skipped: ${spec.skip}`);
@@ -357,6 +405,8 @@ export async function httpSection(options: SectionOptions): Promise<SectionResul
     if (ratio < want) missed.push(`http (${byId})/(${b64}): ${fmt(ratio, 2)}x the requests/s (target ≥ ${want}x)`);
     return [[`(${byId}) by id / (${b64}) base64`, fmt(ratio, 2), `≥ ${want}`, met(ratio >= want)]];
   });
+  const ahead = await prefetchComparison(options, options.quick ? 2 : 4, options.quick ? 2 : 4);
+  if (ahead.problem) problems.push(ahead.problem);
   const cold = await coldFirstRun(options);
   if (cold.problem) problems.push(cold.problem);
   if (cold.row && !cold.ok) missed.push(`http cold 1 MiB: ${cold.row[3]} ms (target < 300 ms)`);
@@ -374,6 +424,14 @@ export async function httpSection(options: SectionOptions): Promise<SectionResul
     ...skipped.map((s) => `- ${s}`),
     ...(bareRatioRows.length ? ['', table(['execute by id vs a bare Fastify route', 'req/s ratio', 'target', 'result'], bareRatioRows)] : []),
     ...(ratioRows.length ? ['', table(['by id vs base64 (same module)', 'req/s ratio', 'target', 'result'], ratioRows)] : []),
+    ...(ahead.rows
+      ? [
+          '',
+          `What handing each runner thread its next run ahead buys (src/worker/run-pool.ts): (c) on two servers alive at once, the default one and one with WASMBOX_RUN_PREFETCH=0 (a thread is handed a run only when it is free), ${ahead.rounds} rounds of ${ahead.seconds} s each, alternating which goes first; medians of the rounds.`,
+          '',
+          table(['server', 'req/s', 'p50 ms', 'p99 ms', 'req/s vs prefetch 0', 'p99 vs prefetch 0'], ahead.rows),
+        ]
+      : []),
     ...(cold.row
       ? [
           '',
@@ -384,5 +442,5 @@ export async function httpSection(options: SectionOptions): Promise<SectionResul
       : []),
     ...(problems.length ? ['', ...problems.map((s) => `**PROBLEM** ${s}`)] : []),
   ].join('\n');
-  return { markdown, data: { connections: CONNECTIONS, warmS, durationS, scenarios: results, skipped }, ok: problems.length === 0, problems, missed };
+  return { markdown, data: { connections: CONNECTIONS, warmS, durationS, scenarios: results, skipped, prefetch: ahead.data ?? null }, ok: problems.length === 0, problems, missed };
 }
