@@ -1,9 +1,9 @@
-// The two worker pools as the main thread sees them: `prepare` (validate, instrument, compile)
-// and `run` (guests). A run's deadline is kept inside its thread (src/wasi/fuel.ts: the first
-// fuel check past it ends the run as a timeout, with its account, and the thread is kept); here
-// is the backstop for a guest that cannot be reached there (blocked in `memory.atomic.wait32`, in
-// one long bulk operation, in a host call): past the deadline plus a grace the task is aborted
-// and piscina terminates the thread and starts a fresh one. A preparation's deadline is only the
+// The worker pools as the main thread sees them: `prepare` (validate, instrument, compile; piscina)
+// and `run` (guests; run-pool.ts). A run's deadline is kept inside its thread (src/wasi/fuel.ts:
+// the first fuel check past it ends the run as a timeout, with its account, and the thread is
+// kept); here is the backstop for a guest that cannot be reached there (blocked in
+// `memory.atomic.wait32`, in one long bulk operation, in a host call): past the deadline plus a
+// grace its thread is terminated and a fresh one started. A preparation's deadline is only the
 // backstop kind.
 
 import { Piscina } from 'piscina';
@@ -39,7 +39,8 @@ type Settled<T> = { kind: 'done'; value: T; waitedNs: number } | { kind: 'deadli
 export type LeaveSignal = () => AbortSignal | undefined;
 
 /** A run stopped by its caller (`cancel` aborted: DELETE /jobs/{jobId}) before it ended on its
- *  own: its thread was terminated and replaced. The account is as of its last slice boundary. */
+ *  own: its thread was terminated and replaced (or, not started yet, it was withdrawn and cost
+ *  nothing). The account is as of its last slice boundary. */
 export class RunCancelledError extends Error {
   override readonly name = 'RunCancelledError';
   constructor(
@@ -276,8 +277,9 @@ export class WorkerPools {
    * account); past `timeoutMs` plus the grace (WASMBOX_DEADLINE_GRACE_MS) the thread is
    * terminated instead, and the result says so (`threadKilled`), with the account as of the
    * guest's last slice boundary. `progress` (progressBuffer()) lets the caller watch the account
-   * while the run is in flight. Aborting `cancel` stops the run wherever it is (its thread is
-   * terminated and replaced) and rejects with RunCancelledError.
+   * while the run is in flight. Aborting `cancel` withdraws a run not started yet, or stops a
+   * started one wherever it is (its thread is terminated and replaced), and rejects with
+   * RunCancelledError.
    */
   async runGuest(
     task: Omit<RunTask, 'startedAt' | 'progress' | keyof ModuleRef> & ModuleSpec & { progress?: SharedArrayBuffer },
@@ -620,7 +622,6 @@ function viaPiscina<T, R>(pool: Piscina<T, R>, task: T, options: { name?: string
   return () => {
     const ac = new TaskAbort();
     const promise = pool.run(task, { signal: ac, ...options });
-    // The rejection of a run refused at once (queue full) is the caller's.
     return {
       promise,
       waiting: false,
