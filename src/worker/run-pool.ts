@@ -17,7 +17,7 @@
 // the thread with them.
 
 import { EventEmitter } from 'node:events';
-import { MessageChannel, type MessagePort, type ResourceLimits, Worker } from 'node:worker_threads';
+import { MessageChannel, type MessagePort, receiveMessageOnPort, type ResourceLimits, Worker } from 'node:worker_threads';
 import type { BatchTask, RunTask } from './protocol.js';
 import { cellState, queueCell, STARTED, startedUs, swapCell, WITHDRAWN } from './run-cell.js';
 import type { FromRunner, RunnerData, ToRunner } from './run-loop.js';
@@ -180,6 +180,21 @@ export class RunPool<R> extends EventEmitter {
       this.pump();
       return;
     }
+    this.answer(runner, m);
+    // Answers the threads have posted meanwhile are taken in this same callback, not each in an
+    // event-loop turn of its own.
+    for (const r of this.runners) {
+      let entry: { message: unknown } | undefined;
+      while ((entry = receiveMessageOnPort(r.port)) !== undefined) {
+        const next = entry.message as FromRunner;
+        if ('ready' in next) r.ready = true;
+        else this.answer(r, next);
+      }
+    }
+    this.pump();
+  }
+
+  private answer(runner: Runner, m: Exclude<FromRunner, { ready: true }>): void {
     const job = runner.jobs.get(m.id);
     // An answer nobody waits for: the task was moved or withdrawn (`skipped`), or settled.
     if (!job) return;
@@ -197,7 +212,6 @@ export class RunPool<R> extends EventEmitter {
       job.settled = true;
       job.resolve(m.result);
     }
-    this.pump();
   }
 
   private onExit(runner: Runner, code: number): void {
