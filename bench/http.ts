@@ -45,8 +45,6 @@ interface Scenario {
   /** Checks one response (before and after the load); returns what is wrong, or null. */
   check(status: number, body: unknown): string | null;
   target?: { rps: number; p99Ms: number };
-  /** Settings the scenario's server starts with (scenarios with the same share a server). */
-  env?: Record<string, string>;
 }
 
 /** POST /execute of add by moduleId (the module uploaded first). */
@@ -322,14 +320,12 @@ export async function httpSection(options: SectionOptions): Promise<SectionResul
   const skipped: string[] = [];
   const results: (LoadResult & { id: string; label: string; server: ServerKind; target?: Scenario['target'] })[] = [];
 
-  const serverOf = (s: Scenario): string => `${s.server} ${JSON.stringify(s.env ?? {})}`;
-  for (const key of [...new Set(SCENARIOS.map(serverOf))]) {
-    const first = SCENARIOS.find((s) => serverOf(s) === key)!;
-    const kind = first.server;
-    options.log(`  http: starting the ${kind} server${first.env ? ` with ${JSON.stringify(first.env)}` : ''}`);
-    const server = await startServer(kind, first.env);
+  const kinds = [...new Set(SCENARIOS.map((s) => s.server))];
+  for (const kind of kinds) {
+    options.log(`  http: starting the ${kind} server`);
+    const server = await startServer(kind);
     try {
-      for (const sc of SCENARIOS.filter((s) => serverOf(s) === key)) {
+      for (const sc of SCENARIOS.filter((s) => s.server === kind)) {
         const spec = await sc.setup(server.baseUrl);
         if ('skip' in spec) {
           skipped.push(`(${sc.id}) ${sc.label}: skipped: ${spec.skip}`);
