@@ -25,7 +25,13 @@ const GRACE = '3000';
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function upload(s: TestServer): Promise<string> {
-  const up = await s.post('/modules', { module: GUESTS });
+  // With a short queue timeout, a loaded machine's first preparation may not get a thread in time
+  // (503 overloaded, Retry-After): retry, as a client would.
+  let up = await s.post('/modules', { module: GUESTS });
+  for (const until = Date.now() + 20_000; up.status === 503 && Date.now() < until; ) {
+    await sleep(200);
+    up = await s.post('/modules', { module: GUESTS });
+  }
   expect([200, 201]).toContain(up.status);
   return up.body.moduleId as string;
 }
