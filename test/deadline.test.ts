@@ -233,23 +233,23 @@ function nestedBlocks(depth: number): Uint8Array {
 }
 
 describe('compilation is preparation, not guest time', () => {
-  it('the no-op export of a module with a 300,000-deep function answers ok within 5 ms of guest time; the compile shows in prepareNs', { timeout: 60_000 }, async () => {
+  it('the no-op export of a module with a 300,000-deep function answers ok within 50 ms of guest time (compiling it there took 1.26 s); the compile shows in prepareNs', { timeout: 60_000 }, async () => {
     const module = b64(nestedBlocks(300_000));
     const body = await execute({ module, function: 'noop', limits: { timeoutMs: 1000 } });
     expect(body.outcome).toBe('ok');
-    expect(body.telemetry.durationNs).toBeLessThan(5e6);
+    expect(body.telemetry.durationNs).toBeLessThan(50e6);
     // Compiling 300,000 nested blocks takes the engine hundreds of milliseconds: at preparation.
     expect(body.telemetry.prepareNs).toBeGreaterThan(body.telemetry.durationNs);
   });
 
-  it('the no-op in a module with 1M nested blocks is ok within 5 ms, or refused at preparation (never a timeout)', { timeout: 120_000 }, async () => {
+  it('the no-op in a module with 1M nested blocks is ok within 50 ms of guest time, or refused at preparation (never a timeout)', { timeout: 120_000 }, async () => {
     const res = await server.execute({ module: b64(nestedBlocks(1_000_000)), function: 'noop', limits: { timeoutMs: 1000 } });
     if (res.status === 422) {
       expect(res.body.error.code).toBe('module_too_complex');
     } else {
       expect(res.status).toBe(200);
       expect(res.body.outcome).toBe('ok');
-      expect(res.body.telemetry.durationNs).toBeLessThan(5e6);
+      expect(res.body.telemetry.durationNs).toBeLessThan(50e6);
     }
   });
 });
