@@ -1119,6 +1119,65 @@ describe('metering: a large innermost loop keeps its check inline, and counts th
     expect(loopsIn(loopModule(2))).toBe(2);
   });
 
+  /** The branch hints of the metered module (metadata.code.branch_hint), as hint values per
+   *  function index (0: unlikely). */
+  const hintsIn = (bytes: Uint8Array): Map<number, number[]> => {
+    const out = instrument(bytes, { maxTableElements: 100 }).bytes;
+    const hints = new Map<number, number[]>();
+    let at = 8;
+    const leb = (): number => {
+      let v = 0;
+      let shift = 0;
+      let b: number;
+      do {
+        b = out[at++]!;
+        v += (b & 0x7f) * 2 ** shift;
+        shift += 7;
+      } while (b & 0x80);
+      return v;
+    };
+    while (at < out.length) {
+      const id = out[at++]!;
+      const size = leb();
+      const end = at + size;
+      if (id === 0) {
+        const nameLength = leb();
+        const name = new TextDecoder().decode(out.subarray(at, at + nameLength));
+        at += nameLength;
+        if (name === 'metadata.code.branch_hint') {
+          for (let fns = leb(); fns > 0; fns--) {
+            const fn = leb();
+            const values: number[] = [];
+            for (let n = leb(); n > 0; n--) {
+              leb(); // offset
+              leb(); // size of the hint: 1
+              values.push(out[at++]!);
+            }
+            hints.set(fn, values);
+          }
+        }
+      }
+      at = end;
+    }
+    return hints;
+  };
+
+  it('its check is the one left without a branch hint: a small loop and a large loop that calls keep theirs', () => {
+    // f calls nothing, so its only check is the loop's.
+    expect(hintsIn(large).get(0)).toBeUndefined();
+    expect(hintsIn(loopModule(2)).get(0)).toEqual([0]);
+    const calling = wat(`(module
+      (func $g)
+      (func (export "f") (param $n i32) (local $i i32) (local $s i32)
+        (loop $l
+          (call $g)
+          ${additions(LARGE)}
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if $l (i32.lt_u (local.get $i) (local.get $n))))))`);
+    // The entry check (f calls) and the loop's, both "unlikely".
+    expect(hintsIn(calling).get(1)).toEqual([0, 0]);
+  });
+
   it('completes on exactly the fuel it needs and is exhausted on any less, at every budget', () => {
     const n = 3;
     const total = need(LARGE, n);

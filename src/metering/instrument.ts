@@ -28,7 +28,8 @@
 //   Each check's `if` carries a branch hint, "unlikely" (the metadata.code.branch_hint section,
 //   before the code section): V8's optimizing compiler then treats the call as deferred code and
 //   keeps its register spills off the hot path (without hints, a call inside a tight loop cost
-//   sha256 1.6x; src/worker/engine-flags.ts turns the hints on).
+//   sha256 1.6x; src/worker/engine-flags.ts turns the hints on). The exception is the check of a
+//   large innermost loop that does not call, which runs faster unhinted (scanBody).
 // - Checks (`if (global > 0) call $slice`) sit only at function entry and at every loop header
 //   (a function that calls nothing gets no entry check: it cannot be part of a recursion, and its
 //   own loops are checked at their headers; its charges stay exact, and a budget it passes is
@@ -648,9 +649,9 @@ function instrumentBody(
    *  is the account here: in local mode every check follows a sync or a load). */
   const checkLocal = local ? ctx.checkLocal(fl) : null;
   const checkLocalIfAt = 1 + u32Size(fl) + 3;
-  const check = (): void => {
+  const check = (hinted = true): void => {
     if (checkLocal) {
-      checks.push(instrs.length + checkLocalIfAt);
+      if (hinted) checks.push(instrs.length + checkLocalIfAt);
       instrs.bytes(checkLocal);
     } else {
       globalCheck();
@@ -905,12 +906,13 @@ function instrumentBody(
           // makes it on its way to the host). When the callee checks at its entry, every
           // iteration passes that check, and the header's check is left out too.
           const first = ctx.elideWrites ? scan?.loopFirstCall.get(at) : undefined;
+          const hinted = !(scan?.unhintedLoops.has(at) ?? false);
           if (first === undefined && ctx.headerWrites) {
             sync(r.pos);
-            check();
+            check(hinted);
           } else if (first === undefined || !calleeChecks(first)) {
             flush(r.pos);
-            checks.push(instrs.length + checkLocalIfAt);
+            if (hinted) checks.push(instrs.length + checkLocalIfAt);
             instrs.bytes(ctx.checkLocalSynced(fl));
           }
         }
@@ -1315,6 +1317,9 @@ interface BodyScan {
   /** The loops (by the offset of their `loop` opcode) that keep their check inline instead of
    *  being wrapped: those whose body calls, and large innermost ones (see scanBody). */
   inlineCheckLoops: Set<number>;
+  /** Of those, the ones kept inline for their size alone (they do not call): their check's `if`
+   *  gets no branch hint (see scanBody). */
+  unhintedLoops: Set<number>;
   /** Targets of direct calls. */
   calls: number[];
   /** Targets of `return_call`. */
@@ -1345,7 +1350,11 @@ interface BodyScan {
  *   count is live on the wrappers' exit path as well): an interpreter's dispatch loop (bench
  *   program vm, 655 bytes) ran 9-10 % faster with its check inline, while loops of about 200
  *   bytes (crc32, nbody) ran the same either way and smaller ones (matmul, sieve, sha256, up to
- *   156 bytes) 8-48 % slower.
+ *   156 bytes) 8-48 % slower. The check of such a loop (large, innermost, no call) is the one
+ *   check left without a branch hint: TurboFan then keeps its host call in line instead of in
+ *   deferred code, and the dispatch loop ran 6-9 % faster (vm 1.44 -> 1.35 of the unmetered time,
+ *   side by side), an unrolled hash round loop (md5) the same or faster; loops that call keep the
+ *   hint, which they need (fibloop 1.27 with it, 1.48 without).
  * null when it meets an opcode it does not know (the fuel pass then refuses the module).
  */
 function scanBody(bytes: Uint8Array, start: number, end: number): BodyScan | null {
@@ -1356,6 +1365,7 @@ function scanBody(bytes: Uint8Array, start: number, end: number): BodyScan | nul
     readValType(r);
   }
   const result = new Set<number>();
+  const unhinted = new Set<number>();
   const direct: number[] = [];
   const tail: number[] = [];
   let tailIndirect = false;
@@ -1378,7 +1388,10 @@ function scanBody(bytes: Uint8Array, start: number, end: number): BodyScan | nul
     const at = loopAt.pop()!;
     const c = calls.pop()!;
     const nested = inner.pop()!;
-    if (at >= 0 && (c || (!nested && r.pos - at >= INLINE_CHECK_LOOP_BYTES))) result.add(at);
+    if (at >= 0 && (c || (!nested && r.pos - at >= INLINE_CHECK_LOOP_BYTES))) {
+      result.add(at);
+      if (!c) unhinted.add(at);
+    }
     if (calls.length > 0) {
       if (c) calls[calls.length - 1] = true;
       if (at >= 0 || nested) inner[inner.length - 1] = true;
@@ -1421,7 +1434,7 @@ function scanBody(bytes: Uint8Array, start: number, end: number): BodyScan | nul
         else if (!(op >= 0x45 && op <= 0xc4)) return null;
     }
   }
-  return { inlineCheckLoops: result, calls: direct, tailCalls: tail, tailIndirect, hasLoop, hasCall, loopFirstCall };
+  return { inlineCheckLoops: result, unhintedLoops: unhinted, calls: direct, tailCalls: tail, tailIndirect, hasLoop, hasCall, loopFirstCall };
 }
 
 /**
