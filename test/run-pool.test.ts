@@ -24,6 +24,14 @@ const GRACE = '3000';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** Waits until `condition` holds (a loaded machine may take long to start a guest), failing
+ *  after 10 s with `what`. */
+async function until(what: string, condition: () => boolean): Promise<void> {
+  for (const end = Date.now() + 10_000; !condition(); await sleep(5)) {
+    if (Date.now() > end) throw new Error(`timed out waiting until ${what}`);
+  }
+}
+
 async function upload(s: TestServer): Promise<string> {
   // With a short queue timeout, a loaded machine's first preparation may not get a thread in time
   // (503 overloaded, Retry-After): retry, as a client would.
@@ -59,8 +67,10 @@ describe('two threads, one run handed ahead to each', () => {
     // Thread one: a guest that ends at 700 ms. Thread two, started after it: one that ends at 3 s.
     const short = timed(s, t0, { moduleId: id, function: 'spin', limits: { ...fuel, timeoutMs: 700 } });
     await sleep(150);
+    await until('the short guest runs', () => s.runPool().running === 1);
     const long = timed(s, t0, { moduleId: id, function: 'spin', limits: { ...fuel, timeoutMs: 3000 } });
     await sleep(150);
+    await until('both guests run', () => s.runPool().running === 2);
     // Both threads are busy: the add is handed ahead to the one whose guest started last (the
     // long one), and moves when the short one ends.
     const add = await timed(s, t0, { moduleId: id, function: 'add', args: [20, 22] });
@@ -104,6 +114,7 @@ describe('one thread: the run handed ahead of a guest that must be terminated', 
     const t0 = performance.now();
     const blocked = timed(s, t0, { moduleId: id, function: 'wait_forever', limits: { timeoutMs: 300 } });
     await sleep(100);
+    await until('the blocked guest runs', () => s.runPool().running === 1);
     // The only thread is blocked in an atomic wait; this add is handed to it ahead.
     const add = await timed(s, t0, { moduleId: id, function: 'add', args: [2, 3] });
     const killed = await blocked;
@@ -137,6 +148,7 @@ describe('one thread, a short queue timeout', () => {
     const t0 = performance.now();
     const spin = timed(s, t0, { moduleId: id, function: 'spin', limits: { fuel: 1e13, timeoutMs: 1500 } });
     await sleep(100);
+    await until('the spinning guest runs', () => s.runPool().running === 1);
     const add = await timed(s, t0, { moduleId: id, function: 'add', args: [1, 1] });
     expect(add.status).toBe(503);
     expect(add.body.error.code).toBe('overloaded');
@@ -174,22 +186,18 @@ describe('one thread: the client of a run handed ahead goes away', () => {
     const before = s.runPool();
     const runsBefore = await executions();
     const spin = s.execute({ moduleId: id, function: 'spin', limits: { fuel: 1e13, timeoutMs: 1200 } });
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await until('the spinning guest runs', () => s.runPool().running === 1);
     const { port } = new URL(s.url);
     const socket = net.connect(Number(port), '127.0.0.1');
     await new Promise<void>((resolve) => socket.once('connect', resolve));
     const body = JSON.stringify({ moduleId: id, function: 'add', args: [1, 2] });
     socket.write(`POST /execute HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
-    const until = Date.now() + 5000;
-    while (s.runPool().withdrawn === before.withdrawn && Date.now() < until) {
-      // Handed to the busy thread: the client leaves while it waits there.
-      if (!socket.destroyed) {
-        await new Promise((resolve) => setTimeout(resolve, 100));
-        socket.destroy();
-      }
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
+    // Handed to the busy thread: the client leaves while it waits there.
+    await until('the add is handed to the busy thread', () => s.runPool().waiting === 1);
+    socket.destroy();
+    await until('the add is withdrawn', () => s.runPool().withdrawn > before.withdrawn);
     expect(s.runPool().withdrawn).toBe(before.withdrawn + 1);
+    expect(s.runPool().waiting).toBe(0);
     const spun = await spin;
     expect(spun.body.outcome).toBe('timeout');
     expect(spun.body.telemetry.threadKilled).toBe(false);

@@ -109,6 +109,13 @@ export class RunPool<R> extends EventEmitter {
     return [...this.runners].map((r) => r.worker);
   }
 
+  /** Tasks a thread has started and not yet answered. */
+  get running(): number {
+    let n = 0;
+    for (const r of this.runners) for (const job of r.jobs.values()) if (cellState(this.cellOf(job)) === STARTED) n++;
+    return n;
+  }
+
   /** Tasks waiting: in the queue, or handed to a thread that has not started them. */
   get waiting(): number {
     let n = this.queue.length;

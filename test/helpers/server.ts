@@ -20,7 +20,8 @@ export interface TestServer {
   /** The run pool's counters (src/worker/run-pool.ts): runs handed ahead to a busy thread that
    *  moved to a free one, were sent again after their thread was terminated for another run, or
    *  were withdrawn before they started. */
-  runPool(): { moved: number; resent: number; withdrawn: number };
+  /** The run pool's counters, and its tasks running and waiting (handed ahead or queued) now. */
+  runPool(): { moved: number; resent: number; withdrawn: number; running: number; waiting: number };
   post(path: string, body: unknown, headers?: Record<string, string>): Promise<{ status: number; body: any; headers: Record<string, unknown> }>;
   get(path: string): Promise<{ status: number; body: any; text: string; headers: Record<string, unknown> }>;
   execute(body: Record<string, unknown>): Promise<{ status: number; body: any }>;
@@ -82,7 +83,10 @@ export async function startServer(env: Record<string, string> = {}, options: { l
     config,
     runnerThreadIds: () => app.pools.run.threads.map((t) => t.threadId).sort((a, b) => a - b),
     moduleResends: () => app.pools.moduleResends,
-    runPool: () => ({ moved: app.pools.run.moved, resent: app.pools.run.resent, withdrawn: app.pools.run.withdrawn }),
+    runPool: () => {
+      const pool = app.pools.run;
+      return { moved: pool.moved, resent: pool.resent, withdrawn: pool.withdrawn, running: pool.running, waiting: pool.waiting };
+    },
     post,
     get,
     execute: (body) => post('/execute', body),
