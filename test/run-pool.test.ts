@@ -113,7 +113,6 @@ describe('one thread: the run handed ahead of a guest that must be terminated', 
     const before = s.runPool();
     const t0 = performance.now();
     const blocked = timed(s, t0, { moduleId: id, function: 'wait_forever', limits: { timeoutMs: 300 } });
-    await sleep(100);
     await until('the blocked guest runs', () => s.runPool().running === 1);
     // The only thread is blocked in an atomic wait; this add is handed to it ahead.
     const add = await timed(s, t0, { moduleId: id, function: 'add', args: [2, 3] });
@@ -147,7 +146,6 @@ describe('one thread, a short queue timeout', () => {
     const before = s.runPool();
     const t0 = performance.now();
     const spin = timed(s, t0, { moduleId: id, function: 'spin', limits: { fuel: 1e13, timeoutMs: 1500 } });
-    await sleep(100);
     await until('the spinning guest runs', () => s.runPool().running === 1);
     const add = await timed(s, t0, { moduleId: id, function: 'add', args: [1, 1] });
     expect(add.status).toBe(503);

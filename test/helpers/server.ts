@@ -19,8 +19,8 @@ export interface TestServer {
   moduleResends(): number;
   /** The run pool's counters (src/worker/run-pool.ts): runs handed ahead to a busy thread that
    *  moved to a free one, were sent again after their thread was terminated for another run, or
-   *  were withdrawn before they started. */
-  /** The run pool's counters, and its tasks running and waiting (handed ahead or queued) now. */
+   *  were withdrawn before they started; and its tasks now running, and waiting (handed ahead to
+   *  a busy thread, or queued). */
   runPool(): { moved: number; resent: number; withdrawn: number; running: number; waiting: number };
   post(path: string, body: unknown, headers?: Record<string, string>): Promise<{ status: number; body: any; headers: Record<string, unknown> }>;
   get(path: string): Promise<{ status: number; body: any; text: string; headers: Record<string, unknown> }>;
