@@ -19,13 +19,14 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Worker } from 'node:worker_threads';
+import { type ResourceLimits, Worker } from 'node:worker_threads';
 import { request } from 'undici';
 import { buildApp } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
 import { moduleIdOf } from '../src/service/execute.js';
 import { PreparedCache } from '../src/service/prepared-cache.js';
 import { type GeneratedModule, generateModule, withNonce } from '../src/wasm/synthetic.js';
+import { prepareResourceLimits } from '../src/worker/pool.js';
 import { RESULTS_DIR, type SectionOptions, type SectionResult, fmt, fmtBytes, fmtInt, median, met, quantile, sleep, table } from './lib.js';
 import type { PrepareReply, PrepareRequest } from './prepare-worker.js';
 
@@ -45,11 +46,8 @@ class PrepareThread {
   /** The thread's load time and its warm-up (src/worker/warmup.ts), once both are done. */
   readonly loaded: Promise<{ loadMs: number; warmUpRounds: number; warmUpMs: number }>;
 
-  constructor(heapMb: number) {
-    // The preparation pool's resource limits (src/worker/pool.ts).
-    this.worker = new Worker(new URL('./prepare-worker.js', import.meta.url), {
-      resourceLimits: { maxOldGenerationSizeMb: Math.max(512, heapMb), stackSizeMb: 4 },
-    });
+  constructor(resourceLimits: ResourceLimits) {
+    this.worker = new Worker(new URL('./prepare-worker.js', import.meta.url), { resourceLimits });
     let loaded!: (l: { loadMs: number; warmUpRounds: number; warmUpMs: number }) => void;
     let failed!: (err: Error) => void;
     this.loaded = new Promise((resolve, reject) => {
@@ -137,7 +135,8 @@ export async function prepareSection(options: SectionOptions): Promise<SectionRe
     options.log(`  prepare: ${s.label}: generated ${fmtBytes(gen.bytes.length)}, ${fmtInt(gen.functions)} functions in ${fmt(generateMs, 0)} ms`);
 
     // Cold and uncached, in a fresh preparation thread.
-    const thread = new PrepareThread(config.workerHeapMb);
+    // The preparation pool's resource limits.
+    const thread = new PrepareThread(prepareResourceLimits(config));
     let prepared: Extract<PrepareReply, { ok: true }>['prepared'];
     let cold: Phase | null = null;
     const uncached: Phase[] = [];
