@@ -48,7 +48,16 @@ const SPIN = b64(
       (loop $l (local.set $i (i32.add (local.get $i) (i32.const 1))) (br $l)))
     (func $f (param i32) (result i32) (i32.add (local.get 0) (i32.const 1)))
     (func (export "spin_calls") (local $i i32)
-      (loop $l (local.set $i (call $f (local.get $i))) (br $l))))`),
+      (loop $l (local.set $i (call $f (local.get $i))) (br $l)))
+    ;; An interpreter's dispatch loop: large, calling nothing, every branch back a br (its fuel
+    ;; checks sit at those branches, not at its header).
+    (func (export "dispatch") (local $i i32) (local $s i32)
+      (loop $l
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (block $c1 (block $c0
+          (br_table $c0 $c1 (i32.and (local.get $i) (i32.const 1))))
+          ${'(local.set $s (i32.add (local.get $s) (i32.const 1))) '.repeat(60)} (br $l))
+        ${'(local.set $s (i32.xor (local.get $s) (i32.const 3))) '.repeat(60)} (br $l))))`),
 );
 
 /** A WASI program that prints "x" every 200 loop iterations (about 1,700 fuel), forever. */
@@ -84,11 +93,21 @@ describe('a run that reaches its deadline keeps its account', () => {
     expect(body.telemetry.durationNs).toBeLessThan(200e6 + 150e6);
   });
 
+  it('an interpreter\'s dispatch loop, checked at its branches back, also ends in timeout inside its thread', async () => {
+    const body = await execute({ module: SPIN, function: 'dispatch', limits: { fuel: FUEL_MAX, timeoutMs: 200 } });
+    expect(body.outcome).toBe('timeout');
+    expectIntegerAccount(body);
+    expect(body.telemetry.threadKilled).toBe(false);
+    expect(body.telemetry.fuelConsumed).toBeGreaterThan(1_000_000);
+    expect(body.telemetry.durationNs).toBeGreaterThanOrEqual(200e6);
+    expect(body.telemetry.durationNs).toBeLessThan(200e6 + 150e6);
+  });
+
   it('keeps the runner threads: the same thread ids before and after timeouts', async () => {
     const before = server.runnerThreadIds();
     expect(before.length).toBe(2);
     const runs = await Promise.all(
-      ['spin', 'spin_calls', 'spin', 'spin_calls'].map((fn) => execute({ module: SPIN, function: fn, limits: { fuel: FUEL_MAX, timeoutMs: 100 } })),
+      ['spin', 'spin_calls', 'dispatch', 'spin_calls'].map((fn) => execute({ module: SPIN, function: fn, limits: { fuel: FUEL_MAX, timeoutMs: 100 } })),
     );
     for (const body of runs) {
       expect(body.outcome).toBe('timeout');

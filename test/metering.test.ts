@@ -1207,3 +1207,93 @@ describe('metering: a large innermost loop keeps its check inline, and counts th
     expect(r.consumed).toBe(1 + 16 * perIteration(LARGE));
   });
 });
+
+describe('metering: a large loop whose every branch back is a `br` (an interpreter\'s dispatch loop) checks at its back edges', () => {
+  // An interpreter's shape: a dispatch (br_table) over three cases, each ending in `br $l`; the
+  // loop is left by a `br_if` forward. i counts from 1; case i % 3; case 1 also stores at
+  // i * 4096 (out of bounds of one page at i = 16).
+  const K = 40; // additions per case: about 900 bytes of loop body, past INLINE_CHECK_LOOP_BYTES
+  const additions = Array.from({ length: K }, () => '(local.set $s (i32.add (local.get $s) (i32.const 1)))').join(' ');
+  const interpreter = (back: (kase: number) => string): Uint8Array =>
+    wat(`(module (memory 1)
+      (func (export "f") (param $n i32) (result i32) (local $i i32) (local $s i32)
+        (block $done
+          (loop $l
+            (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+            (local.set $i (i32.add (local.get $i) (i32.const 1)))
+            (block $c2 (block $c1 (block $c0
+              (br_table $c0 $c1 $c2 (i32.rem_u (local.get $i) (i32.const 3))))
+              ${additions} ${back(0)})
+              ${additions} (i32.store (i32.mul (local.get $i) (i32.const 4096)) (local.get $s)) ${back(1)})
+            ${additions} ${back(2)}))
+        (local.get $s)))`);
+  const plainBack = interpreter(() => '(br $l)');
+  // The same loop with one branch back a `br_if` (always taken: its i32.const costs 1 more).
+  const conditionalBack = interpreter((kase) => (kase === 2 ? '(br_if $l (i32.const 1))' : '(br $l)'));
+  // Per iteration i: exit test 4, increment 4, dispatch 4, the case's additions 4K and its br 1,
+  // and case 1's store 5. Then the exit: its test 4 and the result 1; and the entry 1.
+  const iteration = (i: number, conditional = false): number => 13 + 4 * K + (i % 3 === 1 ? 5 : 0) + (conditional && i % 3 === 2 ? 1 : 0);
+  const need = (n: number, conditional = false): number => {
+    let total = 1 + 4 + 1;
+    for (let i = 1; i <= n; i++) total += iteration(i, conditional);
+    return total;
+  };
+  /** The metered code's checks (`i64.gt_s` on the count, then the `if` that asks the host), and
+   *  what each is followed by after its `end`. */
+  const checksIn = (bytes: Uint8Array): string[] => {
+    const lines = watText(instrument(bytes, { maxTableElements: 100 }).bytes).split('\n').map((l) => l.trim());
+    const after: string[] = [];
+    lines.forEach((line, i) => {
+      if (line !== 'i64.gt_s' || !lines[i + 1]!.startsWith('if')) return;
+      let j = i + 1;
+      while (lines[j] !== 'end') j++;
+      after.push(lines[j + 1]!.replace(/ .*/, ''));
+    });
+    return after;
+  };
+
+  it('has a check before each of its three `br`s back and none at its header (f is a leaf: no entry check)', () => {
+    expect(checksIn(plainBack)).toEqual(['br', 'br', 'br']);
+  });
+
+  it('keeps its check at the header when any branch back is conditional (a `br_if`)', () => {
+    expect(checksIn(conditionalBack)).toHaveLength(1);
+  });
+
+  it('counts the same as by hand, completes on exactly the fuel it needs and is exhausted on any less', () => {
+    for (const [bytes, conditional] of [[plainBack, false], [conditionalBack, true]] as const) {
+      const n = 5;
+      const total = need(n, conditional);
+      expect(fuel(bytes, [n]).consumed).toBe(total);
+      for (let limit = 1; limit <= total + 2; limit++) {
+        const r = runMetered(bytes, { fn: 'f', args: [n], fuel: limit });
+        expect(r.consumed).toBeLessThanOrEqual(limit);
+        expect(r.exhausted).toBe(limit < total);
+        if (!r.exhausted) expect(r.consumed).toBe(total);
+      }
+    }
+  });
+
+  it('runs out of fuel when it does not end: each iteration passes a check', () => {
+    const endless = mod(`(local $s i32) (local $i i32)
+      (loop $l
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (block $c1 (block $c0
+          (br_table $c0 $c1 (i32.and (local.get $i) (i32.const 1))))
+          ${additions} (br $l))
+        ${additions} (br $l))`);
+    expect(checksIn(endless)).toEqual(['br', 'br']);
+    const e = runMetered(endless, { fn: 'f', fuel: 1_000_000 });
+    expect(e.exhausted).toBe(true);
+    expect(e.consumed).toBe(1_000_000);
+  });
+
+  it('a trap inside it reports every completed iteration, exactly: its header still writes the count', () => {
+    const r = runMetered(plainBack, { fn: 'f', args: [100] });
+    expect(r.trap?.message).toMatch(/memory access out of bounds/);
+    // the entry and iterations 1-15: the count as of the trapping iteration's loop header
+    let expected = 1;
+    for (let i = 1; i <= 15; i++) expected += iteration(i);
+    expect(r.consumed).toBe(expected);
+  });
+});
