@@ -3,7 +3,7 @@
 // proc_exit halts the guest through it.
 //
 // Slices. The instrumented module keeps `consumed - sliceEnd` in a hidden mutable i64 global;
-// its checks (function entries and loop headers) call the host's `refill` when the value is
+// its checks (function entries and loops) call the host's `refill` when the value is
 // above 0 (src/limits/rewrite.ts appends the `$slice` function that does). `refill` looks at the
 // account and the clock, then either grants the next slice (moves `sliceEnd` on and rebases the
 // global) and answers 0, or answers 1 and the guest executes `unreachable`, a trap its exception

@@ -383,8 +383,9 @@ export function runGuest(options: GuestOptions & { functionName: string | null; 
   const limit = options.fuelLimit;
   const rawConsumed = guest.consumed();
   let fuelConsumed = rawConsumed;
-  // Checks sit at function entries and loop headers, so a run can pass its budget by one acyclic
-  // stretch of code before a check sees it; whatever it then did, it ran out of fuel.
+  // Checks sit at function entries and in every loop (src/metering/instrument.ts), so a run can
+  // pass its budget by one acyclic stretch of code before a check sees it; whatever it then did,
+  // it ran out of fuel.
   if (rawConsumed > limit) {
     verdict = { outcome: 'fuel_exhausted' };
     fuelConsumed = limit;
