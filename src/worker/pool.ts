@@ -38,26 +38,16 @@ type Settled<T> = { kind: 'done'; value: T; waitedNs: number } | { kind: 'deadli
 /** The signal of a caller that may go away while its task waits (asked for only then). */
 export type LeaveSignal = () => AbortSignal | undefined;
 
+/** The preparation threads' heap: instrumenting a large module builds large buffers; room for
+ *  them, but bounded (WASMBOX_PREPARE_HEAP_MB). The young generation is V8's default (192 MiB
+ *  here): capping it at 48 MiB measured the same in `npm run bench -- prepare`. */
+export function prepareResourceLimits(config: Pick<Config, 'prepareHeapMb'>): ResourceLimits {
+  return { maxOldGenerationSizeMb: config.prepareHeapMb, stackSizeMb: 4 };
+}
+
 /** A run stopped by its caller (`cancel` aborted: DELETE /jobs/{jobId}) before it ended on its
  *  own: its thread was terminated and replaced (or, not started yet, it was withdrawn and cost
  *  nothing). The account is as of its last slice boundary. */
-/**
- * The preparation threads' heap. The old generation: instrumenting a large module builds large
- * buffers; room for them, but bounded (WASMBOX_PREPARE_HEAP_MB). The young generation is set as
- * well: left unset, V8 sizes it from the old generation's cap, 12 MiB for 512, where the main
- * thread gets 48. The fuel pass allocates a few small objects per function (its scans, writers and
- * label sets), and in 12 MiB it ran 33-48 ms on a 1 MiB module against 22-25 ms in 48 MiB, in
- * the same worker otherwise (bench/prepare's module, medians of 10 after 20 warm-up rounds, three
- * runs each); in `npm run bench -- prepare` (a warm thread, median of 5), 40.7, 46.7 and 42.3 ms
- * against 28.4, 40.6 and 39.4 (runs interleaved). Semi-spaces grow only as they fill, so an idle
- * thread does not hold it.
- */
-export const PREPARE_YOUNG_GENERATION_MB = 48;
-
-export function prepareResourceLimits(config: Pick<Config, 'prepareHeapMb'>): ResourceLimits {
-  return { maxOldGenerationSizeMb: config.prepareHeapMb, maxYoungGenerationSizeMb: PREPARE_YOUNG_GENERATION_MB, stackSizeMb: 4 };
-}
-
 export class RunCancelledError extends Error {
   override readonly name = 'RunCancelledError';
   constructor(
