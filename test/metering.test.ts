@@ -27,6 +27,18 @@ function fuel(bytes: Uint8Array, args: unknown[] = []): { consumed: number; resu
   return { consumed: r.consumed, results: r.results };
 }
 
+/** f(args) at every budget from 1 to two past `total`, the fuel a completed call needs: it completes,
+ *  charged exactly `total`, from `total` on, and below it is exhausted, reporting no more than its
+ *  limit. */
+function expectExactAtEveryBudget(bytes: Uint8Array, args: unknown[], total: number): void {
+  for (let limit = 1; limit <= total + 2; limit++) {
+    const r = runMetered(bytes, { fn: 'f', args, fuel: limit });
+    expect(r.consumed).toBeLessThanOrEqual(limit);
+    expect(r.exhausted).toBe(limit < total);
+    if (!r.exhausted) expect(r.consumed).toBe(total);
+  }
+}
+
 const SUM_LOOP = `
   (func $sum (export "sum") (param $n i32) (result i32) (local $i i32) (local $s i32)
     (block $done
@@ -1182,12 +1194,7 @@ describe('metering: a large innermost loop keeps its check inline, and counts th
     const n = 3;
     const total = need(LARGE, n);
     expect(fuel(large, [n]).consumed).toBe(total);
-    for (let limit = 1; limit <= total + 2; limit++) {
-      const r = runMetered(large, { fn: 'f', args: [n], fuel: limit });
-      expect(r.consumed).toBeLessThanOrEqual(limit);
-      expect(r.exhausted).toBe(limit < total);
-      if (!r.exhausted) expect(r.consumed).toBe(total);
-    }
+    expectExactAtEveryBudget(large, [n], total);
   });
 
   it('runs out of fuel when it does not end', () => {
@@ -1265,12 +1272,7 @@ describe('metering: a large loop whose every branch back is a `br` (an interpret
       const n = 5;
       const total = need(n, conditional);
       expect(fuel(bytes, [n]).consumed).toBe(total);
-      for (let limit = 1; limit <= total + 2; limit++) {
-        const r = runMetered(bytes, { fn: 'f', args: [n], fuel: limit });
-        expect(r.consumed).toBeLessThanOrEqual(limit);
-        expect(r.exhausted).toBe(limit < total);
-        if (!r.exhausted) expect(r.consumed).toBe(total);
-      }
+      expectExactAtEveryBudget(bytes, [n], total);
     }
   });
 
