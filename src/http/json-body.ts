@@ -4,7 +4,8 @@
 // - Small bodies (up to INLINE_BODY_MAX_BYTES) are handled here, on the event loop: JSON after a
 //   UTF-8 check (decoding would silently turn invalid bytes into U+FFFD and run the guest with
 //   input it was not sent) by Fastify's own parser, proto-poisoning checks included.
-// - Larger ones go to the decoding thread (src/worker/decode.ts) through a reused staging buffer:
+// - Larger ones go to the decoding thread (src/worker/decode.ts), their chunks moved there (or
+//   copied into its reused staging buffer when they cannot be moved: src/worker/pool.ts):
 //   a 16 MiB JSON body costs the event loop a few milliseconds there instead of about 300 (parse,
 //   base64 check, decode, hash, and the page faults of fresh 16 MiB buffers). A JSON body's heavy
 //   fields (the base64 module, WASI stdin) come back decoded, with stand-ins in the body that the
@@ -79,8 +80,8 @@ export function registerBodyParsers(app: FastifyInstance, pools: WorkerPools, bo
 /**
  * Reads a body as Fastify's own parsers do (lib/content-type-parser.js rawBody): refused as soon
  * as it passes the limit (announced or streamed), and its length checked against Content-Length.
- * The chunks are kept as received: the small ones are concatenated, the large ones copied into a
- * staging buffer by the caller.
+ * The chunks are kept as received: a small body's are concatenated, a large one's go to the
+ * decoding thread (WorkerPools.decodeJson, adoptBytes).
  */
 function readBody(
   request: FastifyRequest,
