@@ -11,12 +11,14 @@
 // own fresh worker thread, compiled once (as the service compiles: eagerly, branch hints on),
 // warm-up calls until two agree (V8 tiers hot functions up from Liftoff to TurboFan, and a call
 // that started in Liftoff stays there), then REPS timed calls,
-// interleaved in a rotating order so drift on the machine (other load, frequency) falls on all.
+// interleaved in a rotating order so drift on the machine (other load, frequency) falls on all,
+// with every thread pinned to one CPU (pinToOneCpu).
 // All results must equal each other and programs.json's `expect`; fuel must be the same on every
 // timed call and in every metered variant (it is exact and the programs are deterministic), and
 // the first calls must agree with each other (a program that mallocs grows its memory on its
 // first call only, and is charged for the growth there).
 
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -36,6 +38,35 @@ const WARMUP_MAX = 12;
 const WARMUP_STABLE = 3;
 /** Effectively unlimited, as the brief suggests: the global then holds consumed - 2^62. */
 const FUEL_LIMIT = 2n ** 62n;
+
+/**
+ * Pins every thread of this process to one CPU for the section (`taskset -a -p`); the variant
+ * workers started after inherit it. Unpinned, on this 2-vCPU VM, about one worker in four (and
+ * some whole processes) ran the same bytes 1.5-2x slower for all of its calls (expr: 191-197 ms
+ * against 115 in two of three workers with identical code; the unmetered variant too, 142 against
+ * 95), which made a random program miss the bound in a run; pinned, none of 32 workers did. The
+ * variants still run interleaved, one call at a time, so they share the CPU alike. Returns how
+ * to undo it, or null where taskset is missing or refused (the section then runs unpinned and
+ * says so).
+ */
+function pinToOneCpu(cpu: number): { restore: () => void } | null {
+  try {
+    const before = /affinity mask: ([0-9a-f]+)/.exec(execFileSync('taskset', ['-p', String(process.pid)], { encoding: 'utf8' }))?.[1];
+    if (!before) return null;
+    execFileSync('taskset', ['-a', '-p', '-c', String(cpu), String(process.pid)], { stdio: 'ignore' });
+    return {
+      restore: () => {
+        try {
+          execFileSync('taskset', ['-a', '-p', before, String(process.pid)], { stdio: 'ignore' });
+        } catch {
+          // The threads stay pinned: later sections run on one CPU (their tables say so).
+        }
+      },
+    };
+  } catch {
+    return null;
+  }
+}
 
 interface Program {
   name: string;
@@ -143,158 +174,166 @@ export async function meteringSection(options: SectionOptions): Promise<SectionR
   const limitPages = memoryLimitPages(config.limits.defaults);
   const results: ProgramResult[] = [];
   const problems: string[] = [];
+  const pin = pinToOneCpu(0);
+  try {
+    await measurePrograms();
+  } finally {
+    pin?.restore();
+  }
 
-  for (const p of programs) {
-    const n = options.quick ? p.smallArgs[0]! : p.args[0]!;
-    const expect = String(options.quick ? p.smallExpect : p.expect);
-    const bytes = new Uint8Array(readFileSync(path.join(PROGRAMS_DIR, p.file)));
-    const t = performance.now();
-    const ins = instrument(bytes, { maxTableElements: config.maxTableElements });
-    const instrumentMs = performance.now() - t;
-    const insBudget = instrument(bytes, { maxTableElements: config.maxTableElements, slices: false });
-    const insUnthreaded = instrument(bytes, { maxTableElements: config.maxTableElements, threadCalls: false });
-    const insAllWrites = instrument(bytes, { maxTableElements: config.maxTableElements, elideWrites: false });
-    const insNoHeaderWrites = instrument(bytes, { maxTableElements: config.maxTableElements, headerWrites: false });
+  async function measurePrograms(): Promise<void> {
+    for (const p of programs) {
+      const n = options.quick ? p.smallArgs[0]! : p.args[0]!;
+      const expect = String(options.quick ? p.smallExpect : p.expect);
+      const bytes = new Uint8Array(readFileSync(path.join(PROGRAMS_DIR, p.file)));
+      const t = performance.now();
+      const ins = instrument(bytes, { maxTableElements: config.maxTableElements });
+      const instrumentMs = performance.now() - t;
+      const insBudget = instrument(bytes, { maxTableElements: config.maxTableElements, slices: false });
+      const insUnthreaded = instrument(bytes, { maxTableElements: config.maxTableElements, threadCalls: false });
+      const insAllWrites = instrument(bytes, { maxTableElements: config.maxTableElements, elideWrites: false });
+      const insNoHeaderWrites = instrument(bytes, { maxTableElements: config.maxTableElements, headerWrites: false });
 
-    const u = new VariantWorker({ variant: 'unmetered', bytes, functionName: p.function });
-    /** A metered variant, run as the runner runs it. */
-    const metered = (instrumented: typeof ins, extra: { slices?: false } = {}): VariantWorker =>
-      new VariantWorker({
-        variant: 'metered',
-        bytes: instrumented.bytes,
-        functionName: p.function,
-        layout: instrumented.layout,
-        memoryLimitPages: limitPages,
-        fuelLimit: FUEL_LIMIT,
-        ...extra,
-      });
-    const m = metered(ins);
-    const b = metered(insBudget, { slices: false });
-    const ut = metered(insUnthreaded);
-    const aw = metered(insAllWrites);
-    const nh = metered(insNoHeaderWrites);
-    const workers = { u, m, b, t: ut, w: aw, h: nh };
-    const label = {
-      u: 'unmetered',
-      m: 'metered',
-      b: 'metered without slices',
-      t: 'metered without threaded calls',
-      w: 'metered with every write kept',
-      h: 'metered without loop-header writes',
-    };
-    type Which = keyof typeof workers;
-    const kinds = Object.keys(workers) as Which[];
-    const own: string[] = [];
-    try {
-      const ready = await Promise.all(kinds.map((k) => workers[k].ready));
-      const failed = kinds.filter((_, i) => !ready[i]!.ready);
-      if (failed.length > 0) {
-        own.push(`${p.name}: could not instantiate: ${failed.map((k) => `${label[k]}: ${(ready[kinds.indexOf(k)] as { error: string }).error}`).join('; ')}`);
-        problems.push(...own);
-        continue;
-      }
-      const [ur, mr, br, tr, wr, hr] = ready as Extract<MeteringReady, { ready: true }>[];
-      const times = { u: [] as number[], m: [] as number[], b: [] as number[], t: [] as number[], w: [] as number[], h: [] as number[] };
-      const seen = { u: new Set<string>(), m: new Set<string>(), b: new Set<string>(), t: new Set<string>(), w: new Set<string>(), h: new Set<string>(), fuel: new Set<string>(), firstFuel: new Set<string>() };
-      const first = { u: NaN, m: NaN, b: NaN, t: NaN, w: NaN, h: NaN };
-      const call = async (which: Which, timed: boolean): Promise<number> => {
-        const reply = await workers[which].run(n);
-        if (!reply.ok) {
-          own.push(`${p.name}: ${label[which]} run(${n}) failed: ${reply.error}`);
-          return NaN;
-        }
-        seen[which].add(reply.result);
-        // A program whose first call grows its memory (malloc) is charged for the growth on that
-        // call only: fuel is compared between the first calls and between the timed calls.
-        if (timed) {
-          times[which].push(reply.ms);
-          if (reply.fuel !== null) seen.fuel.add(reply.fuel);
-        } else if (Number.isNaN(first[which])) {
-          first[which] = reply.ms;
-          if (reply.fuel !== null) seen.firstFuel.add(reply.fuel);
-        }
-        return reply.ms;
+      const u = new VariantWorker({ variant: 'unmetered', bytes, functionName: p.function });
+      /** A metered variant, run as the runner runs it. */
+      const metered = (instrumented: typeof ins, extra: { slices?: false } = {}): VariantWorker =>
+        new VariantWorker({
+          variant: 'metered',
+          bytes: instrumented.bytes,
+          functionName: p.function,
+          layout: instrumented.layout,
+          memoryLimitPages: limitPages,
+          fuelLimit: FUEL_LIMIT,
+          ...extra,
+        });
+      const m = metered(ins);
+      const b = metered(insBudget, { slices: false });
+      const ut = metered(insUnthreaded);
+      const aw = metered(insAllWrites);
+      const nh = metered(insNoHeaderWrites);
+      const workers = { u, m, b, t: ut, w: aw, h: nh };
+      const label = {
+        u: 'unmetered',
+        m: 'metered',
+        b: 'metered without slices',
+        t: 'metered without threaded calls',
+        w: 'metered with every write kept',
+        h: 'metered without loop-header writes',
       };
-      options.log(`  metering: ${p.name} run(${n}) x ${reps + 1} per variant`);
-      // Warm-up (also the "first call" figure), then interleaved timed calls.
-      // Warm-up until the engine has tiered the program up: WebAssembly has no on-stack
-      // replacement, so a call that starts before TurboFan's code is installed runs in Liftoff to
-      // its end, and TurboFan may compile a function again once call counts favour inlining.
-      // Calls repeat (at most WARMUP_MAX) until WARMUP_STABLE in a row agree within 3 %.
-      for (const which of kinds) {
-        const recent: number[] = [];
-        for (let i = 0; i < WARMUP_MAX; i++) {
-          recent.push(await call(which, false));
-          if (recent.length > WARMUP_STABLE) recent.shift();
-          if (recent.length === WARMUP_STABLE && Math.max(...recent) <= 1.03 * Math.min(...recent)) break;
+      type Which = keyof typeof workers;
+      const kinds = Object.keys(workers) as Which[];
+      const own: string[] = [];
+      try {
+        const ready = await Promise.all(kinds.map((k) => workers[k].ready));
+        const failed = kinds.filter((_, i) => !ready[i]!.ready);
+        if (failed.length > 0) {
+          own.push(`${p.name}: could not instantiate: ${failed.map((k) => `${label[k]}: ${(ready[kinds.indexOf(k)] as { error: string }).error}`).join('; ')}`);
+          problems.push(...own);
+          continue;
         }
-      }
-      const rotations: Which[][] = [
-        ['m', 'u', 'h', 'w', 'b', 't'],
-        ['u', 't', 'm', 'b', 'h', 'w'],
-        ['w', 'b', 'm', 't', 'u', 'h'],
-        ['h', 't', 'w', 'b', 'u', 'm'],
-        ['b', 'm', 'h', 'u', 'w', 't'],
-        ['t', 'h', 'u', 'm', 'w', 'b'],
-      ];
-      for (let r = 0; r < reps; r++) {
-        for (const which of rotations[r % rotations.length]!) await call(which, true);
-      }
+        const [ur, mr, br, tr, wr, hr] = ready as Extract<MeteringReady, { ready: true }>[];
+        const times = { u: [] as number[], m: [] as number[], b: [] as number[], t: [] as number[], w: [] as number[], h: [] as number[] };
+        const seen = { u: new Set<string>(), m: new Set<string>(), b: new Set<string>(), t: new Set<string>(), w: new Set<string>(), h: new Set<string>(), fuel: new Set<string>(), firstFuel: new Set<string>() };
+        const first = { u: NaN, m: NaN, b: NaN, t: NaN, w: NaN, h: NaN };
+        const call = async (which: Which, timed: boolean): Promise<number> => {
+          const reply = await workers[which].run(n);
+          if (!reply.ok) {
+            own.push(`${p.name}: ${label[which]} run(${n}) failed: ${reply.error}`);
+            return NaN;
+          }
+          seen[which].add(reply.result);
+          // A program whose first call grows its memory (malloc) is charged for the growth on that
+          // call only: fuel is compared between the first calls and between the timed calls.
+          if (timed) {
+            times[which].push(reply.ms);
+            if (reply.fuel !== null) seen.fuel.add(reply.fuel);
+          } else if (Number.isNaN(first[which])) {
+            first[which] = reply.ms;
+            if (reply.fuel !== null) seen.firstFuel.add(reply.fuel);
+          }
+          return reply.ms;
+        };
+        options.log(`  metering: ${p.name} run(${n}) x ${reps + 1} per variant`);
+        // Warm-up (also the "first call" figure), then interleaved timed calls.
+        // Warm-up until the engine has tiered the program up: WebAssembly has no on-stack
+        // replacement, so a call that starts before TurboFan's code is installed runs in Liftoff to
+        // its end, and TurboFan may compile a function again once call counts favour inlining.
+        // Calls repeat (at most WARMUP_MAX) until WARMUP_STABLE in a row agree within 3 %.
+        for (const which of kinds) {
+          const recent: number[] = [];
+          for (let i = 0; i < WARMUP_MAX; i++) {
+            recent.push(await call(which, false));
+            if (recent.length > WARMUP_STABLE) recent.shift();
+            if (recent.length === WARMUP_STABLE && Math.max(...recent) <= 1.03 * Math.min(...recent)) break;
+          }
+        }
+        const rotations: Which[][] = [
+          ['m', 'u', 'h', 'w', 'b', 't'],
+          ['u', 't', 'm', 'b', 'h', 'w'],
+          ['w', 'b', 'm', 't', 'u', 'h'],
+          ['h', 't', 'w', 'b', 'u', 'm'],
+          ['b', 'm', 'h', 'u', 'w', 't'],
+          ['t', 'h', 'u', 'm', 'w', 'b'],
+        ];
+        for (let r = 0; r < reps; r++) {
+          for (const which of rotations[r % rotations.length]!) await call(which, true);
+        }
 
-      const ures = [...seen.u];
-      if (ures.length !== 1 || ures[0] !== expect || kinds.some((k) => seen[k].size !== 1 || [...seen[k]][0] !== ures[0])) {
-        own.push(`${p.name}: RESULT MISMATCH for run(${n}): ${kinds.map((k) => `${label[k]} ${JSON.stringify([...seen[k]])}`).join(', ')}, programs.json expects ${expect}`);
+        const ures = [...seen.u];
+        if (ures.length !== 1 || ures[0] !== expect || kinds.some((k) => seen[k].size !== 1 || [...seen[k]][0] !== ures[0])) {
+          own.push(`${p.name}: RESULT MISMATCH for run(${n}): ${kinds.map((k) => `${label[k]} ${JSON.stringify([...seen[k]])}`).join(', ')}, programs.json expects ${expect}`);
+        }
+        if (seen.fuel.size !== 1) own.push(`${p.name}: fuel differs between identical runs or between the metered variants: ${[...seen.fuel].join(', ')}`);
+        if (seen.firstFuel.size !== 1) own.push(`${p.name}: fuel of the first call differs between the metered variants: ${[...seen.firstFuel].join(', ')}`);
+        if (own.length > 0 || kinds.some((k) => times[k].length !== reps)) {
+          problems.push(...own);
+          continue;
+        }
+        const fuel = [...seen.fuel][0]!;
+        const variant = (ready: Extract<MeteringReady, { ready: true }>, f: number, ms: number[]): VariantTimes => ({
+          compileMs: ready.compileMs,
+          firstMs: f,
+          ms,
+          medianMs: median(ms),
+          bestMs: min(ms),
+        });
+        const uv = variant(ur!, first.u, times.u);
+        const mv = variant(mr!, first.m, times.m);
+        const bv = variant(br!, first.b, times.b);
+        const tv = variant(tr!, first.t, times.t);
+        const wv = variant(wr!, first.w, times.w);
+        const hv = variant(hr!, first.h, times.h);
+        results.push({
+          name: p.name,
+          n,
+          originalBytes: bytes.length,
+          instrumentedBytes: ins.bytes.length,
+          instrumentMs,
+          unmetered: uv,
+          metered: mv,
+          budgetOnly: bv,
+          ratioMedian: mv.medianMs / uv.medianMs,
+          ratioBudgetOnly: bv.medianMs / uv.medianMs,
+          sliceCost: mv.medianMs / bv.medianMs,
+          unthreaded: tv,
+          ratioUnthreaded: tv.medianMs / uv.medianMs,
+          threadGain: tv.medianMs / mv.medianMs,
+          allWrites: wv,
+          ratioAllWrites: wv.medianMs / uv.medianMs,
+          elisionGain: wv.medianMs / mv.medianMs,
+          noHeaderWrites: hv,
+          ratioNoHeaderWrites: hv.medianMs / uv.medianMs,
+          ratioBest: mv.bestMs / uv.bestMs,
+          ratioFirstCall: first.m / first.u,
+          fuel,
+          nsPerFuelMetered: (mv.medianMs * 1e6) / Number(fuel),
+          nsPerFuelUnmetered: (uv.medianMs * 1e6) / Number(fuel),
+          result: ures[0]!,
+          problems: own,
+        });
+      } finally {
+        await Promise.all(kinds.map((k) => workers[k].close()));
       }
-      if (seen.fuel.size !== 1) own.push(`${p.name}: fuel differs between identical runs or between the metered variants: ${[...seen.fuel].join(', ')}`);
-      if (seen.firstFuel.size !== 1) own.push(`${p.name}: fuel of the first call differs between the metered variants: ${[...seen.firstFuel].join(', ')}`);
-      if (own.length > 0 || kinds.some((k) => times[k].length !== reps)) {
-        problems.push(...own);
-        continue;
-      }
-      const fuel = [...seen.fuel][0]!;
-      const variant = (ready: Extract<MeteringReady, { ready: true }>, f: number, ms: number[]): VariantTimes => ({
-        compileMs: ready.compileMs,
-        firstMs: f,
-        ms,
-        medianMs: median(ms),
-        bestMs: min(ms),
-      });
-      const uv = variant(ur!, first.u, times.u);
-      const mv = variant(mr!, first.m, times.m);
-      const bv = variant(br!, first.b, times.b);
-      const tv = variant(tr!, first.t, times.t);
-      const wv = variant(wr!, first.w, times.w);
-      const hv = variant(hr!, first.h, times.h);
-      results.push({
-        name: p.name,
-        n,
-        originalBytes: bytes.length,
-        instrumentedBytes: ins.bytes.length,
-        instrumentMs,
-        unmetered: uv,
-        metered: mv,
-        budgetOnly: bv,
-        ratioMedian: mv.medianMs / uv.medianMs,
-        ratioBudgetOnly: bv.medianMs / uv.medianMs,
-        sliceCost: mv.medianMs / bv.medianMs,
-        unthreaded: tv,
-        ratioUnthreaded: tv.medianMs / uv.medianMs,
-        threadGain: tv.medianMs / mv.medianMs,
-        allWrites: wv,
-        ratioAllWrites: wv.medianMs / uv.medianMs,
-        elisionGain: wv.medianMs / mv.medianMs,
-        noHeaderWrites: hv,
-        ratioNoHeaderWrites: hv.medianMs / uv.medianMs,
-        ratioBest: mv.bestMs / uv.bestMs,
-        ratioFirstCall: first.m / first.u,
-        fuel,
-        nsPerFuelMetered: (mv.medianMs * 1e6) / Number(fuel),
-        nsPerFuelUnmetered: (uv.medianMs * 1e6) / Number(fuel),
-        result: ures[0]!,
-        problems: own,
-      });
-    } finally {
-      await Promise.all(kinds.map((k) => workers[k].close()));
     }
   }
 
@@ -360,7 +399,8 @@ export async function meteringSection(options: SectionOptions): Promise<SectionR
   const markdown = [
     '## Metering overhead (metered / unmetered guest time)',
     '',
-    `Each variant in its own worker thread; warm-up calls until ${WARMUP_STABLE} in a row agree within 3 % (at most ${WARMUP_MAX}: Liftoff → TurboFan → inlining), then ${reps} timed calls per variant, interleaved. ` +
+    (pin ? 'All threads pinned to one CPU (taskset) for this section, the variants interleaved on it: unpinned, on this 2-vCPU VM, about one worker in four ran identical code 1.5-2x slower for all its calls. ' : '**Not pinned to one CPU (taskset unavailable)**: a variant may run all its calls 1.5-2x slower than the same code elsewhere. ') +
+      `Each variant in its own worker thread; warm-up calls until ${WARMUP_STABLE} in a row agree within 3 % (at most ${WARMUP_MAX}: Liftoff → TurboFan → inlining), then ${reps} timed calls per variant, interleaved. ` +
       `Times in ms (median and best of ${reps}); "1st" is the ratio of the first warm-up calls. Fuel limit 2^62; ns/fuel = metered median / fuel consumed. ` +
       `"no slices" is the same instrumentation with checks that trap when the budget is spent instead of asking the host for the next slice (the mechanism before slices); "slice cost" = metered / no slices. ` +
       `"ratio unthreaded" is the same instrumentation with direct calls handing the count over through the fuel global instead of as a parameter and result (the mechanism before threaded copies). ` +
@@ -376,5 +416,5 @@ export async function meteringSection(options: SectionOptions): Promise<SectionR
     ...(problems.length ? ['', ...problems.map((s) => `**PROBLEM** ${s}`)] : []),
   ].join('\n');
 
-  return { markdown, data: { reps, fuelLimit: String(FUEL_LIMIT), programs: results, geomean: gm, geomeanBest: gmBest, geomeanWithoutSlices: gmBudget, sliceCost, sliceCostBest, geomeanUnthreaded: gmUnthreaded, threadGain, geomeanAllWrites: gmAllWrites, elisionGain, max: worst?.ratioMedian ?? null }, ok: problems.length === 0, problems, missed };
+  return { markdown, data: { reps, pinnedToOneCpu: pin !== null, fuelLimit: String(FUEL_LIMIT), programs: results, geomean: gm, geomeanBest: gmBest, geomeanWithoutSlices: gmBudget, sliceCost, sliceCostBest, geomeanUnthreaded: gmUnthreaded, threadGain, geomeanAllWrites: gmAllWrites, elisionGain, max: worst?.ratioMedian ?? null }, ok: problems.length === 0, problems, missed };
 }

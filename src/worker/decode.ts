@@ -18,10 +18,10 @@
 // (copying into memory already mapped is cheap; on this kind of VM the first touch of a fresh
 // 16 MiB buffer costs tens of milliseconds in page faults). Its chunks as Node received them are
 // moved here (transferred) and copied into staging by this thread; only chunks that cannot be
-// moved (slices of a larger buffer) are copied in by the main thread. Everything produced here for the main thread (the
-// module, stdin) is in a SharedArrayBuffer allocated here: its page faults are this thread's, and
-// it crosses to the main thread and on to the preparation thread without a copy. Nothing writes
-// to those bytes after this.
+// moved (slices of a larger buffer) are copied in by the main thread. Everything produced here
+// for the main thread (the module, stdin) is in a SharedArrayBuffer allocated here: its page
+// faults are this thread's, and it crosses to the main thread and on to the preparation thread
+// without a copy. Nothing writes to those bytes after this.
 
 import { Buffer, isUtf8 } from 'node:buffer';
 import { createHash } from 'node:crypto';

@@ -209,10 +209,9 @@ export class WorkerPools {
 
   private async decodeTask(kind: DecodeTask['kind'], chunks: readonly Uint8Array[], length: number): Promise<DecodeResult | AdoptResult | null> {
     if (this.closing) throw overloaded('the server is shutting down');
-    // Staging buffers are reused: copying into memory already mapped costs the event loop about a
-    // millisecond per 4 MiB, where the first touch of a fresh 16 MiB buffer costs tens of
-    // milliseconds in page faults. A few are kept (STAGING_KEPT); more concurrent bodies than that
-    // get fresh ones.
+    // Staging buffers are reused: copying into memory already mapped costs about a millisecond per
+    // 16 MiB, where the first touch of a fresh 16 MiB buffer costs tens of milliseconds in page
+    // faults. A few are kept (STAGING_KEPT); more concurrent bodies than that get fresh ones.
     const kept = this.staging.findIndex((b) => b.byteLength >= length);
     const staging = kept >= 0 ? this.staging.splice(kept, 1)[0]! : new SharedArrayBuffer(Math.max(length, this.stagingBytes()));
     // A chunk that is the whole of its own ArrayBuffer (what Node's HTTP parser hands out for a
