@@ -19,12 +19,12 @@ import { isWatText } from '../wasm/sniff.js';
 import { ServiceError, clip, quote } from '../errors.js';
 import { INLINE_BODY_MAX_BYTES, decodedFields } from '../http/json-body.js';
 import {
-  ExecuteJsonSchema,
   ModuleJsonSchema,
   type RunFields,
   RunFieldsSchema,
   ModuleIdSchema,
   describeIssues,
+  parseExecuteJson,
 } from '../schemas/execute.js';
 
 /** Where the module comes from: its bytes, WebAssembly text to compile, or a stored id. */
@@ -82,7 +82,7 @@ export async function readRunBody(request: FastifyRequest, options: ReadRunOptio
         }
         json = rest;
       }
-      const parsed = ExecuteJsonSchema.safeParse(json);
+      const parsed = parseExecuteJson(json);
       if (!parsed.success) throw new ServiceError('invalid_request', describeIssues(parsed.error));
       const { module, moduleId, wat, ...fields } = parsed.data;
       const decoded = decodedFields(request.body);
