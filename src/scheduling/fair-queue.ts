@@ -11,6 +11,7 @@
 // - tasks already queued are re-checked as the prediction changes and refused as soon as they
 //   cannot start in time, and a task whose caller went away leaves the queue.
 
+import { type Cancel, cancelledBy, onCancel } from './cancel.js';
 import { ServiceError } from '../errors.js';
 import { performance } from 'node:perf_hooks';
 
@@ -39,8 +40,8 @@ interface Waiter {
   enqueuedMs: number;
   resolve: (slot: Slot) => void;
   reject: (err: Error) => void;
-  onAbort?: () => void;
-  signal?: AbortSignal;
+  /** Stops listening for the task being called off. */
+  stop?: () => void;
 }
 
 /** Service time assumed before any task has finished. */
@@ -75,7 +76,7 @@ export class FairQueue {
    * Resolves with a slot once the caller's turn comes; rejects with 503 overloaded when the task
    * cannot start within the queue timeout (at once when that is already predictable).
    */
-  acquire(caller: string, cancel?: AbortSignal | (() => AbortSignal | undefined)): Promise<Slot> {
+  acquire(caller: string, cancel?: Cancel | (() => Cancel | undefined)): Promise<Slot> {
     const now = nowMs();
     if (this.running.size < this.options.slots && this.queued === 0) return Promise.resolve(this.grant(now, now));
     if (this.queued >= this.options.queueMax) return Promise.reject(this.refusal(`the ${this.options.name} is full`, this.predictWaitMs(this.queued)));
@@ -84,16 +85,16 @@ export class FairQueue {
     if (predicted > this.options.queueTimeoutMs) {
       return Promise.reject(this.refusal(`a new task would wait about ${Math.ceil(predicted)} ms in the ${this.options.name}`, predicted));
     }
-    // The signal only matters to a task that waits: a function is asked for it only then.
-    const signal = typeof cancel === 'function' ? cancel() : cancel;
+    // What calls the task off only matters to a task that waits: a function is asked for it only then.
+    const off = typeof cancel === 'function' ? cancel() : cancel;
+    const already = off ? cancelledBy(off) : null;
+    if (already) return Promise.reject(already);
     return new Promise<Slot>((resolve, reject) => {
       const waiter: Waiter = { caller, enqueuedMs: now, resolve, reject };
-      if (signal) {
-        waiter.signal = signal;
-        waiter.onAbort = () => {
-          if (this.remove(waiter)) reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
-        };
-        signal.addEventListener('abort', waiter.onAbort, { once: true });
+      if (off) {
+        waiter.stop = onCancel(off, () => {
+          if (this.remove(waiter)) reject(cancelledBy(off) ?? new Error('aborted'));
+        });
       }
       let q = this.queues.get(caller);
       if (!q) {
@@ -239,7 +240,8 @@ export class FairQueue {
   }
 
   private detach(w: Waiter): void {
-    if (w.signal && w.onAbort) w.signal.removeEventListener('abort', w.onAbort);
+    w.stop?.();
+    w.stop = undefined;
   }
 
   private refusal(why: string, predictedMs: number): ServiceError {

@@ -16,6 +16,7 @@ import { CorruptModuleError, type ModuleStore, StoreFullError } from '../store/t
 import type { ModuleDescription } from '../worker/protocol.js';
 import { type Prepared, PreparedCache } from './prepared-cache.js';
 import { FairQueue, type Slot } from '../scheduling/fair-queue.js';
+import { type Departure, eitherCancel } from '../scheduling/cancel.js';
 import { type CallerQuota, ConcurrencyQuota } from '../limits/concurrency.js';
 import type { Metrics } from '../metrics/index.js';
 
@@ -96,9 +97,9 @@ export interface CallContext {
   caller: string;
   /** The API key's id (per-key concurrency quota, metrics); null when keys are off. */
   keyId: string | null;
-  /** Aborted when the client goes away: a task still waiting for a worker leaves its queue. Read
-   *  only when a task has to wait (the HTTP routes make it then: src/routes/context.ts). */
-  readonly signal?: AbortSignal;
+  /** The client going away: a task still waiting for a worker leaves its queue. Read only when a
+   *  task has to wait (src/routes/context.ts). */
+  readonly departure?: Departure;
 }
 
 /** The CLI's local runs and other in-process callers. */
@@ -296,7 +297,7 @@ export class ExecuteService {
   async compileText(text: string, ctx: CallContext = LOCAL_CALLER): Promise<{ bytes: Uint8Array; deadlineMs: number }> {
     const size = Buffer.byteLength(text);
     const lane: PrepareLane = size <= this.config.prepareSmallBytes ? 'small' : 'large';
-    const slot: Slot = await this.queues.prepare[lane].acquire(ctx.caller, () => ctx.signal);
+    const slot: Slot = await this.queues.prepare[lane].acquire(ctx.caller, () => ctx.departure);
     this.metrics?.queueWait.observe({ lane: `prepare-${lane}` }, slot.waitedMs / 1000);
     const t = performance.now();
     let result;
@@ -358,7 +359,7 @@ export class ExecuteService {
         },
         limits.timeoutMs,
         req.cancel,
-        () => ctx.signal,
+        () => ctx.departure,
       );
     } finally {
       slot.release();
@@ -401,10 +402,7 @@ export class ExecuteService {
   /** A runner slot for a single run or a batch; a cancelled request (the client gone, or a job's
    *  DELETE) leaves the queue too. */
   private async acquireRunSlot(req: ExecuteRequest, ctx: CallContext): Promise<Slot> {
-    const slot = await this.queues.run.acquire(ctx.caller, () => {
-      const client = ctx.signal;
-      return client && req.cancel ? AbortSignal.any([client, req.cancel]) : (client ?? req.cancel);
-    });
+    const slot = await this.queues.run.acquire(ctx.caller, () => eitherCancel(ctx.departure, req.cancel));
     this.metrics?.queueWait.observe({ lane: 'run' }, slot.waitedMs / 1000);
     return slot;
   }
@@ -446,7 +444,7 @@ export class ExecuteService {
         batchLimits.timeoutMs,
         req.cancel,
         req.progress,
-        () => ctx.signal,
+        () => ctx.departure,
       );
     } finally {
       slot.release();
@@ -579,7 +577,7 @@ export class ExecuteService {
   /** Waits for a thread of the module's lane (small modules have their own), then prepares. */
   private async prepareOnce(moduleId: string, bytes: Uint8Array, ctx: CallContext, deadlineMs?: number): Promise<Prepared> {
     const lane: PrepareLane = bytes.length <= this.config.prepareSmallBytes ? 'small' : 'large';
-    const slot: Slot = await this.queues.prepare[lane].acquire(ctx.caller, () => ctx.signal);
+    const slot: Slot = await this.queues.prepare[lane].acquire(ctx.caller, () => ctx.departure);
     this.metrics?.queueWait.observe({ lane: `prepare-${lane}` }, slot.waitedMs / 1000);
     const t = performance.now();
     let result;

@@ -20,6 +20,7 @@ import type { AdoptResult, DecodeResult, DecodeTask } from './decode.js';
 import { type RunHandle, RunPool } from './run-pool.js';
 import { copyIntoShared } from './shared-copy.js';
 import { taskCell } from './run-cell.js';
+import { type Cancel, cancelledBy, onCancel } from '../scheduling/cancel.js';
 import { type BatchTask, type CompileTextResult, type CompileTextTask, type MissingModule, type ModuleRef, type PrepareResult, type PrepareTask, type PrepareWorkerData, type RunResult, type RunTask, WARM_ACTIVE, WARM_DONE, warmUpState } from './protocol.js';
 
 /** The module of a run as callers give it: the compiled module, and (from the service) its key
@@ -51,8 +52,8 @@ function movable(c: Uint8Array): boolean {
 
 type Settled<T> = { kind: 'done'; value: T; waitedNs: number } | { kind: 'deadline'; ranMs: number } | { kind: 'queue_timeout' } | { kind: 'cancelled'; ranMs: number } | { kind: 'left'; reason: Error };
 
-/** The signal of a caller that may go away while its task waits (asked for only then). */
-export type LeaveSignal = () => AbortSignal | undefined;
+/** A caller that may go away while its task waits (asked for only then). */
+export type LeaveSignal = () => Cancel | undefined;
 
 /** The preparation threads' heap: instrumenting a large module builds large buffers; room for
  *  them, but bounded (WASMBOX_PREPARE_HEAP_MB). The young generation is V8's default (192 MiB
@@ -527,23 +528,24 @@ export class WorkerPools {
       if (err instanceof Error && err.message === 'Task queue is at limit') throw overloaded('the run queue is full');
       throw err;
     }
-    const onCancel = (): void => {
+    const onCancelled = (): void => {
       if (verdict) return;
       const startUs = started ? Number(Atomics.load(started, 0)) : dispatchedUs;
       verdict = { kind: 'cancelled', ranMs: startUs === 0 ? 0 : (epochUs() - startUs) / 1000 };
       handle.abort();
     };
-    cancel?.addEventListener('abort', onCancel, { once: true });
+    cancel?.addEventListener('abort', onCancelled, { once: true });
     // Only a task that waits listens for its caller leaving (a listener per task costs the event
     // loop microseconds); once started, it runs to its end.
     const left = handle.waiting ? leave?.() : undefined;
     const onLeave = (): void => {
       if (verdict || !left) return;
-      verdict = { kind: 'left', reason: left.reason instanceof Error ? left.reason : new Error('the caller went away') };
+      verdict = { kind: 'left', reason: cancelledBy(left) ?? new Error('the caller went away') };
       if (!handle.withdraw()) verdict = null;
     };
-    if (left?.aborted) onLeave();
-    else left?.addEventListener('abort', onLeave, { once: true });
+    let stopLeave: (() => void) | undefined;
+    if (left && cancelledBy(left)) onLeave();
+    else if (left) stopLeave = onCancel(left, onLeave);
     const check = (): void => {
       if (verdict) return;
       const now = epochUs();
@@ -583,8 +585,8 @@ export class WorkerPools {
       throw err;
     } finally {
       clearTimeout(timer);
-      cancel?.removeEventListener('abort', onCancel);
-      left?.removeEventListener('abort', onLeave);
+      cancel?.removeEventListener('abort', onCancelled);
+      stopLeave?.();
     }
   }
 
