@@ -173,6 +173,8 @@ interface LoadResult {
   timeouts: number;
   statusCodes: Record<string, number>;
   serverCpuPercent: number | null;
+  /** The server's main thread (its event loop): CPU time per response, in µs. */
+  mainUsPerRequest: number | null;
   loadGenCpuPercent: number;
   /** CPU used by everything else on the machine meanwhile: other processes and kernel work charged
    *  to neither process; `irqCpuPercent` is the interrupt and softirq part of the machine's total. */
@@ -184,6 +186,7 @@ interface LoadResult {
 async function load(server: ServerProcess, spec: RequestSpec, durationS: number): Promise<LoadResult> {
   const lat: number[] = [];
   const cpu0 = server.cpuSeconds();
+  const main0 = server.mainThreadCpuSeconds();
   const m0 = machineCpu();
   const own0 = process.cpuUsage();
   const t0 = performance.now();
@@ -203,6 +206,7 @@ async function load(server: ServerProcess, spec: RequestSpec, durationS: number)
   const r = await instance;
   const wallS = (performance.now() - t0) / 1000;
   const cpu1 = server.cpuSeconds();
+  const main1 = server.mainThreadCpuSeconds();
   const m1 = machineCpu();
   const own = process.cpuUsage(own0);
   const [p50, p90, p99, max] = quantiles(Float64Array.from(lat), [0.5, 0.9, 0.99, 1]);
@@ -227,6 +231,7 @@ async function load(server: ServerProcess, spec: RequestSpec, durationS: number)
     timeouts: r.timeouts,
     statusCodes,
     serverCpuPercent,
+    mainUsPerRequest: main0 !== null && main1 !== null && lat.length > 0 ? ((main1 - main0) * 1e6) / lat.length : null,
     loadGenCpuPercent,
     otherCpuPercent,
     irqCpuPercent,
@@ -312,44 +317,96 @@ async function coldFirstRun(options: SectionOptions): Promise<{ row?: string[]; 
   }
 }
 
+/** Rounds of one scenario, as one row: the median round's figures (each round's own p50/p99). */
+function medianOfRounds(rounds: LoadResult[]): LoadResult {
+  const med = (f: (r: LoadResult) => number | null): number | null => {
+    const xs = rounds.map(f).filter((x): x is number => x !== null);
+    return xs.length ? median(xs) : null;
+  };
+  const sum = (f: (r: LoadResult) => number): number => rounds.reduce((a, r) => a + f(r), 0);
+  const statusCodes: Record<string, number> = {};
+  for (const r of rounds) for (const [code, n] of Object.entries(r.statusCodes)) statusCodes[code] = (statusCodes[code] ?? 0) + n;
+  return {
+    durationS: sum((r) => r.durationS),
+    requests: sum((r) => r.requests),
+    rps: med((r) => r.rps)!,
+    p50Ms: med((r) => r.p50Ms)!,
+    p90Ms: med((r) => r.p90Ms)!,
+    p99Ms: med((r) => r.p99Ms)!,
+    maxMs: Math.max(...rounds.map((r) => r.maxMs)),
+    meanMs: med((r) => r.meanMs)!,
+    non2xx: sum((r) => r.non2xx),
+    errors: sum((r) => r.errors),
+    timeouts: sum((r) => r.timeouts),
+    statusCodes,
+    serverCpuPercent: med((r) => r.serverCpuPercent),
+    mainUsPerRequest: med((r) => r.mainUsPerRequest),
+    loadGenCpuPercent: med((r) => r.loadGenCpuPercent)!,
+    otherCpuPercent: med((r) => r.otherCpuPercent),
+    irqCpuPercent: med((r) => r.irqCpuPercent),
+    autocannon: rounds[0]!.autocannon,
+  };
+}
+
 export async function httpSection(options: SectionOptions): Promise<SectionResult> {
+  // Every scenario's server is up at once and the scenarios are measured in interleaved rounds (the
+  // order rotating), each row the median round: the machine's drift (other load, frequency) falls on
+  // all of them alike, where one window each, one after the other, put the ratios at its mercy
+  // (by id against the bare route: 0.21 to 0.26 in five rounds of one run).
   const warmS = options.quick ? 1 : 3;
-  const durationS = options.quick ? 3 : 10;
+  const rounds = options.quick ? 1 : 3;
+  const roundS = options.quick ? 3 : 4;
+  const durationS = rounds * roundS;
   const problems: string[] = [];
   const missed: string[] = [];
   const skipped: string[] = [];
-  const results: (LoadResult & { id: string; label: string; server: ServerKind; target?: Scenario['target'] })[] = [];
+  const results: (LoadResult & { id: string; label: string; server: ServerKind; target?: Scenario['target']; rounds: LoadResult[] })[] = [];
 
   const kinds = [...new Set(SCENARIOS.map((s) => s.server))];
-  for (const kind of kinds) {
-    options.log(`  http: starting the ${kind} server`);
-    const server = await startServer(kind);
-    try {
-      for (const sc of SCENARIOS.filter((s) => s.server === kind)) {
-        const spec = await sc.setup(server.baseUrl);
-        if ('skip' in spec) {
-          skipped.push(`(${sc.id}) ${sc.label}: skipped: ${spec.skip}`);
-          options.log(`  http: ${skipped.at(-1)}`);
-          continue;
-        }
-        const before = await probeOnce(server.baseUrl, spec);
-        const wrong = sc.check(before.status, before.body);
-        if (wrong) {
-          problems.push(`http (${sc.id}) ${sc.label}: unexpected response before the load: ${wrong}`);
-          continue;
-        }
-        options.log(`  http: (${sc.id}) ${sc.label}: warm-up ${warmS} s, then ${durationS} s at ${CONNECTIONS} connections`);
-        await load(server, spec, warmS);
-        const r = await load(server, spec, durationS);
-        const after = await probeOnce(server.baseUrl, spec);
-        const wrongAfter = sc.check(after.status, after.body);
-        if (wrongAfter) problems.push(`http (${sc.id}): unexpected response after the load: ${wrongAfter}`);
-        if (r.non2xx || r.errors || r.timeouts) {
-          problems.push(`http (${sc.id}): ${r.non2xx} non-2xx responses (${JSON.stringify(r.statusCodes)}), ${r.errors} errors, ${r.timeouts} timeouts`);
-        }
-        results.push({ ...r, id: sc.id, label: sc.label, server: kind, ...(sc.target && { target: sc.target }) });
+  const servers = new Map<ServerKind, ServerProcess>();
+  try {
+    for (const kind of kinds) {
+      options.log(`  http: starting the ${kind} server`);
+      servers.set(kind, await startServer(kind));
+    }
+    const ready: { sc: Scenario; server: ServerProcess; spec: RequestSpec; rounds: LoadResult[] }[] = [];
+    for (const sc of SCENARIOS) {
+      const server = servers.get(sc.server)!;
+      const spec = await sc.setup(server.baseUrl);
+      if ('skip' in spec) {
+        skipped.push(`(${sc.id}) ${sc.label}: skipped: ${spec.skip}`);
+        options.log(`  http: ${skipped.at(-1)}`);
+        continue;
       }
-    } finally {
+      const before = await probeOnce(server.baseUrl, spec);
+      const wrong = sc.check(before.status, before.body);
+      if (wrong) {
+        problems.push(`http (${sc.id}) ${sc.label}: unexpected response before the load: ${wrong}`);
+        continue;
+      }
+      options.log(`  http: (${sc.id}) ${sc.label}: warm-up ${warmS} s`);
+      await load(server, spec, warmS);
+      ready.push({ sc, server, spec, rounds: [] });
+    }
+    options.log(`  http: ${rounds} interleaved rounds of ${roundS} s per scenario at ${CONNECTIONS} connections`);
+    for (let round = 0; round < rounds; round++) {
+      for (let i = 0; i < ready.length; i++) {
+        const r = ready[(i + round) % ready.length]!;
+        r.rounds.push(await load(r.server, r.spec, roundS));
+      }
+    }
+    for (const { sc, server, spec, rounds: measured } of ready) {
+      const after = await probeOnce(server.baseUrl, spec);
+      const wrongAfter = sc.check(after.status, after.body);
+      if (wrongAfter) problems.push(`http (${sc.id}): unexpected response after the load: ${wrongAfter}`);
+      const r = medianOfRounds(measured);
+      if (r.non2xx || r.errors || r.timeouts) {
+        problems.push(`http (${sc.id}): ${r.non2xx} non-2xx responses (${JSON.stringify(r.statusCodes)}), ${r.errors} errors, ${r.timeouts} timeouts`);
+      }
+      results.push({ ...r, id: sc.id, label: sc.label, server: sc.server, ...(sc.target && { target: sc.target }), rounds: measured });
+    }
+  } finally {
+    for (const [kind, server] of servers) {
       await server.stop();
       const tail = server.stderr().trim();
       if (tail) options.log(`  http: ${kind} server stderr:\n${tail}`);
@@ -374,6 +431,7 @@ export async function httpSection(options: SectionOptions): Promise<SectionResul
       fmt(r.maxMs, 1),
       base ? fmt(r.rps / base.rps, 3) : '–',
       r.serverCpuPercent === null ? '–' : `${fmt(r.serverCpuPercent, 0)} %`,
+      r.mainUsPerRequest === null ? '–' : fmt(r.mainUsPerRequest, 0),
       `${fmt(r.loadGenCpuPercent, 0)} %`,
       r.otherCpuPercent === null ? '–' : `${fmt(r.otherCpuPercent, 0)} %${r.irqCpuPercent === null ? '' : ` (irq ${fmt(r.irqCpuPercent, 0)} %)`}`,
       target,
@@ -409,13 +467,15 @@ export async function httpSection(options: SectionOptions): Promise<SectionResul
   const markdown = [
     '## HTTP throughput and latency',
     '',
-    `autocannon, ${CONNECTIONS} connections, no pipelining, 127.0.0.1; ${warmS} s warm-up, then ${durationS} s measured; ` +
-      'servers are child processes with their default configuration (the service logs one line per execution to /dev/null). ' +
-      'Latency percentiles over every response. CPU columns in % of one core (both cores = 200 %): the server (all its threads), ' +
+    `autocannon, ${CONNECTIONS} connections, no pipelining, 127.0.0.1; each scenario ${warmS} s warm-up, then ${rounds} rounds of ${roundS} s, ` +
+      'the scenarios interleaved round by round (order rotating) with every server up at once; each row is the median round. ' +
+      'Servers are child processes with their default configuration (the service logs one line per execution to /dev/null). ' +
+      'Latency percentiles over every response of a round. "event loop µs/req": CPU time of the server\'s main thread per response ' +
+      '(steadier than requests/s on a shared machine). CPU columns in % of one core (both cores = 200 %): the server (all its threads), ' +
       'the load generator (this process), and the rest of the machine meanwhile: other processes (a busy machine skews the numbers) and ' +
       'kernel work charged to neither; "irq" is the machine\'s interrupt/softirq time, mostly loopback TCP.',
     '',
-    table(['scenario', 'req/s', 'p50 ms', 'p99 ms', 'max ms', 'req/s vs (a)', 'server CPU', 'load-gen CPU', 'other CPU', 'target', 'result'], rows),
+    table(['scenario', 'req/s', 'p50 ms', 'p99 ms', 'max ms', 'req/s vs (a)', 'server CPU', 'event loop µs/req', 'load-gen CPU', 'other CPU', 'target', 'result'], rows),
     ...(ratios.length ? ['', ...ratios.map((s) => `- ratio ${s}`)] : []),
     ...skipped.map((s) => `- ${s}`),
     ...(bareRatioRows.length ? ['', table(['execute by id vs a bare Fastify route', 'req/s ratio', 'target', 'result'], bareRatioRows)] : []),
@@ -438,5 +498,5 @@ export async function httpSection(options: SectionOptions): Promise<SectionResul
       : []),
     ...(problems.length ? ['', ...problems.map((s) => `**PROBLEM** ${s}`)] : []),
   ].join('\n');
-  return { markdown, data: { connections: CONNECTIONS, warmS, durationS, scenarios: results, skipped, prefetch: ahead.data ?? null }, ok: problems.length === 0, problems, missed };
+  return { markdown, data: { connections: CONNECTIONS, warmS, rounds, roundS, durationS, scenarios: results, skipped, prefetch: ahead.data ?? null }, ok: problems.length === 0, problems, missed };
 }

@@ -17,6 +17,8 @@ export interface ServerProcess {
   child: ChildProcess;
   stderr: () => string;
   cpuSeconds: () => number | null;
+  /** CPU time of its main thread (the event loop) so far, in seconds. */
+  mainThreadCpuSeconds: () => number | null;
   /** Peak resident set size of the process so far (VmHWM), in bytes. */
   peakRssBytes: () => number | null;
   stop: () => Promise<void>;
@@ -33,10 +35,10 @@ async function freePort(): Promise<number> {
   });
 }
 
-/** CPU seconds of a process, all its threads included. */
-export function procCpuSeconds(pid: number): number | null {
+/** CPU seconds of a process, all its threads included; or of one of its threads (`tid`). */
+export function procCpuSeconds(pid: number, tid?: number): number | null {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const stat = readFileSync(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
     return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
@@ -97,6 +99,7 @@ export async function startServer(kind: ServerKind, env: Record<string, string> 
     child,
     stderr: () => err,
     cpuSeconds: () => procCpuSeconds(child.pid!),
+    mainThreadCpuSeconds: () => procCpuSeconds(child.pid!, child.pid!),
     peakRssBytes: () => procPeakRss(child.pid!),
     stop: async () => {
       if (exited === null) {
