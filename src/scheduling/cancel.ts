@@ -1,8 +1,9 @@
 // What a waiting task listens to for being called off: an AbortSignal (a job's DELETE), or the
 // departure of an HTTP caller (src/routes/context.ts), which is a listener on the response's
 // 'close' event. An AbortController per waiting request (its AbortSignal is an EventTarget, and
-// the fair queue and the run pool each added and removed a listener on it) was about 8 µs of the
-// event loop's time per trivial run with 32 connections waiting (bench: POST /execute by id).
+// the fair queue and the run pool each added and removed a listener on it) was a measurable part
+// of a trivial run's event-loop time with 32 connections waiting: in one A/B under that load, the
+// run queue given no signal at all took the main thread from 155 to 138 µs per request.
 
 /** A caller that may go away. */
 export interface Departure {
