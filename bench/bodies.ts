@@ -24,14 +24,10 @@ import { type ServerProcess, startServer } from './server-process.js';
 const TARGET_STALL_MS = 20;
 const BODY_LIMIT = 16 * 1024 * 1024;
 
-/** CPU time of the server's main thread (its event loop), in ms: /proc schedstat, in ns. Unlike a
- *  probe's latency it does not grow when the machine is busy and the thread waits for a core. */
-function mainThreadCpuMs(pid: number): number | null {
-  try {
-    return Number(readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').split(' ')[0]) / 1e6;
-  } catch {
-    return null;
-  }
+/** CPU time of the server's main thread (its event loop), in ms. */
+function mainThreadCpuMs(server: ServerProcess): number | null {
+  const s = server.mainThreadCpuSeconds();
+  return s === null ? null : s * 1000;
 }
 
 async function lagMaxMs(server: ServerProcess): Promise<number | null> {
@@ -78,14 +74,13 @@ export async function bodiesSection(options: SectionOptions): Promise<SectionRes
   };
   try {
     // Pass 1, no probes: the main thread's CPU time per request, a trivial run first for scale.
-    const pid = server.child.pid!;
     const trivial = JSON.stringify({ module: add.toString('base64'), function: 'add', args: [5, 10] });
     const cpuOf = async (body: string | Buffer): Promise<number | null> => {
-      const c0 = mainThreadCpuMs(pid);
+      const c0 = mainThreadCpuMs(server);
       const res = await request(`${server.baseUrl}/execute`, { method: 'POST', body, headers: { 'content-type': 'application/json' }, dispatcher: bigAgent });
       await res.body.dump();
       await sleep(50); // the response's last writes and the request's cleanup
-      const c1 = mainThreadCpuMs(pid);
+      const c1 = mainThreadCpuMs(server);
       return c0 === null || c1 === null ? null : c1 - c0;
     };
     const trivialCpu: number[] = [];
@@ -101,13 +96,12 @@ export async function bodiesSection(options: SectionOptions): Promise<SectionRes
     const sinkCpu: number[] = [];
     const sinkWarmUpCpu: number[] = [];
     try {
-      const barePid = bare.child.pid!;
       const sink = async (body: Buffer): Promise<number> => {
-        const c0 = mainThreadCpuMs(barePid);
+        const c0 = mainThreadCpuMs(bare);
         const res = await request(`${bare.baseUrl}/sink`, { method: 'POST', body, headers: { 'content-type': 'application/json' }, dispatcher: bigAgent });
         await res.body.dump();
         await sleep(50);
-        const c1 = mainThreadCpuMs(barePid);
+        const c1 = mainThreadCpuMs(bare);
         return c0 === null || c1 === null ? NaN : c1 - c0;
       };
       for (const body of warmUpBodies) sinkWarmUpCpu.push(await sink(body));
